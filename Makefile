@@ -1,0 +1,85 @@
+# rootkey-operator — every entry point the README, CI and developers use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Heavy builds live outside the clone, keyed by version, so fresh clones on a warm machine reuse them.
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rootkey-operator
+K8S_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit} $$2=="k8s.io/kubernetes" {print $$3; exit}' hack/tools/k8s/go.mod)
+HELM_VERSION := $(shell awk '$$1=="helm.sh/helm/v3" {print $$2; exit} $$2=="helm.sh/helm/v3" {print $$3; exit}' hack/tools/helm/go.mod)
+K8S_TOOLS := $(CACHE_DIR)/tools/k8s-$(K8S_VERSION)-$(shell sha256sum hack/tools/k8s/go.sum | cut -c1-12)
+HELM_TOOLS := $(CACHE_DIR)/tools/helm-$(HELM_VERSION)-$(shell sha256sum hack/tools/helm/go.sum | cut -c1-12)
+PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt)
+VENV := $(CACHE_DIR)/venv-$(shell cat $(PY_REQUIREMENTS) | sha256sum | cut -c1-12)
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+BIN := $(CURDIR)/bin
+CONTROLPLANE := $(CARGO_TARGET_DIR)/debug/controlplane
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: $(K8S_TOOLS)/.done $(HELM_TOOLS)/.done host-deps ## Build kube-apiserver, etcd, kubectl and helm (cached) into bin/
+	@mkdir -p $(BIN)
+	@for t in kube-apiserver etcd kubectl; do ln -sfn $(K8S_TOOLS)/$$t $(BIN)/$$t; done
+	@ln -sfn $(HELM_TOOLS)/helm $(BIN)/helm
+	@echo "tools: Kubernetes $(K8S_VERSION), helm $(HELM_VERSION) in $(BIN)"
+
+$(K8S_TOOLS)/.done: hack/tools/k8s/go.mod hack/tools/k8s/go.sum
+	@echo "building kube-apiserver, etcd and kubectl $(K8S_VERSION) from Go modules (first time only: several minutes)"
+	@rm -rf $(K8S_TOOLS).tmp && mkdir -p $(K8S_TOOLS).tmp
+	cd hack/tools/k8s && go build -trimpath -ldflags=-s -o $(K8S_TOOLS).tmp/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./cmd/etcd
+	@touch $(K8S_TOOLS).tmp/.done && rm -rf $(K8S_TOOLS) && mv $(K8S_TOOLS).tmp $(K8S_TOOLS)
+
+$(HELM_TOOLS)/.done: hack/tools/helm/go.mod hack/tools/helm/go.sum
+	@echo "building helm $(HELM_VERSION) from its Go module (first time only)"
+	@rm -rf $(HELM_TOOLS).tmp && mkdir -p $(HELM_TOOLS).tmp
+	cd hack/tools/helm && go build -trimpath -ldflags=-s -o $(HELM_TOOLS).tmp/ helm.sh/helm/v3/cmd/helm
+	@touch $(HELM_TOOLS).tmp/.done && rm -rf $(HELM_TOOLS) && mv $(HELM_TOOLS).tmp $(HELM_TOOLS)
+
+# The sandbox serves every Azure host under *.sandbox.localhost; glibc resolves *.localhost to
+# loopback through nss-myhostname.
+.PHONY: host-deps
+host-deps:
+	@getent hosts probe.sandbox.localhost >/dev/null || { \
+	  echo "installing libnss-myhostname so *.localhost resolves to loopback"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss-myhostname >/dev/null; \
+	  getent hosts probe.sandbox.localhost >/dev/null; }
+
+.PHONY: crds
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
+	cargo run -q --bin rootkey-operator -- crd > crds/antimatter.io_azurerootkeys.yaml
+	cp crds/antimatter.io_azurerootkeys.yaml charts/rootkey-operator/files/
+
+.PHONY: build
+build: ## Build all Rust binaries (debug)
+	cargo build --workspace --bins
+
+$(VENV)/.done: $(PY_REQUIREMENTS)
+	@echo "creating the Python test environment $(VENV)"
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(addprefix -r ,$(PY_REQUIREMENTS))
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.done
+
+.PHONY: test
+test: tools build venv ## Run every test against a fresh local control plane
+	cargo build --workspace --tests
+	$(CONTROLPLANE) --bin-dir $(BIN) run -- $(MAKE) --no-print-directory test-suites
+
+# Runs inside `controlplane run` (KUBECONFIG set); every suite runs even when an earlier one fails.
+.PHONY: test-suites
+test-suites:
+	@rc=0; \
+	cargo test --workspace --no-fail-fast || rc=1; \
+	$(VENV)/bin/python -m pytest -q tests/packaging || rc=1; \
+	exit $$rc
+
+.PHONY: lint
+lint: ## rustfmt and clippy
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings

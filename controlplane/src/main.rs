@@ -1,0 +1,78 @@
+//! `controlplane run -- CMD…` starts etcd + kube-apiserver, runs CMD with `KUBECONFIG` (and
+//! `ROOTKEY_TEST_KUBECONFIG`) pointing at them, and stops both when CMD exits or a signal arrives;
+//! `controlplane up` keeps one running until interrupted.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use controlplane::{ControlPlane, KUBECONFIG_ENV, default_bin_dir};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Directory with the `etcd` and `kube-apiserver` binaries (default: $ROOTKEY_TOOLS_BIN,
+    /// $KUBEBUILDER_ASSETS or the workspace's bin/).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command against a fresh control plane, then stop it.
+    Run {
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Start a control plane and keep it until Ctrl-C; optionally copy its kubeconfig to a path.
+    Up {
+        #[arg(long)]
+        kubeconfig_out: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bin_dir = cli.bin_dir.unwrap_or_else(default_bin_dir);
+    let started = std::time::Instant::now();
+    let cp = ControlPlane::start(&bin_dir).await?;
+    eprintln!(
+        "control plane ready at {} in {:.1}s (kubeconfig {})",
+        cp.url(),
+        started.elapsed().as_secs_f64(),
+        cp.kubeconfig_path().display()
+    );
+    let mut term = signal(SignalKind::terminate())?;
+    let code = match cli.command {
+        Cmd::Run { command } => {
+            let mut child = tokio::process::Command::new(&command[0])
+                .args(&command[1..])
+                .env("KUBECONFIG", cp.kubeconfig_path())
+                .env(KUBECONFIG_ENV, cp.kubeconfig_path())
+                .kill_on_drop(true)
+                .spawn()?;
+            tokio::select! {
+                status = child.wait() => status?.code().unwrap_or(1),
+                _ = tokio::signal::ctrl_c() => 130,
+                _ = term.recv() => 143,
+            }
+        }
+        Cmd::Up { kubeconfig_out } => {
+            if let Some(out) = kubeconfig_out {
+                std::fs::copy(cp.kubeconfig_path(), &out)?;
+                eprintln!("kubeconfig copied to {}", out.display());
+            }
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            0
+        }
+    };
+    drop(cp);
+    std::process::exit(code);
+}

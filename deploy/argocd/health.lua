@@ -1,0 +1,82 @@
+-- Argo CD health check for antimatter.io/AzureRootKey, following kstatus:
+--   Suspended   spec.suspend is true
+--   Progressing no status yet, status.observedGeneration < metadata.generation,
+--               or the Ready condition is absent or Unknown
+--   Healthy     Ready=True and observedGeneration == generation
+--   Degraded    Ready=False with a terminal reason (fixing it needs a change to the object,
+--               its Secret or Azure/Antimatter permissions; retrying alone will not help)
+--   Progressing Ready=False with any other (transient) reason, with its message
+-- Keep in sync with argocd-cm.yaml (same script, inlined) and tests/packaging/test_argocd_health.py.
+local terminal = {
+  InvalidSpec = true,
+  PolicyDenied = true,
+  KeyNotFound = true,
+  UnsupportedKeyType = true,
+  KeyDisabled = true,
+  KeyNotUsable = true,
+  MissingKeyOperations = true,
+  Forbidden = true,
+  InvalidCredentials = true,
+  PairingMisconfigured = true,
+}
+
+local hs = {}
+
+if obj.spec ~= nil and obj.spec.suspend == true then
+  hs.status = "Suspended"
+  hs.message = "Reconciliation is suspended (spec.suspend: true)"
+  return hs
+end
+
+if obj.status == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to report status"
+  return hs
+end
+
+local generation = 0
+if obj.metadata ~= nil and obj.metadata.generation ~= nil then
+  generation = obj.metadata.generation
+end
+local observed = obj.status.observedGeneration
+if observed == nil or observed < generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local ready = nil
+if obj.status.conditions ~= nil then
+  for _, condition in ipairs(obj.status.conditions) do
+    if condition.type == "Ready" then
+      ready = condition
+    end
+  end
+end
+
+if ready == nil or ready.status == "Unknown" then
+  hs.status = "Progressing"
+  hs.message = (ready ~= nil and ready.message) or "Waiting for the Ready condition"
+  return hs
+end
+
+if ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = ready.message or "Ready"
+  return hs
+end
+
+local reason = ready.reason or ""
+local message = ready.message or ""
+if message == "" then
+  message = reason
+elseif reason ~= "" then
+  message = reason .. ": " .. message
+end
+if terminal[reason] then
+  hs.status = "Degraded"
+else
+  hs.status = "Progressing"
+end
+hs.message = message
+return hs

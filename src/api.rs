@@ -1,0 +1,331 @@
+//! The `AzureRootKey` API (`antimatter.io/v1alpha1`): the Rust types from which the CRD is generated.
+//!
+//! Every rule the API server can enforce at admission is declared here, either as an OpenAPI
+//! constraint or as a CEL rule (`x-kubernetes-validations`), so that bad input is refused by
+//! `kubectl apply` with a message naming the field, before the operator ever sees it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Finalizer that lets the operator revoke Antimatter's access when `deletionPolicy: Revoke`.
+pub const FINALIZER: &str = "antimatter.io/cleanup";
+
+/// Default Antimatter API base URL.
+pub const DEFAULT_API_URL: &str = "https://api.antimatter.io/v2";
+
+const GUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Delegates an Azure Managed HSM key to Antimatter as a domain's root encryption key.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "antimatter.io",
+    version = "v1alpha1",
+    kind = "AzureRootKey",
+    plural = "azurerootkeys",
+    shortname = "ark",
+    category = "antimatter",
+    namespaced,
+    doc = "AzureRootKey hands an Azure Managed HSM key to Antimatter as a domain's root encryption key.",
+    status = "AzureRootKeyStatus",
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domainId"}"#,
+    printcolumn = r#"{"name":"HSM","type":"string","jsonPath":".status.hsmUrl"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","jsonPath":".spec.key.name"}"#,
+    printcolumn = r#"{"name":"Pairing","type":"string","jsonPath":".status.pairing.status"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureRootKeySpec {
+    /// Antimatter domain whose root encryption key this is, e.g. `dm-AbCdEfGhJkL`. Immutable.
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("domainId is immutable; create a new AzureRootKey for another domain"),
+        validation = Rule::new("self.matches('^dm-[1-9A-HJ-NP-Za-km-z]{11}$')").message("domainId must be 'dm-' followed by 11 base58 characters (no 0, O, I or l), e.g. dm-AbCdEfGhJkL")
+    )]
+    #[schemars(length(max = 14))]
+    pub domain_id: String,
+
+    /// Entra ID (Azure AD) tenant that holds the Managed HSM, as a GUID.
+    #[x_kube(validation = Rule::new(guid_rule()).message("tenantId must be a GUID like 72f988bf-86f1-41af-91ab-2d7cd011db47"))]
+    #[schemars(length(max = 36))]
+    pub tenant_id: String,
+
+    /// The Managed HSM that holds the key: its name or its URL, exactly one. Immutable.
+    pub hsm: HsmRef,
+
+    /// The key inside the Managed HSM.
+    pub key: KeySpec,
+
+    /// Antimatter's side: its application, API endpoint and credentials.
+    #[serde(default)]
+    pub antimatter: AntimatterSpec,
+
+    /// Secret in this namespace with `clientId` and `clientSecret` (and optionally `tenantId`) of the
+    /// Azure identity to act as. When absent the operator's own identity is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_credentials_secret_ref: Option<SecretNameRef>,
+
+    /// What to do in Azure and Antimatter when this object is deleted. `Retain` (default) leaves
+    /// everything in place; `Revoke` removes the role assignment, the domain tag and the Antimatter
+    /// registration. The key itself is never deleted or disabled.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// How often the pairing check and the drift check run, as a duration between 1m and 24h
+    /// (e.g. `30m`, `1h`, `2h30m`).
+    #[serde(default = "default_check_interval")]
+    #[x_kube(
+        validation = Rule::new("self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self != ''").message("checkInterval must be a duration such as 30m, 1h or 2h30m (units h, m, s)"),
+        validation = Rule::new("!self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') || self == '' || (duration(self) >= duration('1m') && duration(self) <= duration('24h'))").message("checkInterval must be between 1m and 24h")
+    )]
+    #[schemars(length(max = 16))]
+    pub check_interval: String,
+
+    /// Observe and report only: change nothing in Azure or Antimatter, and release the finalizer on
+    /// deletion without touching them.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn guid_rule() -> String {
+    format!("self.matches('{GUID_PATTERN}')")
+}
+
+fn default_check_interval() -> String {
+    "1h".to_owned()
+}
+
+/// Names the Managed HSM by `name` (in the configured cloud) or by full `url`; exactly one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.name) != has(self.url)").message("set exactly one of hsm.name or hsm.url"),
+    validation = Rule::new("self == oldSelf").message("hsm is immutable; create a new AzureRootKey for another HSM")
+)]
+pub struct HsmRef {
+    /// Managed HSM name: 3-24 letters, digits and hyphens, starting with a letter, with no
+    /// consecutive or trailing hyphen. The URL is `https://<name>.<cloud's Managed HSM suffix>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z](-?[a-zA-Z0-9])*$') && self.size() >= 3 && self.size() <= 24").message("hsm.name must be 3-24 letters, digits and hyphens, start with a letter, and have no consecutive or trailing hyphen"))]
+    #[schemars(length(max = 24))]
+    pub name: Option<String>,
+
+    /// Managed HSM URL, e.g. `https://contoso.managedhsm.azure.net`: `https://` with a host and
+    /// optional port only (no path, query or user info). The host must end in one of the cloud's
+    /// Managed HSM DNS suffixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('https://')").message("hsm.url must start with https://"),
+        validation = Rule::new("!self.startsWith('https://') || self.matches('^https://[a-zA-Z0-9.-]+(:[0-9]{1,5})?/?$')").message("hsm.url must be https://<host>[:port] with no path, query or user info")
+    )]
+    #[schemars(length(max = 253))]
+    pub url: Option<String>,
+}
+
+/// The key in the Managed HSM that becomes the root encryption key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeySpec {
+    /// Key name in the HSM: 1-127 letters, digits and hyphens. Immutable.
+    #[x_kube(
+        validation = Rule::new("self.matches('^[0-9a-zA-Z-]{1,127}$')").message("key.name must be 1-127 letters, digits and hyphens"),
+        validation = Rule::new("self == oldSelf").message("key.name is immutable; create a new AzureRootKey for another key")
+    )]
+    #[schemars(length(max = 127))]
+    pub name: String,
+
+    /// `IfMissing` (default) creates an `oct-HSM` key when none exists; `Never` only uses an
+    /// existing key.
+    #[serde(default)]
+    pub create: CreatePolicy,
+
+    /// Key size in bits when the operator creates the key: 128, 192 or 256 (default).
+    #[serde(default = "default_key_size")]
+    #[x_kube(validation = Rule::new("self == 128 || self == 192 || self == 256").message("key.size must be 128, 192 or 256"))]
+    pub size: u16,
+}
+
+fn default_key_size() -> u16 {
+    256
+}
+
+/// Whether the operator may create the key.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CreatePolicy {
+    /// Create an `oct-HSM` key with wrapKey/unwrapKey when none exists.
+    #[default]
+    IfMissing,
+    /// Use an existing key only; report `KeyNotFound` otherwise.
+    Never,
+}
+
+/// What deleting the object does outside the cluster.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Leave the role assignment, tag and registration in place.
+    #[default]
+    Retain,
+    /// Remove the role assignment, the domain tag and the Antimatter registration (never the key).
+    Revoke,
+}
+
+/// Antimatter's side of the delegation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.activate || has(self.apiKeySecretRef)").message("antimatter.activate needs antimatter.apiKeySecretRef: the key can only be made active through the Antimatter API"))]
+pub struct AntimatterSpec {
+    /// Application (client) ID of Antimatter's multi-tenant Azure application. Optional when the
+    /// Antimatter API can tell it (an API key is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(guid_rule()).message("antimatter.applicationId must be a GUID"))]
+    #[schemars(length(max = 36))]
+    pub application_id: Option<String>,
+
+    /// Object ID of Antimatter's service principal in this tenant. When set, the operator uses it
+    /// and makes no Microsoft Graph calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(guid_rule()).message("antimatter.servicePrincipalObjectId must be a GUID"))]
+    #[schemars(length(max = 36))]
+    pub service_principal_object_id: Option<String>,
+
+    /// Antimatter API base URL (https only).
+    #[serde(default = "default_api_url")]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('https://')").message("antimatter.apiUrl must start with https://"),
+        validation = Rule::new("!self.startsWith('https://') || self.matches('^https://[a-zA-Z0-9.-]+(:[0-9]{1,5})?(/[a-zA-Z0-9._~/-]*)?$')").message("antimatter.apiUrl must be https://<host>[:port][/path] with no query or user info")
+    )]
+    #[schemars(length(max = 2048))]
+    pub api_url: String,
+
+    /// Secret in this namespace holding the domain's API key. When absent the operator does the
+    /// Azure side only and reports the key URL and tenant ID for entry in the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+
+    /// Make this key the domain's active root encryption key once it pairs healthy.
+    #[serde(default)]
+    pub activate: bool,
+
+    /// When activating, re-wrap the domain's data keys in batches (Antimatter `rotateBatch`).
+    #[serde(default)]
+    pub rotate_batch: bool,
+}
+
+impl Default for AntimatterSpec {
+    fn default() -> Self {
+        Self {
+            application_id: None,
+            service_principal_object_id: None,
+            api_url: default_api_url(),
+            api_key_secret_ref: None,
+            activate: false,
+            rotate_batch: false,
+        }
+    }
+}
+
+fn default_api_url() -> String {
+    DEFAULT_API_URL.to_owned()
+}
+
+/// A Secret in the object's namespace, by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretNameRef {
+    /// Secret name (in the same namespace).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secret name must be a DNS subdomain name"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// One key of a Secret in the object's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    /// Secret name (in the same namespace).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secret name must be a DNS subdomain name"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key within the Secret's data (default `apiKey`).
+    #[serde(default = "default_api_key_key")]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("secret key must consist of letters, digits, '-', '_' or '.'"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_api_key_key() -> String {
+    "apiKey".to_owned()
+}
+
+/// What the operator observed and did, for `kubectl`, Argo CD and Flux.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureRootKeyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// One condition per step (`KeyReady`, `TagApplied`, `ServicePrincipalReady`, `RoleAssigned`,
+    /// `Registered`, `Paired`, `Active`) and the summary `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The Managed HSM's URL, as resolved from `spec.hsm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm_url: Option<String>,
+
+    /// Versioned key URL exactly as the HSM reports it (`kid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_url: Option<String>,
+
+    /// Current key version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<String>,
+
+    /// Tenant that holds the HSM (to register with Antimatter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+
+    /// Object ID of Antimatter's service principal in the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal_object_id: Option<String>,
+
+    /// Name (GUID) of the Managed HSM role assignment granting "Managed HSM Crypto User".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_assignment_name: Option<String>,
+
+    /// Antimatter's ID for the registered root encryption key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_encryption_key_id: Option<String>,
+
+    /// Result of the last pairing check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<PairingStatus>,
+}
+
+/// Result of Antimatter's pairing check (it encrypts and decrypts with the key).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingStatus {
+    /// `Healthy`, `Unreachable` or `Misconfigured`.
+    pub status: PairingState,
+    /// Antimatter's explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// How long the check took in Antimatter, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// When the check ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<Time>,
+}
+
+/// Outcome of a pairing check.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairingState {
+    /// Antimatter wrapped and unwrapped with the key.
+    Healthy,
+    /// Antimatter could not reach the key.
+    Unreachable,
+    /// The key is reachable but not usable (tag, role, type or state).
+    Misconfigured,
+}

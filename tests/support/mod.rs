@@ -1,0 +1,57 @@
+//! Shared helpers for the integration tests: a client for the control plane that `make test` starts,
+//! the CRD installed once, and a namespace per test.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, CustomResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{conditions, wait::await_condition},
+};
+use rootkey_operator::api::AzureRootKey;
+use tokio::sync::OnceCell;
+
+static CRD_INSTALLED: OnceCell<()> = OnceCell::const_new();
+
+/// An admin client for the test control plane.
+pub async fn client() -> Client {
+    let kubeconfig = controlplane::kubeconfig_from_env().expect("test control plane");
+    controlplane::client_for(&kubeconfig).await.expect("client for the test control plane")
+}
+
+/// Applies the checked-in CRD (server-side) once per test binary and waits until it is established.
+pub async fn install_crd(client: &Client) {
+    CRD_INSTALLED
+        .get_or_init(|| async {
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            let yaml = std::fs::read_to_string(rootkey_operator::crd::CRD_PATH).expect("read crds/");
+            let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("parse CRD");
+            let name = AzureRootKey::crd_name();
+            crds.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&crd))
+                .await
+                .expect("apply CRD");
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(crds, name, conditions::is_crd_established()),
+            )
+            .await
+            .expect("CRD established in time")
+            .expect("watch CRD");
+        })
+        .await;
+}
+
+/// Creates a fresh namespace named `<prefix>-<random>` and returns its name.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "generateName": format!("{prefix}-") }
+    }))
+    .expect("namespace manifest");
+    let created = namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
+    created.metadata.name.expect("generated namespace name")
+}
