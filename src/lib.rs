@@ -1,6 +1,16 @@
 //! rootkey-operator: hands an Azure Managed HSM key to Antimatter as a domain's root encryption key.
 #![forbid(unsafe_code)]
 
+pub mod antimatter;
 pub mod api;
+pub mod azure;
+pub mod cloud;
+pub mod controller;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod pacing;
+pub mod policy;
+pub mod remote;
+pub mod run;
 pub mod script;

@@ -11,6 +11,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator.
+    Run(Box<rootkey_operator::run::RunArgs>),
     /// Print the AzureRootKey CustomResourceDefinition as YAML.
     Crd,
     /// Print the Azure CLI script of the product page's manual flow, for one HSM key and domain.
@@ -50,6 +52,10 @@ fn key_size(s: &str) -> Result<u16, String> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(rootkey_operator::run::run(*args))?,
         Command::Crd => print!("{}", rootkey_operator::crd::crd_yaml()?),
         Command::Script(a) => print!(
             "{}",

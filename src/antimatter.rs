@@ -1,0 +1,275 @@
+//! Antimatter API v2 client: the calls that register, check and activate a root encryption key.
+//! Wire facts: `shared/reference/antimatter-api.md` (from the published `antimatter-api` client).
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::remote::{RemoteError, Service, send, send_json};
+
+/// Provider name of a key delegated to Antimatter's own Azure application.
+pub const AZURE_DELEGATED_PROVIDER: &str = "azure_am";
+
+/// Refresh the domain JWT this long before it expires.
+const JWT_REFRESH_MARGIN: Duration = Duration::from_secs(120);
+
+/// A domain API key. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// One Antimatter domain at one API endpoint, reached with one API key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DomainTarget {
+    pub api_url: Url,
+    pub domain_id: String,
+    pub api_key: ApiKey,
+}
+
+#[derive(Serialize)]
+struct AuthenticateRequest<'a> {
+    token: &'a str,
+}
+
+#[derive(Deserialize)]
+struct AuthenticateResponse {
+    token: String,
+    expiry: String,
+}
+
+/// A root encryption key provider (`GET /providers`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Provider {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub account_details: Option<AccountDetails>,
+}
+
+/// The vendor account a delegated provider delegates to.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountDetails {
+    /// Antimatter's Azure application (client) ID, for `azure_am`.
+    #[serde(default, alias = "applicationID", alias = "appID", alias = "clientID")]
+    pub application_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProvidersResponse {
+    providers: Vec<Provider>,
+}
+
+/// A registered root encryption key.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RootKey {
+    #[serde(rename = "rekID")]
+    pub rek_id: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub resource_path: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Deserialize)]
+struct KeysResponse {
+    keys: Vec<RootKey>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AddKeyRequest<'a> {
+    description: &'a str,
+    key_information: AzureKeyInformation<'a>,
+}
+
+#[derive(Serialize)]
+struct AzureKeyInformation<'a> {
+    #[serde(rename = "providerName")]
+    provider_name: &'static str,
+    #[serde(rename = "tenantID")]
+    tenant_id: &'a str,
+    #[serde(rename = "keyURL")]
+    key_url: &'a str,
+}
+
+#[derive(Deserialize)]
+struct AddKeyResponse {
+    #[serde(rename = "rekID")]
+    rek_id: String,
+}
+
+/// Outcome of Antimatter's pairing check (`POST /keys/{id}/test`).
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingResult {
+    pub status: String,
+    #[serde(default)]
+    pub status_message: String,
+    #[serde(rename = "latencyMS", default)]
+    pub latency_ms: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SetActiveRequest<'a> {
+    #[serde(rename = "keyID")]
+    key_id: &'a str,
+    rotate_batch: bool,
+}
+
+#[derive(Clone)]
+struct CachedJwt {
+    token: String,
+    refresh_at: SystemTime,
+}
+
+/// Antimatter API client with a per-domain JWT cache.
+#[derive(Clone)]
+pub struct AntimatterClient {
+    http: reqwest::Client,
+    jwts: Arc<Mutex<HashMap<DomainTarget, CachedJwt>>>,
+}
+
+/// Reads Antimatter's error bodies: `{"message": …}` with `field` or `resourceType` alongside.
+fn describe(body: &[u8]) -> (String, String) {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct ErrorBody {
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        field: Option<String>,
+        #[serde(default)]
+        resource_type: Option<String>,
+    }
+    let e: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let code = e.field.or(e.resource_type).unwrap_or_default();
+    (code, e.message)
+}
+
+impl AntimatterClient {
+    pub fn new(http: reqwest::Client) -> Self {
+        Self { http, jwts: Arc::default() }
+    }
+
+    fn url(target: &DomainTarget, path: &str) -> String {
+        format!("{}/domains/{}{path}", target.api_url.as_str().trim_end_matches('/'), target.domain_id)
+    }
+
+    /// A domain JWT, authenticating only when none is cached or it is about to expire.
+    async fn jwt(&self, target: &DomainTarget) -> Result<String, RemoteError> {
+        let mut cache = self.jwts.lock().await;
+        if let Some(cached) = cache.get(target).filter(|c| c.refresh_at > SystemTime::now()) {
+            return Ok(cached.token.clone());
+        }
+        let request =
+            self.http.post(Self::url(target, "/authenticate")).json(&AuthenticateRequest { token: &target.api_key.0 });
+        let auth: AuthenticateResponse = send_json(Service::Antimatter, "authenticate", request, describe).await?;
+        let expiry =
+            auth.expiry.parse::<jiff::Timestamp>().map(SystemTime::from).map_err(|e| RemoteError::Malformed {
+                service: Service::Antimatter,
+                operation: "authenticate",
+                detail: format!("expiry: {e}"),
+            })?;
+        let refresh_at = expiry.checked_sub(JWT_REFRESH_MARGIN).unwrap_or(expiry);
+        cache.insert(target.clone(), CachedJwt { token: auth.token.clone(), refresh_at });
+        Ok(auth.token)
+    }
+
+    /// Forgets a domain's JWT (after a 401), so the next call authenticates again.
+    pub async fn forget(&self, target: &DomainTarget) {
+        self.jwts.lock().await.remove(target);
+    }
+
+    async fn authed(
+        &self,
+        target: &DomainTarget,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, RemoteError> {
+        let jwt = self.jwt(target).await?;
+        Ok(self.http.request(method, Self::url(target, &format!("/control/encryption{path}"))).bearer_auth(jwt))
+    }
+
+    pub async fn providers(&self, target: &DomainTarget) -> Result<Vec<Provider>, RemoteError> {
+        let rq = self.authed(target, reqwest::Method::GET, "/providers").await?;
+        let r: ProvidersResponse = send_json(Service::Antimatter, "providers.list", rq, describe).await?;
+        Ok(r.providers)
+    }
+
+    pub async fn list_keys(&self, target: &DomainTarget) -> Result<Vec<RootKey>, RemoteError> {
+        let rq = self.authed(target, reqwest::Method::GET, "/keys").await?;
+        let r: KeysResponse = send_json(Service::Antimatter, "keys.list", rq, describe).await?;
+        Ok(r.keys)
+    }
+
+    pub async fn add_key(
+        &self,
+        target: &DomainTarget,
+        description: &str,
+        tenant_id: &str,
+        key_url: &str,
+    ) -> Result<String, RemoteError> {
+        let body = AddKeyRequest {
+            description,
+            key_information: AzureKeyInformation { provider_name: AZURE_DELEGATED_PROVIDER, tenant_id, key_url },
+        };
+        let rq = self.authed(target, reqwest::Method::POST, "/keys").await?.json(&body);
+        let r: AddKeyResponse = send_json(Service::Antimatter, "keys.add", rq, describe).await?;
+        Ok(r.rek_id)
+    }
+
+    pub async fn delete_key(&self, target: &DomainTarget, rek_id: &str) -> Result<(), RemoteError> {
+        let rq = self.authed(target, reqwest::Method::DELETE, &format!("/keys/{rek_id}")).await?;
+        send(Service::Antimatter, "keys.delete", rq, describe).await.map(drop)
+    }
+
+    pub async fn test_key(&self, target: &DomainTarget, rek_id: &str) -> Result<PairingResult, RemoteError> {
+        let rq = self
+            .authed(target, reqwest::Method::POST, &format!("/keys/{rek_id}/test"))
+            .await?
+            .json(&serde_json::Map::new());
+        send_json(Service::Antimatter, "keys.test", rq, describe).await
+    }
+
+    /// The domain's active key, or `None` when it has none.
+    pub async fn active_key(&self, target: &DomainTarget) -> Result<Option<RootKey>, RemoteError> {
+        let rq = self.authed(target, reqwest::Method::GET, "/active-key").await?;
+        match send_json(Service::Antimatter, "active.get", rq, describe).await {
+            Ok(key) => Ok(Some(key)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn set_active(&self, target: &DomainTarget, rek_id: &str, rotate_batch: bool) -> Result<(), RemoteError> {
+        let rq = self
+            .authed(target, reqwest::Method::POST, "/active-key")
+            .await?
+            .json(&SetActiveRequest { key_id: rek_id, rotate_batch });
+        send(Service::Antimatter, "active.set", rq, describe).await.map(drop)
+    }
+}

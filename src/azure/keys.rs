@@ -1,0 +1,187 @@
+//! Managed HSM keys through the Azure SDK's `KeyClient`: read, create, and tag.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use azure_security_keyvault_keys::{
+    KeyClient, KeyClientOptions,
+    models::{
+        CreateKeyParameters, Key, KeyAttributes, KeyClientGetKeyOptions, KeyClientUpdateKeyPropertiesOptions,
+        KeyOperation, KeyType, UpdateKeyPropertiesParameters,
+    },
+};
+
+use super::{Azure, Identity, from_azure};
+use crate::{
+    cloud::HsmEndpoint,
+    remote::{RemoteError, Service},
+};
+
+/// Managed HSM data-plane API version the operator speaks.
+pub const API_VERSION: &str = "7.5";
+
+/// What the reconciler needs to know about a key's current version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyInfo {
+    /// Versioned key URL exactly as the HSM returned it.
+    pub kid: String,
+    pub version: String,
+    pub kty: String,
+    pub ops: Vec<String>,
+    pub enabled: bool,
+    pub not_before: Option<jiff::Timestamp>,
+    pub expires: Option<jiff::Timestamp>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `KeyClient`s per (HSM, identity), so each discovers its challenge scope once and reuses its
+/// connection pool and token.
+#[derive(Default)]
+pub struct KeyClients {
+    clients: Mutex<HashMap<(HsmEndpoint, Identity), Arc<KeyClient>>>,
+}
+
+impl KeyClients {
+    fn client(&self, azure: &Azure, hsm: &HsmEndpoint, identity: &Identity) -> Result<Arc<KeyClient>, RemoteError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (hsm.clone(), identity.clone());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let options = KeyClientOptions {
+            api_version: API_VERSION.to_owned(),
+            client_options: azure.client_options(),
+            verify_challenge_resource: Some(true),
+        };
+        let client = KeyClient::new(&hsm.url, azure.credential(identity)?, Some(options))
+            .map_err(|e| from_azure(Service::Hsm, "key.client", e))?;
+        let client = Arc::new(client);
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The latest version of a key, or `None` when the HSM has no such key.
+    pub async fn get(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        name: &str,
+    ) -> Result<Option<KeyInfo>, RemoteError> {
+        let client = self.client(azure, hsm, identity)?;
+        match client.get_key(name, None::<KeyClientGetKeyOptions>).await {
+            Ok(rsp) => key_info(rsp.into_model().map_err(|e| from_azure(Service::Hsm, "key.get", e))?).map(Some),
+            Err(e) => {
+                let e = from_azure(Service::Hsm, "key.get", e);
+                if e.is_not_found() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    /// Creates an `oct-HSM` key with wrapKey/unwrapKey and the given tags.
+    pub async fn create(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        name: &str,
+        size: u16,
+        tags: BTreeMap<String, String>,
+    ) -> Result<KeyInfo, RemoteError> {
+        let client = self.client(azure, hsm, identity)?;
+        let params = CreateKeyParameters {
+            kty: Some(KeyType::OctHsm),
+            key_size: Some(i32::from(size)),
+            key_ops: Some(vec![KeyOperation::WrapKey, KeyOperation::UnwrapKey]),
+            key_attributes: Some(KeyAttributes { enabled: Some(true), ..Default::default() }),
+            tags: Some(tags.into_iter().collect()),
+            ..Default::default()
+        };
+        let body = params.try_into().map_err(|e| from_azure(Service::Hsm, "key.create", e))?;
+        let rsp = client.create_key(name, body, None).await.map_err(|e| from_azure(Service::Hsm, "key.create", e))?;
+        key_info(rsp.into_model().map_err(|e| from_azure(Service::Hsm, "key.create", e))?)
+    }
+
+    /// Replaces the tags of one key version (callers merge first: the HSM replaces the whole map).
+    pub async fn set_tags(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        name: &str,
+        version: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<KeyInfo, RemoteError> {
+        let client = self.client(azure, hsm, identity)?;
+        let params = UpdateKeyPropertiesParameters { tags: Some(tags.into_iter().collect()), ..Default::default() };
+        let body = params.try_into().map_err(|e| from_azure(Service::Hsm, "key.update", e))?;
+        let options =
+            KeyClientUpdateKeyPropertiesOptions { key_version: Some(version.to_owned()), ..Default::default() };
+        let rsp = client
+            .update_key_properties(name, body, Some(options))
+            .await
+            .map_err(|e| from_azure(Service::Hsm, "key.update", e))?;
+        key_info(rsp.into_model().map_err(|e| from_azure(Service::Hsm, "key.update", e))?)
+    }
+}
+
+fn key_info(key: Key) -> Result<KeyInfo, RemoteError> {
+    let malformed = |detail: &str| RemoteError::Malformed {
+        service: Service::Hsm,
+        operation: "key.get",
+        detail: detail.to_owned(),
+    };
+    let jwk = key.key.ok_or_else(|| malformed("key bundle without `key`"))?;
+    let kid = jwk.kid.ok_or_else(|| malformed("key without `kid`"))?;
+    let version = parse_kid(&kid).ok_or_else(|| malformed("`kid` is not a versioned key URL"))?.1;
+    let attributes = key.attributes.unwrap_or_default();
+    let ts = |t: Option<azure_core::time::OffsetDateTime>| {
+        t.and_then(|t| jiff::Timestamp::from_second(t.unix_timestamp()).ok())
+    };
+    Ok(KeyInfo {
+        kty: jwk.kty.map(|k| k.to_string()).unwrap_or_default(),
+        ops: jwk.key_ops.unwrap_or_default(),
+        enabled: attributes.enabled.unwrap_or(true),
+        not_before: ts(attributes.not_before),
+        expires: ts(attributes.expires),
+        tags: key.tags.unwrap_or_default().into_iter().collect(),
+        version,
+        kid,
+    })
+}
+
+/// Splits a versioned key URL `https://<host>/keys/<name>/<version>` into name and version.
+pub fn parse_kid(kid: &str) -> Option<(String, String)> {
+    let url = url::Url::parse(kid).ok()?;
+    let mut segments = url.path_segments()?;
+    match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        (Some("keys"), Some(name), Some(version), None) if !name.is_empty() && !version.is_empty() => {
+            Some((name.to_owned(), version.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_kid;
+
+    #[test]
+    fn kid_parsing() {
+        assert_eq!(
+            parse_kid("https://h.managedhsm.azure.net/keys/k1/0123abcd"),
+            Some(("k1".into(), "0123abcd".into()))
+        );
+        for bad in [
+            "https://h/keys/k1",
+            "https://h/keys/k1/",
+            "https://h/secrets/k/v",
+            "not a url",
+            "https://h/keys/k/v/extra",
+        ] {
+            assert_eq!(parse_kid(bad), None, "{bad}");
+        }
+    }
+}

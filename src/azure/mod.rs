@@ -1,0 +1,251 @@
+//! Azure access: Entra ID credentials (from `azure_identity`), the metered HTTP transport the Azure
+//! SDK clients share, and the mapping of Azure errors to [`RemoteError`].
+
+pub mod graph;
+pub mod keys;
+pub mod rbac;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use azure_core::{
+    cloud::{CloudConfiguration, CustomConfiguration},
+    credentials::{Secret, TokenCredential},
+    error::ErrorKind,
+    http::{AsyncRawResponse, ClientOptions, ExponentialRetryOptions, HttpClient, Request, RetryOptions, Transport},
+};
+use azure_identity::{
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+use serde::Deserialize;
+
+use crate::{
+    cloud::Cloud,
+    metrics::record_call,
+    remote::{RemoteError, Service, truncate},
+};
+
+/// How the operator authenticates as itself (objects may bring their own client secret instead).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdentityMode {
+    /// Workload identity when `AZURE_FEDERATED_TOKEN_FILE` is set, else a client secret when
+    /// `AZURE_CLIENT_SECRET` is set, else managed identity.
+    #[default]
+    Auto,
+    Workload,
+    Managed,
+    Secret,
+}
+
+/// A client secret taken from an object's `azureCredentialsSecretRef`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientSecret {
+    pub client_id: String,
+    pub secret: String,
+    pub tenant_id: Option<String>,
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecret").field("client_id", &self.client_id).finish_non_exhaustive()
+    }
+}
+
+/// Which identity to act as, in which tenant. Credentials (and so their token caches) are shared
+/// per identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub tenant_id: String,
+    pub secret: Option<ClientSecret>,
+}
+
+/// Everything Azure-facing the reconciler needs, shared by all reconciles.
+pub struct Azure {
+    pub cloud: Cloud,
+    mode: IdentityMode,
+    transport: Transport,
+    http: reqwest::Client,
+    credentials: Mutex<HashMap<Identity, Arc<dyn TokenCredential>>>,
+}
+
+impl Azure {
+    pub fn new(cloud: Cloud, mode: IdentityMode, http: reqwest::Client) -> Self {
+        let transport = Transport::new(Arc::new(MeteredTransport(http.clone())));
+        Self { cloud, mode, transport, http, credentials: Mutex::default() }
+    }
+
+    /// Client options every Azure SDK client gets: our transport (CA bundle, metrics), the cloud's
+    /// authority, and at most one SDK-level retry so retries don't multiply with the controller's
+    /// own backoff.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            transport: Some(self.transport.clone()),
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                max_retries: 1,
+                initial_delay: Duration::from_millis(500).try_into().unwrap_or_default(),
+                max_delay: Duration::from_secs(10).try_into().unwrap_or_default(),
+                ..Default::default()
+            }),
+            cloud: Some(Arc::new(CloudConfiguration::Custom(self.custom_cloud()))),
+            ..Default::default()
+        }
+    }
+
+    fn custom_cloud(&self) -> CustomConfiguration {
+        let mut custom = CustomConfiguration::default();
+        custom.authority_host = self.cloud.authority_host.as_str().trim_end_matches('/').to_owned();
+        custom
+    }
+
+    /// The credential for an identity, created once and reused so its token cache is shared.
+    pub fn credential(&self, identity: &Identity) -> Result<Arc<dyn TokenCredential>, RemoteError> {
+        let mut cache = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(identity) {
+            return Ok(c.clone());
+        }
+        let credential =
+            self.new_credential(identity).map_err(|e| RemoteError::Credentials { detail: e.to_string() })?;
+        cache.insert(identity.clone(), credential.clone());
+        Ok(credential)
+    }
+
+    fn new_credential(&self, identity: &Identity) -> azure_core::Result<Arc<dyn TokenCredential>> {
+        let client_options = self.client_options();
+        if let Some(s) = &identity.secret {
+            let tenant = s.tenant_id.as_deref().unwrap_or(&identity.tenant_id);
+            let options = ClientSecretCredentialOptions { client_options };
+            return Ok(ClientSecretCredential::new(
+                tenant,
+                s.client_id.clone(),
+                Secret::new(s.secret.clone()),
+                Some(options),
+            )?);
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mode = match self.mode {
+            IdentityMode::Auto if env("AZURE_FEDERATED_TOKEN_FILE").is_some() => IdentityMode::Workload,
+            IdentityMode::Auto if env("AZURE_CLIENT_SECRET").is_some() => IdentityMode::Secret,
+            IdentityMode::Auto => IdentityMode::Managed,
+            m => m,
+        };
+        Ok(match mode {
+            IdentityMode::Workload => WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions { client_options },
+                tenant_id: Some(identity.tenant_id.clone()),
+                ..Default::default()
+            }))?,
+            IdentityMode::Secret => {
+                let missing = |k: &str| {
+                    azure_core::Error::with_message(
+                        ErrorKind::Credential,
+                        format!("{k} is not set for the operator's client-secret identity"),
+                    )
+                };
+                let client_id = env("AZURE_CLIENT_ID").ok_or_else(|| missing("AZURE_CLIENT_ID"))?;
+                let secret = env("AZURE_CLIENT_SECRET").ok_or_else(|| missing("AZURE_CLIENT_SECRET"))?;
+                ClientSecretCredential::new(
+                    &identity.tenant_id,
+                    client_id,
+                    Secret::new(secret),
+                    Some(ClientSecretCredentialOptions { client_options }),
+                )?
+            }
+            IdentityMode::Managed | IdentityMode::Auto => {
+                ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                    client_options,
+                    ..Default::default()
+                }))?
+            }
+        })
+    }
+
+    /// A bearer token for `scope`; the credential caches it until shortly before expiry.
+    pub async fn token(&self, identity: &Identity, scope: &str) -> Result<Secret, RemoteError> {
+        let credential = self.credential(identity)?;
+        credential.get_token(&[scope], None).await.map(|t| t.token).map_err(|e| from_azure(Service::Entra, "token", e))
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// The reqwest client as the Azure SDK's transport, counting every call by service and operation.
+#[derive(Debug)]
+struct MeteredTransport(reqwest::Client);
+
+#[async_trait]
+impl HttpClient for MeteredTransport {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let (service, operation) = classify(request);
+        let result = self.0.execute_request(request).await;
+        record_call(service, operation, result.as_ref().map(|r| u16::from(r.status())).unwrap_or(0));
+        result
+    }
+}
+
+/// Names an SDK request for metrics from its method and path (a fixed set of names).
+fn classify(request: &Request) -> (Service, &'static str) {
+    let path = request.url().path();
+    if path.ends_with("/oauth2/v2.0/token") {
+        return (Service::Entra, "token");
+    }
+    let method = request.method();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let operation = match (method.as_ref(), segments.as_slice()) {
+        ("POST", ["keys", _, "create"]) => "key.create",
+        ("GET", ["keys", _, "versions"]) => "key.versions",
+        ("GET", ["keys", ..]) => "key.get",
+        ("PATCH", ["keys", ..]) => "key.update",
+        _ => "other",
+    };
+    (Service::Hsm, operation)
+}
+
+/// Maps an Azure SDK error to a [`RemoteError`], keeping the service's error code and message.
+pub fn from_azure(service: Service, operation: &'static str, e: azure_core::Error) -> RemoteError {
+    match e.kind() {
+        ErrorKind::HttpResponse { status, error_code, raw_response } => {
+            let (code, message) = raw_response.as_ref().map(|r| describe_azure(r.body())).unwrap_or_default();
+            let retry_after = raw_response
+                .as_ref()
+                .and_then(|r| r.headers().get_optional_str(&azure_core::http::headers::RETRY_AFTER))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            RemoteError::Status {
+                service,
+                operation,
+                status: u16::from(*status),
+                code: if code.is_empty() { error_code.clone().unwrap_or_default() } else { code },
+                message: if message.is_empty() { e.to_string() } else { message },
+                retry_after,
+            }
+        }
+        ErrorKind::Credential => RemoteError::Credentials { detail: truncate(e.to_string(), 512) },
+        ErrorKind::Connection | ErrorKind::Io => RemoteError::Unreachable { service, operation, detail: e.to_string() },
+        _ => RemoteError::Malformed { service, operation, detail: truncate(e.to_string(), 512) },
+    }
+}
+
+/// Reads the Azure error envelope `{"error":{"code","message"}}` (Managed HSM, RBAC and Graph).
+pub fn describe_azure(body: &[u8]) -> (String, String) {
+    #[derive(Deserialize, Default)]
+    struct Envelope {
+        #[serde(default)]
+        error: Inner,
+    }
+    #[derive(Deserialize, Default)]
+    struct Inner {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let e: Envelope = serde_json::from_slice(body).unwrap_or_default();
+    (e.error.code, e.error.message)
+}

@@ -1,0 +1,186 @@
+//! Managed HSM local RBAC (`Microsoft.Authorization` on the HSM data plane), written on reqwest with
+//! `azure_identity` tokens: there is no Rust SDK crate for the Key Vault administration API.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Azure, Identity, describe_azure};
+use crate::{
+    cloud::HsmEndpoint,
+    remote::{RemoteError, Service, send, send_json},
+};
+
+/// The built-in role Antimatter's application needs on the key.
+pub const CRYPTO_USER_ROLE: &str = "Managed HSM Crypto User";
+/// Its well-known ID (learn: managed-hsm/built-in-roles), used to check what a lookup returns.
+pub const CRYPTO_USER_ROLE_ID: &str = "21dbd100-6940-42c2-9190-5d6cb909625b";
+
+/// A role assignment as the HSM returns it.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+pub struct RoleAssignment {
+    pub name: String,
+    pub properties: RoleAssignmentProperties,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleAssignmentProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    pub role_definition_id: String,
+    pub principal_id: String,
+}
+
+#[derive(Serialize)]
+struct PutAssignment<'a> {
+    properties: &'a RoleAssignmentProperties,
+}
+
+#[derive(Deserialize)]
+struct List<T> {
+    value: Vec<T>,
+    #[serde(rename = "nextLink", default)]
+    next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RoleDefinition {
+    id: String,
+    name: String,
+}
+
+/// Role definition IDs looked up once per HSM.
+#[derive(Default)]
+pub struct Rbac {
+    role_ids: Mutex<HashMap<HsmEndpoint, String>>,
+}
+
+fn path(hsm: &HsmEndpoint, scope: &str, rest: &str) -> String {
+    let scope = scope.trim_end_matches('/');
+    format!("{}{scope}/providers/Microsoft.Authorization/{rest}", hsm.url)
+}
+
+impl Rbac {
+    async fn request(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, RemoteError> {
+        let token = azure.token(identity, &hsm.scope).await?;
+        Ok(azure
+            .http()
+            .request(method, url)
+            .query(&[("api-version", super::keys::API_VERSION)])
+            .bearer_auth(token.secret()))
+    }
+
+    /// The full ID of "Managed HSM Crypto User" on this HSM (cached).
+    pub async fn crypto_user_role(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+    ) -> Result<String, RemoteError> {
+        if let Some(id) = self.role_ids.lock().unwrap_or_else(|p| p.into_inner()).get(hsm) {
+            return Ok(id.clone());
+        }
+        let url = path(hsm, "/", "roleDefinitions");
+        let rq = self
+            .request(azure, hsm, identity, reqwest::Method::GET, &url)
+            .await?
+            .query(&[("$filter", format!("roleName eq '{CRYPTO_USER_ROLE}'"))]);
+        let list: List<RoleDefinition> = send_json(Service::Hsm, "rbac.definition.list", rq, describe_azure).await?;
+        let def =
+            list.value.into_iter().find(|d| d.name == CRYPTO_USER_ROLE_ID).ok_or_else(|| RemoteError::Malformed {
+                service: Service::Hsm,
+                operation: "rbac.definition.list",
+                detail: format!("the HSM has no role definition {CRYPTO_USER_ROLE:?} with ID {CRYPTO_USER_ROLE_ID}"),
+            })?;
+        self.role_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(hsm.clone(), def.id.clone());
+        Ok(def.id)
+    }
+
+    /// One assignment by name, or `None` when it does not exist.
+    pub async fn get(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        scope: &str,
+        name: &str,
+    ) -> Result<Option<RoleAssignment>, RemoteError> {
+        let url = path(hsm, scope, &format!("roleAssignments/{name}"));
+        let rq = self.request(azure, hsm, identity, reqwest::Method::GET, &url).await?;
+        match send_json(Service::Hsm, "rbac.assignment.get", rq, describe_azure).await {
+            Ok(a) => Ok(Some(a)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates (or re-puts) an assignment under `name`.
+    pub async fn put(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        scope: &str,
+        name: &str,
+        properties: &RoleAssignmentProperties,
+    ) -> Result<RoleAssignment, RemoteError> {
+        let url = path(hsm, scope, &format!("roleAssignments/{name}"));
+        let rq =
+            self.request(azure, hsm, identity, reqwest::Method::PUT, &url).await?.json(&PutAssignment { properties });
+        send_json(Service::Hsm, "rbac.assignment.put", rq, describe_azure).await
+    }
+
+    /// Deletes an assignment; an absent one counts as deleted.
+    pub async fn delete(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        scope: &str,
+        name: &str,
+    ) -> Result<(), RemoteError> {
+        let url = path(hsm, scope, &format!("roleAssignments/{name}"));
+        let rq = self.request(azure, hsm, identity, reqwest::Method::DELETE, &url).await?;
+        match send(Service::Hsm, "rbac.assignment.delete", rq, describe_azure).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Assignments at exactly `scope` (`$filter=atScope()`), following `nextLink` within the HSM.
+    pub async fn list_at_scope(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        scope: &str,
+    ) -> Result<Vec<RoleAssignment>, RemoteError> {
+        let mut out = Vec::new();
+        let mut rq = self
+            .request(azure, hsm, identity, reqwest::Method::GET, &path(hsm, scope, "roleAssignments"))
+            .await?
+            .query(&[("$filter", "atScope()")]);
+        loop {
+            let page: List<RoleAssignment> =
+                send_json(Service::Hsm, "rbac.assignment.list", rq, describe_azure).await?;
+            out.extend(page.value);
+            match page.next_link {
+                // Only follow links that stay on this HSM, so the token goes nowhere else.
+                Some(next) if next.starts_with(&format!("{}/", hsm.url)) => {
+                    let token = azure.token(identity, &hsm.scope).await?;
+                    rq = azure.http().get(next).bearer_auth(token.secret());
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+}

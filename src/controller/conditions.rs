@@ -1,0 +1,156 @@
+//! Conditions: one per pipeline step plus the summary `Ready`, in the standard shape, following the
+//! kstatus conventions so `kubectl wait`, Flux and Argo CD read them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The pipeline's condition types, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    KeyReady,
+    TagApplied,
+    ServicePrincipalReady,
+    RoleAssigned,
+    Registered,
+    Paired,
+    Active,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::KeyReady,
+        Step::TagApplied,
+        Step::ServicePrincipalReady,
+        Step::RoleAssigned,
+        Step::Registered,
+        Step::Paired,
+        Step::Active,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::KeyReady => "KeyReady",
+            Step::TagApplied => "TagApplied",
+            Step::ServicePrincipalReady => "ServicePrincipalReady",
+            Step::RoleAssigned => "RoleAssigned",
+            Step::Registered => "Registered",
+            Step::Paired => "Paired",
+            Step::Active => "Active",
+        }
+    }
+}
+
+pub const READY: &str = "Ready";
+
+/// `True`, `False` or `Unknown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A step's outcome before it becomes a [`Condition`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
+        Self { status: Status::True, reason: reason.to_owned(), message: message.into() }
+    }
+
+    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
+        Self { status: Status::False, reason: reason.to_owned(), message: message.into() }
+    }
+
+    pub fn unknown(reason: &str, message: impl Into<String>) -> Self {
+        Self { status: Status::Unknown, reason: reason.to_owned(), message: message.into() }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == Status::True
+    }
+}
+
+/// Builds the condition list, keeping `lastTransitionTime` from `previous` when a condition's status
+/// did not change (so an unchanged object produces an identical status and no write).
+pub fn to_conditions(
+    outcomes: &[(&str, &Outcome)],
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    outcomes
+        .iter()
+        .map(|(kind, o)| {
+            let old = previous.iter().find(|c| c.type_ == *kind);
+            let last_transition_time = match old {
+                Some(old) if old.status == o.status.as_str() => old.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: (*kind).to_owned(),
+                status: o.status.as_str().to_owned(),
+                reason: o.reason.clone(),
+                message: o.message.clone(),
+                last_transition_time,
+                observed_generation: generation,
+            }
+        })
+        .collect()
+}
+
+/// The summary: `True` when every required step is `True`; otherwise the first required step that
+/// is not, with its reason (`False`) or `Progressing` (`Unknown`).
+pub fn ready(required: &[(Step, &Outcome)]) -> Outcome {
+    match required.iter().find(|(_, o)| !o.is_true()) {
+        None => Outcome::ok("Ready", "The key is delegated to Antimatter and every check passed."),
+        Some((step, o)) if o.status == Status::False => {
+            Outcome::failed(&o.reason, format!("{}: {}", step.as_str(), o.message))
+        }
+        Some((step, o)) => Outcome::unknown("Progressing", format!("{}: {}", step.as_str(), o.message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_every_required_step() {
+        let ok = Outcome::ok("A", "a");
+        let bad = Outcome::failed("KeyDisabled", "disabled");
+        let wait = Outcome::unknown("WaitingKeyReady", "waiting");
+        assert!(ready(&[(Step::KeyReady, &ok), (Step::TagApplied, &ok)]).is_true());
+        let r = ready(&[(Step::KeyReady, &bad), (Step::TagApplied, &wait)]);
+        assert_eq!((r.status, r.reason.as_str()), (Status::False, "KeyDisabled"));
+        let r = ready(&[(Step::KeyReady, &ok), (Step::TagApplied, &wait)]);
+        assert_eq!((r.status, r.reason.as_str()), (Status::Unknown, "Progressing"));
+    }
+
+    #[test]
+    fn unchanged_status_keeps_its_transition_time() {
+        let t0 = Time(jiff::Timestamp::from_second(1_000).expect("ts"));
+        let t1 = Time(jiff::Timestamp::from_second(2_000).expect("ts"));
+        let ok = Outcome::ok("A", "a");
+        let first = to_conditions(&[("KeyReady", &ok)], &[], Some(1), &t0);
+        let again = to_conditions(&[("KeyReady", &ok)], &first, Some(1), &t1);
+        assert_eq!(first, again);
+        let bad = Outcome::failed("B", "b");
+        let changed = to_conditions(&[("KeyReady", &bad)], &first, Some(1), &t1);
+        assert_eq!(changed[0].last_transition_time, t1);
+    }
+}

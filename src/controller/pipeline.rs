@@ -1,0 +1,548 @@
+//! The reconcile pipeline: small idempotent steps (key, tag, principal, role, register, pair,
+//! activate), each returning its condition. A step that fails stops the steps that need it.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use uuid::Uuid;
+
+use super::{
+    Context,
+    conditions::{Outcome, Step},
+    errors::{Area, Failure, classify},
+};
+use crate::{
+    antimatter::DomainTarget,
+    api::{AzureRootKey, CreatePolicy, PairingState, PairingStatus},
+    azure::{
+        Identity,
+        graph::Found,
+        keys::KeyInfo,
+        rbac::{CRYPTO_USER_ROLE, RoleAssignmentProperties},
+    },
+    cloud::HsmEndpoint,
+};
+
+/// Namespace of the deterministic role-assignment names (UUIDv5).
+const ASSIGNMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c7e_2a94_4d1b_9e08_5f7a_c3d2_e1b0);
+
+/// What a reconcile needs, resolved from the spec and Secrets before any remote call.
+pub struct Inputs {
+    pub hsm: HsmEndpoint,
+    pub identity: Identity,
+    pub domain: Option<DomainTarget>,
+}
+
+/// What the pipeline found and did; becomes `.status`, events and the requeue decision.
+#[derive(Default)]
+pub struct Run {
+    pub outcomes: BTreeMap<&'static str, Outcome>,
+    pub key: Option<KeyInfo>,
+    pub principal: Option<String>,
+    pub assignment: Option<String>,
+    pub rek_id: Option<String>,
+    pub pairing: Option<PairingStatus>,
+    /// Changes made outside the cluster: (event reason, note).
+    pub changes: Vec<(&'static str, String)>,
+    pub retry_after: Option<Duration>,
+    pub failed: bool,
+}
+
+impl Run {
+    fn set(&mut self, step: Step, outcome: Outcome) {
+        if outcome.status == super::conditions::Status::False {
+            self.failed = true;
+        }
+        self.outcomes.insert(step.as_str(), outcome);
+    }
+
+    fn fail(&mut self, step: Step, f: Failure) {
+        self.retry_after = self.retry_after.max(f.retry_after);
+        self.set(step, f.outcome);
+    }
+
+    fn ok(&self, step: Step) -> bool {
+        self.outcomes.get(step.as_str()).is_some_and(Outcome::is_true)
+    }
+
+    fn wait(&mut self, step: Step, on: Step) {
+        self.set(step, Outcome::unknown(&format!("Waiting{}", on.as_str()), format!("waiting for {}", on.as_str())));
+    }
+}
+
+fn tag_present(key: &KeyInfo, domain_id: &str) -> bool {
+    key.tags.get(domain_id).is_some_and(|v| v == "allow")
+}
+
+/// Runs every step for one object. Nothing here writes to Kubernetes.
+pub async fn run(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs) -> Run {
+    let mut run = Run::default();
+    let spec = &ark.spec;
+    let suspend = spec.suspend;
+    let prev = ark.status.clone().unwrap_or_default();
+
+    // 1. KeyReady
+    match ensure_key(ctx, ark, inputs, &mut run).await {
+        Ok(outcome) => run.set(Step::KeyReady, outcome),
+        Err(f) => run.fail(Step::KeyReady, f),
+    }
+
+    // 2. TagApplied
+    match run.key.clone() {
+        Some(key) if run.ok(Step::KeyReady) || tag_present(&key, &spec.domain_id) => {
+            if tag_present(&key, &spec.domain_id) {
+                run.set(
+                    Step::TagApplied,
+                    Outcome::ok("TagPresent", format!("The key carries {}=allow.", spec.domain_id)),
+                );
+            } else if suspend {
+                run.set(
+                    Step::TagApplied,
+                    Outcome::failed(
+                        "Suspended",
+                        format!("The tag {}=allow is missing; suspended, so not adding it.", spec.domain_id),
+                    ),
+                );
+            } else {
+                let mut tags = key.tags.clone();
+                tags.insert(spec.domain_id.clone(), "allow".to_owned());
+                let name = &spec.key.name;
+                match ctx.keys.set_tags(&ctx.azure, &inputs.hsm, &inputs.identity, name, &key.version, tags).await {
+                    Ok(updated) => {
+                        run.changes.push((
+                            "TagAdded",
+                            format!("Tagged key {name} version {} with {}=allow", key.version, spec.domain_id),
+                        ));
+                        run.key = Some(updated);
+                        run.set(
+                            Step::TagApplied,
+                            Outcome::ok(
+                                "TagApplied",
+                                format!("Added the tag {}=allow, keeping the other tags.", spec.domain_id),
+                            ),
+                        );
+                    }
+                    Err(e) => run.fail(Step::TagApplied, classify(Area::Keys, &e)),
+                }
+            }
+        }
+        _ => run.wait(Step::TagApplied, Step::KeyReady),
+    }
+
+    // 3. ServicePrincipalReady
+    match ensure_principal(ctx, ark, inputs, &mut run).await {
+        Ok(outcome) => run.set(Step::ServicePrincipalReady, outcome),
+        Err(f) => run.fail(Step::ServicePrincipalReady, f),
+    }
+
+    // 4. RoleAssigned
+    if !run.ok(Step::KeyReady) {
+        run.wait(Step::RoleAssigned, Step::KeyReady);
+    } else if !run.ok(Step::ServicePrincipalReady) {
+        run.wait(Step::RoleAssigned, Step::ServicePrincipalReady);
+    } else {
+        match ensure_role(ctx, ark, inputs, prev.role_assignment_name.as_deref(), &mut run).await {
+            Ok(outcome) => run.set(Step::RoleAssigned, outcome),
+            Err(f) => run.fail(Step::RoleAssigned, f),
+        }
+    }
+
+    let azure_ready = [Step::KeyReady, Step::TagApplied, Step::RoleAssigned].into_iter().find(|s| !run.ok(*s));
+    match (&inputs.domain, azure_ready) {
+        // 5-7 without an API key: our own pre-check stands in for Antimatter's pairing check.
+        (None, blocker) => {
+            let manual = Outcome::unknown(
+                "ManualRegistrationRequired",
+                match (&run.key, blocker) {
+                    (Some(key), None) => format!(
+                        "No Antimatter API key configured: enter Key URL {} and Tenant ID {} in the Antimatter dashboard (Domain Configuration > Encryption Rotation), or set spec.antimatter.apiKeySecretRef.",
+                        key.kid, spec.tenant_id
+                    ),
+                    (_, Some(step)) => format!(
+                        "Pre-check failed at {}; fix it before registering the key with Antimatter.",
+                        step.as_str()
+                    ),
+                    (None, None) => "The key is not known yet.".to_owned(),
+                },
+            );
+            run.set(Step::Registered, manual.clone());
+            run.set(Step::Paired, manual);
+            run.set(
+                Step::Active,
+                Outcome::unknown("ManualRegistrationRequired", "Activation needs spec.antimatter.apiKeySecretRef."),
+            );
+        }
+        (Some(_), Some(step)) => {
+            run.wait(Step::Registered, step);
+            run.wait(Step::Paired, Step::Registered);
+            run.wait(Step::Active, Step::Paired);
+        }
+        (Some(domain), None) => {
+            // 5. Registered
+            match ensure_registered(ctx, ark, domain, &prev, &mut run).await {
+                Ok(outcome) => run.set(Step::Registered, outcome),
+                Err(f) => run.fail(Step::Registered, f),
+            }
+            // 6. Paired
+            if run.ok(Step::Registered) {
+                match pair(ctx, domain, &mut run).await {
+                    Ok(outcome) => run.set(Step::Paired, outcome),
+                    Err(f) => run.fail(Step::Paired, f),
+                }
+            } else {
+                run.wait(Step::Paired, Step::Registered);
+            }
+            // 7. Active
+            if !spec.antimatter.activate {
+                run.set(
+                    Step::Active,
+                    Outcome::failed(
+                        "ActivationNotRequested",
+                        "spec.antimatter.activate is false; the key is registered but not made active.",
+                    ),
+                );
+            } else if run.ok(Step::Paired) {
+                match ensure_active(ctx, ark, domain, &mut run).await {
+                    Ok(outcome) => run.set(Step::Active, outcome),
+                    Err(f) => run.fail(Step::Active, f),
+                }
+            } else {
+                run.wait(Step::Active, Step::Paired);
+            }
+        }
+    }
+    run
+}
+
+/// Which steps must be `True` for `Ready`.
+pub fn required_steps(ark: &AzureRootKey, has_api_key: bool) -> Vec<Step> {
+    let mut steps = vec![Step::KeyReady, Step::TagApplied, Step::ServicePrincipalReady, Step::RoleAssigned];
+    if has_api_key {
+        steps.extend([Step::Registered, Step::Paired]);
+        if ark.spec.antimatter.activate {
+            steps.push(Step::Active);
+        }
+    }
+    steps
+}
+
+async fn ensure_key(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, run: &mut Run) -> Result<Outcome, Failure> {
+    let spec = &ark.spec;
+    let name = &spec.key.name;
+    let found =
+        ctx.keys.get(&ctx.azure, &inputs.hsm, &inputs.identity, name).await.map_err(|e| classify(Area::Keys, &e))?;
+    let (key, created) = match found {
+        Some(key) => (key, false),
+        None if spec.key.create == CreatePolicy::Never => {
+            return Ok(Outcome::failed(
+                "KeyNotFound",
+                format!(
+                    "The HSM {} has no key named {name}, and spec.key.create is Never. Create the key or set create: IfMissing.",
+                    inputs.hsm.url
+                ),
+            ));
+        }
+        None if spec.suspend => {
+            return Ok(Outcome::failed(
+                "KeyNotFound",
+                format!("The HSM {} has no key named {name}; suspended, so not creating it.", inputs.hsm.url),
+            ));
+        }
+        None => {
+            ctx.pacers.key_create(&inputs.hsm).await;
+            let tags = BTreeMap::from([(spec.domain_id.clone(), "allow".to_owned())]);
+            let key = ctx
+                .keys
+                .create(&ctx.azure, &inputs.hsm, &inputs.identity, name, spec.key.size, tags)
+                .await
+                .map_err(|e| classify(Area::Keys, &e))?;
+            run.changes.push((
+                "KeyCreated",
+                format!("Created oct-HSM key {name} ({} bits) in {}", spec.key.size, inputs.hsm.url),
+            ));
+            (key, true)
+        }
+    };
+    let verdict = usable(&key);
+    run.key = Some(key);
+    Ok(verdict.unwrap_or_else(|| {
+        if created {
+            Outcome::ok("KeyCreated", format!("Created key {name}: oct-HSM with wrapKey and unwrapKey."))
+        } else {
+            Outcome::ok("KeyUsable", format!("Key {name} is enabled, oct-HSM, and allows wrapKey and unwrapKey."))
+        }
+    }))
+}
+
+/// Why a key cannot serve as a root key, if it cannot. Reported, never "fixed" by replacing it.
+fn usable(key: &KeyInfo) -> Option<Outcome> {
+    if !key.kty.eq_ignore_ascii_case("oct-HSM") {
+        return Some(Outcome::failed(
+            "UnsupportedKeyType",
+            format!(
+                "The key is of type {}; Antimatter needs a symmetric oct-HSM key. Use another key name (the operator never replaces keys).",
+                key.kty
+            ),
+        ));
+    }
+    if !key.enabled {
+        return Some(Outcome::failed(
+            "KeyDisabled",
+            "The key is disabled. Enable it in the HSM (az keyvault key set-attributes --enabled true); the operator never changes it.",
+        ));
+    }
+    let now = jiff::Timestamp::now();
+    if key.expires.is_some_and(|t| t <= now) {
+        return Some(Outcome::failed("KeyNotUsable", "The key has expired (attributes.exp is in the past)."));
+    }
+    if key.not_before.is_some_and(|t| t > now) {
+        return Some(Outcome::failed("KeyNotUsable", "The key is not yet valid (attributes.nbf is in the future)."));
+    }
+    let missing: Vec<&str> =
+        ["wrapKey", "unwrapKey"].into_iter().filter(|op| !key.ops.iter().any(|o| o == op)).collect();
+    if !missing.is_empty() {
+        return Some(Outcome::failed(
+            "MissingKeyOperations",
+            format!("The key does not allow {}; Antimatter wraps and unwraps with it.", missing.join(" and ")),
+        ));
+    }
+    None
+}
+
+async fn ensure_principal(
+    ctx: &Context,
+    ark: &AzureRootKey,
+    inputs: &Inputs,
+    run: &mut Run,
+) -> Result<Outcome, Failure> {
+    let spec = &ark.spec.antimatter;
+    if let Some(id) = &spec.service_principal_object_id {
+        run.principal = Some(id.clone());
+        return Ok(Outcome::ok(
+            "ServicePrincipalGiven",
+            format!("Using service principal {id} from spec.antimatter.servicePrincipalObjectId."),
+        ));
+    }
+    let app_id = match (&spec.application_id, &inputs.domain) {
+        (Some(app), _) => app.clone(),
+        (None, Some(domain)) => application_from_providers(ctx, domain).await?,
+        (None, None) => {
+            return Ok(Outcome::failed(
+                "InvalidSpec",
+                "Set spec.antimatter.applicationId (Antimatter's Azure application ID), spec.antimatter.servicePrincipalObjectId, or an API key so the operator can ask Antimatter.",
+            ));
+        }
+    };
+    if ark.spec.suspend {
+        return Ok(Outcome::unknown("Suspended", "Suspended: not looking up or creating the service principal."));
+    }
+    let (id, found) = ctx
+        .graph
+        .ensure_service_principal(&ctx.azure, &inputs.identity, &app_id)
+        .await
+        .map_err(|e| classify(Area::Graph, &e))?;
+    run.principal = Some(id.clone());
+    Ok(match found {
+        Found::Existing => Outcome::ok(
+            "ServicePrincipalFound",
+            format!("Antimatter's application {app_id} has service principal {id} in the tenant."),
+        ),
+        Found::Created => {
+            run.changes
+                .push(("ServicePrincipalCreated", format!("Created service principal {id} for application {app_id}")));
+            Outcome::ok(
+                "ServicePrincipalCreated",
+                format!("Created service principal {id} for Antimatter's application {app_id}."),
+            )
+        }
+    })
+}
+
+async fn application_from_providers(ctx: &Context, domain: &DomainTarget) -> Result<String, Failure> {
+    let providers = ctx.antimatter.providers(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
+    providers
+        .into_iter()
+        .find(|p| p.name == crate::antimatter::AZURE_DELEGATED_PROVIDER)
+        .and_then(|p| p.account_details?.application_id)
+        .ok_or_else(|| Failure {
+            outcome: Outcome::failed(
+                "InvalidSpec",
+                "The Antimatter API did not name its Azure application; set spec.antimatter.applicationId.",
+            ),
+            retry_after: None,
+        })
+}
+
+/// The deterministic assignment name: the same for retries and replicas of this cluster, different
+/// for other clusters.
+pub fn assignment_name(cluster_id: &str, hsm: &HsmEndpoint, scope: &str, role_id: &str, principal: &str) -> String {
+    Uuid::new_v5(&ASSIGNMENT_NAMESPACE, format!("{cluster_id}|{}|{scope}|{role_id}|{principal}", hsm.url).as_bytes())
+        .to_string()
+}
+
+async fn ensure_role(
+    ctx: &Context,
+    ark: &AzureRootKey,
+    inputs: &Inputs,
+    recorded: Option<&str>,
+    run: &mut Run,
+) -> Result<Outcome, Failure> {
+    let principal = run.principal.clone().unwrap_or_default();
+    let scope = format!("/keys/{}", ark.spec.key.name);
+    let (azure, hsm, id) = (&ctx.azure, &inputs.hsm, &inputs.identity);
+    let role_id = ctx.rbac.crypto_user_role(azure, hsm, id).await.map_err(|e| classify(Area::Rbac, &e))?;
+    let ours = assignment_name(&ctx.cluster_id, hsm, &scope, &role_id, &principal);
+    let matches = |p: &RoleAssignmentProperties| {
+        p.principal_id == principal && p.role_definition_id.eq_ignore_ascii_case(&role_id)
+    };
+
+    // The assignment recorded in status (ours or one made by hand) is checked with one read.
+    let name = recorded.unwrap_or(&ours).to_owned();
+    if let Some(a) = ctx.rbac.get(azure, hsm, id, &scope, &name).await.map_err(|e| classify(Area::Rbac, &e))?
+        && matches(&a.properties)
+    {
+        run.assignment = Some(a.name);
+        return Ok(Outcome::ok("RoleAssigned", format!("{principal} holds {CRYPTO_USER_ROLE} at {scope}.")));
+    }
+    if ark.spec.suspend {
+        return Ok(Outcome::failed(
+            "Suspended",
+            format!("{principal} does not hold {CRYPTO_USER_ROLE} at {scope}; suspended, so not assigning it."),
+        ));
+    }
+    ctx.pacers.rbac_write(hsm).await;
+    let properties =
+        RoleAssignmentProperties { scope: None, role_definition_id: role_id.clone(), principal_id: principal.clone() };
+    match ctx.rbac.put(azure, hsm, id, &scope, &ours, &properties).await {
+        Ok(a) => {
+            run.changes
+                .push(("RoleAssigned", format!("Assigned {CRYPTO_USER_ROLE} at {scope} to {principal} ({})", a.name)));
+            run.assignment = Some(a.name);
+            Ok(Outcome::ok("RoleAssigned", format!("Assigned {CRYPTO_USER_ROLE} at {scope} to {principal}.")))
+        }
+        // Someone already assigned the same role at the same scope under another name: find it.
+        Err(e) if e.code() == Some("MatchingRoleAssignmentExists") || e.status() == Some(409) => {
+            let existing =
+                ctx.rbac.list_at_scope(azure, hsm, id, &scope).await.map_err(|e| classify(Area::Rbac, &e))?;
+            let found =
+                existing.into_iter().find(|a| matches(&a.properties)).ok_or_else(|| classify(Area::Rbac, &e))?;
+            run.assignment = Some(found.name.clone());
+            Ok(Outcome::ok(
+                "RoleAssigned",
+                format!("{principal} already holds {CRYPTO_USER_ROLE} at {scope} (assignment {}).", found.name),
+            ))
+        }
+        Err(e) => Err(classify(Area::Rbac, &e)),
+    }
+}
+
+async fn ensure_registered(
+    ctx: &Context,
+    ark: &AzureRootKey,
+    domain: &DomainTarget,
+    prev: &crate::api::AzureRootKeyStatus,
+    run: &mut Run,
+) -> Result<Outcome, Failure> {
+    let Some(key) = run.key.clone() else {
+        return Ok(Outcome::unknown("WaitingKeyReady", "waiting for KeyReady"));
+    };
+    // Registered for this exact key URL before: trust the status; the pairing check confirms it.
+    if let (Some(id), Some(url)) = (&prev.root_encryption_key_id, &prev.key_url)
+        && *url == key.kid
+    {
+        run.rek_id = Some(id.clone());
+        return Ok(Outcome::ok("Registered", format!("Registered with Antimatter as {id}.")));
+    }
+    let keys = ctx.antimatter.list_keys(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
+    if let Some(existing) = keys.iter().find(|k| k.resource_path == key.kid) {
+        run.rek_id = Some(existing.rek_id.clone());
+        return Ok(Outcome::ok("Registered", format!("Registered with Antimatter as {}.", existing.rek_id)));
+    }
+    if ark.spec.suspend {
+        return Ok(Outcome::failed(
+            "Suspended",
+            "The key URL is not registered with Antimatter; suspended, so not registering it.",
+        ));
+    }
+    let description = format!(
+        "AzureRootKey {}/{}",
+        ark.metadata.namespace.as_deref().unwrap_or_default(),
+        ark.metadata.name.as_deref().unwrap_or_default()
+    );
+    let id = ctx
+        .antimatter
+        .add_key(domain, &description, &ark.spec.tenant_id, &key.kid)
+        .await
+        .map_err(|e| classify(Area::Antimatter, &e))?;
+    run.changes.push(("Registered", format!("Registered key URL {} with Antimatter as {id}", key.kid)));
+    run.rek_id = Some(id.clone());
+    Ok(Outcome::ok("Registered", format!("Registered {} with Antimatter as {id}.", key.kid)))
+}
+
+async fn pair(ctx: &Context, domain: &DomainTarget, run: &mut Run) -> Result<Outcome, Failure> {
+    let id = run.rek_id.clone().unwrap_or_default();
+    let result = match ctx.antimatter.test_key(domain, &id).await {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            // The registration vanished (deleted in Antimatter): register again on the next pass.
+            run.rek_id = None;
+            run.retry_after = Some(Duration::from_secs(1));
+            return Err(Failure {
+                outcome: Outcome::failed(
+                    "RegistrationMissing",
+                    format!("Antimatter no longer knows root key {id}; registering again."),
+                ),
+                retry_after: Some(Duration::from_secs(1)),
+            });
+        }
+        Err(e) => return Err(classify(Area::Antimatter, &e)),
+    };
+    let (state, reason) = match result.status.as_str() {
+        "HEALTHY" => (PairingState::Healthy, "PairingHealthy"),
+        "MISCONFIGURED" => (PairingState::Misconfigured, "PairingMisconfigured"),
+        _ => (PairingState::Unreachable, "PairingUnreachable"),
+    };
+    run.pairing = Some(PairingStatus {
+        status: state,
+        message: Some(result.status_message.clone()).filter(|m| !m.is_empty()),
+        latency_ms: result.latency_ms,
+        last_check_time: Some(Time(jiff::Timestamp::now())),
+    });
+    let latency = result.latency_ms.map(|ms| format!(" in {ms} ms")).unwrap_or_default();
+    Ok(match state {
+        PairingState::Healthy => {
+            Outcome::ok(reason, format!("Antimatter wrapped and unwrapped with the key{latency}."))
+        }
+        _ => {
+            Outcome::failed(reason, format!("Antimatter's pairing check: {} {}", result.status, result.status_message))
+        }
+    })
+}
+
+async fn ensure_active(
+    ctx: &Context,
+    ark: &AzureRootKey,
+    domain: &DomainTarget,
+    run: &mut Run,
+) -> Result<Outcome, Failure> {
+    let id = run.rek_id.clone().unwrap_or_default();
+    let active = ctx.antimatter.active_key(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
+    if active.as_ref().is_some_and(|a| same_rek(&a.rek_id, &id)) {
+        return Ok(Outcome::ok("KeyActive", format!("{id} is the domain's active root encryption key.")));
+    }
+    if ark.spec.suspend {
+        return Ok(Outcome::failed("Suspended", "The key is not active; suspended, so not activating it."));
+    }
+    ctx.antimatter
+        .set_active(domain, &id, ark.spec.antimatter.rotate_batch)
+        .await
+        .map_err(|e| classify(Area::Antimatter, &e))?;
+    run.changes.push(("Activated", format!("Made {id} the domain's active root encryption key")));
+    Ok(Outcome::ok("KeyActive", format!("Made {id} the domain's active root encryption key.")))
+}
+
+/// Root key IDs may carry a `dm-…::` or `name::` prefix.
+pub fn same_rek(a: &str, b: &str) -> bool {
+    let bare = |s: &str| s.rsplit("::").next().unwrap_or(s).to_ascii_lowercase();
+    bare(a) == bare(b)
+}

@@ -1,0 +1,214 @@
+//! What every remote client shares: the HTTP client (TLS roots, timeouts, redirect rules), bounded
+//! response bodies, `Retry-After`, and one error type that the reconciler classifies into reasons.
+
+use std::{fmt, time::Duration};
+
+use reqwest::{Response, StatusCode, header::RETRY_AFTER, redirect};
+use serde::de::DeserializeOwned;
+
+/// Largest response body any client reads; anything bigger is refused as malformed.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The remote services the operator talks to (a bounded set: used as a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Entra,
+    Graph,
+    Hsm,
+    Antimatter,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Entra => "entra",
+            Service::Graph => "graph",
+            Service::Hsm => "hsm",
+            Service::Antimatter => "antimatter",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::Entra => "Entra ID",
+            Service::Graph => "Microsoft Graph",
+            Service::Hsm => "Managed HSM",
+            Service::Antimatter => "Antimatter API",
+        })
+    }
+}
+
+/// A failed remote call. Messages never contain secrets: remote bodies are summarised to their
+/// error code and message, and request bodies are never echoed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{service} answered {status} to {operation}: {code}: {message}")]
+    Status {
+        service: Service,
+        operation: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{service} could not be reached for {operation}: {detail}")]
+    Unreachable { service: Service, operation: &'static str, detail: String },
+    #[error("{service} sent an unreadable response to {operation}: {detail}")]
+    Malformed { service: Service, operation: &'static str, detail: String },
+    #[error("Entra ID refused the credentials: {detail}")]
+    Credentials { detail: String },
+}
+
+impl RemoteError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RemoteError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            RemoteError::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RemoteError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn service(&self) -> Service {
+        match self {
+            RemoteError::Status { service, .. }
+            | RemoteError::Unreachable { service, .. }
+            | RemoteError::Malformed { service, .. } => *service,
+            RemoteError::Credentials { .. } => Service::Entra,
+        }
+    }
+}
+
+/// Builds the one HTTP client every service uses: rustls with the system roots plus the optional
+/// extra CA bundle, bounded timeouts, and redirects followed only within the same parent domain
+/// over https (a cross-domain redirect would carry credentials elsewhere).
+pub fn http_client(extra_ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(redirect::Policy::custom(same_parent_domain_https))
+        .user_agent(concat!("rootkey-operator/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)?;
+        anyhow::ensure!(!certs.is_empty(), "the CA bundle holds no PEM certificates");
+        builder = builder.tls_certs_merge(certs);
+    }
+    Ok(builder.build()?)
+}
+
+fn same_parent_domain_https(attempt: redirect::Attempt<'_>) -> redirect::Action {
+    let allowed = attempt.previous().first().is_some_and(|origin| {
+        let parent = |host: &str| host.split_once('.').map(|(_, rest)| rest.to_owned());
+        let target = attempt.url();
+        target.scheme() == "https"
+            && attempt.previous().len() < 5
+            && match (origin.host_str(), target.host_str()) {
+                (Some(o), Some(t)) => o == t || (parent(o).is_some() && parent(o) == parent(t) && t.contains('.')),
+                _ => false,
+            }
+    });
+    if allowed { attempt.follow() } else { attempt.stop() }
+}
+
+/// Parses `Retry-After` given in seconds (the form Azure and Antimatter use).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(3600)))
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`].
+pub async fn bounded_body(
+    service: Service,
+    operation: &'static str,
+    mut response: Response,
+) -> Result<Vec<u8>, RemoteError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| RemoteError::Unreachable {
+        service,
+        operation,
+        detail: e.without_url().to_string(),
+    })? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(RemoteError::Malformed {
+                service,
+                operation,
+                detail: format!("body larger than {MAX_BODY_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Sends a request and decodes a JSON success body, or turns the failure into a [`RemoteError`]
+/// using `describe` to read the service's error envelope.
+pub async fn send_json<T: DeserializeOwned>(
+    service: Service,
+    operation: &'static str,
+    request: reqwest::RequestBuilder,
+    describe: fn(&[u8]) -> (String, String),
+) -> Result<T, RemoteError> {
+    let body = send(service, operation, request, describe).await?;
+    serde_json::from_slice(&body).map_err(|e| RemoteError::Malformed { service, operation, detail: e.to_string() })
+}
+
+/// Sends a request and returns the success body, or the failure as a [`RemoteError`].
+pub async fn send(
+    service: Service,
+    operation: &'static str,
+    request: reqwest::RequestBuilder,
+    describe: fn(&[u8]) -> (String, String),
+) -> Result<Vec<u8>, RemoteError> {
+    let response = request.send().await.map_err(|e| RemoteError::Unreachable {
+        service,
+        operation,
+        detail: e.without_url().to_string(),
+    })?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    crate::metrics::record_call(service, operation, status.as_u16());
+    let body = bounded_body(service, operation, response).await?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let (code, message) = describe(&body);
+    Err(RemoteError::Status {
+        service,
+        operation,
+        status: status.as_u16(),
+        code: if code.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { code },
+        message: truncate(message, 512),
+        retry_after: retry_after.or((status == StatusCode::TOO_MANY_REQUESTS).then_some(Duration::from_secs(1))),
+    })
+}
+
+/// Cuts a remote message to a readable length on a character boundary.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,328 @@
+//! `rootkey-operator run`: flags, the shared [`Context`], leader election, probes and metrics, and
+//! the controllers (one per watched namespace, or one for all).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use futures::{StreamExt, future::join_all};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller,
+        controller::Config as ControllerConfig,
+        events::{Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tokio::{net::TcpListener, sync::watch};
+use url::Url;
+
+use crate::{
+    antimatter::AntimatterClient,
+    api::AzureRootKey,
+    azure::{Azure, IdentityMode},
+    cloud::{Cloud, CloudName},
+    controller::{self, Context},
+    leader::LeaderElector,
+    metrics,
+    pacing::Pacers,
+    policy::TenancyPolicy,
+    remote,
+};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Flags of `rootkey-operator run`; each can also be set by the environment variable shown.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Namespaces to watch (comma-separated); empty watches all.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Objects reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Azure cloud: sets the Entra ID authority, Microsoft Graph and the Managed HSM DNS suffix.
+    #[arg(long, env = "AZURE_CLOUD", value_enum, default_value = "AzurePublic")]
+    pub cloud: CloudName,
+    /// Overrides the cloud's Entra ID authority host (https).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    pub authority_host: Option<Url>,
+    /// Overrides the cloud's Microsoft Graph URL (https).
+    #[arg(long, env = "AZURE_GRAPH_URL")]
+    pub graph_url: Option<Url>,
+    /// Overrides the cloud's Managed HSM DNS suffixes (comma-separated; `suffix[:port]`).
+    #[arg(long, env = "AZURE_HSM_DNS_SUFFIXES", value_delimiter = ',')]
+    pub hsm_dns_suffixes: Vec<String>,
+    /// Extra PEM CA bundle trusted for every remote service (besides the system roots).
+    #[arg(long, env = "ROOTKEY_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// How the operator authenticates to Azure as itself.
+    #[arg(long, env = "AZURE_IDENTITY", value_enum, default_value = "auto")]
+    pub azure_identity: IdentityMode,
+    /// Tenancy policy file: which namespaces may use the operator's identity for which HSMs.
+    #[arg(long, env = "ROOTKEY_TENANCY_POLICY")]
+    pub tenancy_policy: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Address of the `/healthz` and `/readyz` probes.
+    #[arg(long, env = "PROBE_ADDR", default_value = "0.0.0.0:8081")]
+    pub probe_addr: SocketAddr,
+    /// Elect a leader among replicas through a Lease.
+    #[arg(long, env = "LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of this replica in the Lease and in events.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Cluster identity used in role-assignment names (default: the kube-system namespace UID).
+    #[arg(long, env = "ROOTKEY_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Key creations per second per HSM (Managed HSM allows about 1); 0 turns pacing off.
+    #[arg(long, env = "HSM_KEY_CREATES_PER_SECOND", default_value_t = 1.0)]
+    pub hsm_key_creates_per_second: f64,
+    /// RBAC writes per second per HSM (Managed HSM allows about 5); 0 turns pacing off.
+    #[arg(long, env = "HSM_RBAC_WRITES_PER_SECOND", default_value_t = 5.0)]
+    pub hsm_rbac_writes_per_second: f64,
+}
+
+impl RunArgs {
+    fn cloud(&self) -> anyhow::Result<Cloud> {
+        let mut cloud = match Cloud::named(self.cloud) {
+            Some(c) => c,
+            None => Cloud {
+                authority_host: self.authority_host.clone().context("--cloud Custom needs --authority-host")?,
+                graph_url: self.graph_url.clone().context("--cloud Custom needs --graph-url")?,
+                hsm_dns_suffixes: Vec::new(),
+            },
+        };
+        if let Some(a) = &self.authority_host {
+            cloud.authority_host = a.clone();
+        }
+        if let Some(g) = &self.graph_url {
+            cloud.graph_url = g.clone();
+        }
+        if !self.hsm_dns_suffixes.is_empty() {
+            cloud.hsm_dns_suffixes = self.hsm_dns_suffixes.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
+        }
+        anyhow::ensure!(!cloud.hsm_dns_suffixes.is_empty(), "--cloud Custom needs --hsm-dns-suffixes");
+        for url in [&cloud.authority_host, &cloud.graph_url] {
+            anyhow::ensure!(url.scheme() == "https", "{url} must be https");
+        }
+        Ok(cloud)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,azure_core=warn,azure_identity=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Serves `/healthz`, `/readyz` (ready once started) and `/metrics`.
+async fn serve(addr: SocketAddr, ready: Arc<AtomicBool>, with_metrics: bool) -> anyhow::Result<()> {
+    use axum::{Router, http::StatusCode, routing::get};
+    let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let ready = ready.clone();
+            async move {
+                if ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }
+        }),
+    );
+    if with_metrics {
+        app = app.route("/metrics", get(|| async { metrics::render() }));
+    }
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Resolves once SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ready = Arc::new(AtomicBool::new(false));
+    let probes = tokio::spawn(serve(args.probe_addr, ready.clone(), args.metrics_addr == args.probe_addr));
+    let metrics_server = (args.metrics_addr != args.probe_addr)
+        .then(|| tokio::spawn(serve(args.metrics_addr, Arc::new(AtomicBool::new(true)), true)));
+
+    let cloud = args.cloud()?;
+    let ca = match &args.ca_bundle {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading CA bundle {}", path.display()))?),
+        None => None,
+    };
+    let http = remote::http_client(ca.as_deref())?;
+    let policy = match &args.tenancy_policy {
+        Some(path) => TenancyPolicy::from_yaml(&std::fs::read_to_string(path)?)
+            .with_context(|| format!("tenancy policy {}", path.display()))?,
+        None => TenancyPolicy::default(),
+    };
+    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let cluster_id = match &args.cluster_id {
+        Some(id) => id.clone(),
+        None => Api::<Namespace>::all(client.clone())
+            .get("kube-system")
+            .await
+            .context("reading the kube-system namespace (the cluster's identity)")?
+            .uid()
+            .context("kube-system has no UID")?,
+    };
+    let pod = args.pod_name.clone().unwrap_or_else(|| format!("rootkey-operator-{}", std::process::id()));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: controller::FIELD_MANAGER.to_owned(), instance: Some(pod.clone()) },
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Azure::new(cloud, args.azure_identity, http.clone()),
+        AntimatterClient::new(http),
+        policy,
+        cluster_id,
+        recorder,
+        Pacers::new(args.hsm_key_creates_per_second, args.hsm_rbac_writes_per_second),
+    ));
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
+
+    let elector =
+        args.leader_elect.then(|| LeaderElector::new(client.clone(), &args.lease_namespace, "rootkey-operator", &pod));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    if let Some(elector) = &elector {
+        tracing::info!(identity = %pod, "waiting for leadership");
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            _ = elector.acquire() => tracing::info!("leading"),
+            _ = stop.changed() => return Ok(()),
+        }
+    }
+
+    let namespaces: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces.iter().map(|n| Some(n.clone())).collect()
+    };
+    let controllers = join_all(
+        namespaces
+            .into_iter()
+            .map(|ns| run_controller(client.clone(), ns, ctx.clone(), args.concurrency, stop_rx.clone())),
+    );
+    let lost = async {
+        match &elector {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        _ = controllers => Ok(()),
+        _ = lost => Err(anyhow::anyhow!("lost leadership; exiting so that only one replica reconciles")),
+    };
+    if let Some(elector) = &elector {
+        elector.release().await;
+    }
+    signal.abort();
+    probes.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
+    outcome
+}
+
+/// One controller over AzureRootKeys (in one namespace or all), also woken by changes to the
+/// Secrets they reference (metadata only: Secret contents are read per reconcile, never cached).
+async fn run_controller(
+    client: Client,
+    ns: Option<String>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    stop: watch::Receiver<bool>,
+) {
+    let (keys, secrets): (Api<AzureRootKey>, Api<PartialObjectMeta<Secret>>) = match &ns {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let controller = Controller::new(keys, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let gauge_store = store.clone();
+    let gauges = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (t, f, u) = controller::count_ready(gauge_store.state().iter().map(|a| a.as_ref()));
+            metrics::set_objects(t, f, u);
+        }
+    });
+    let mut stop_signal = stop.clone();
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
+            let (ns, name) = (secret.namespace(), secret.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|ark| {
+                    ark.namespace() == ns
+                        && (ark.spec.antimatter.api_key_secret_ref.as_ref().is_some_and(|r| r.name == name)
+                            || ark.spec.azure_credentials_secret_ref.as_ref().is_some_and(|r| r.name == name))
+                })
+                .map(|ark| ObjectRef::from(ark.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(async move {
+            let _ = stop_signal.wait_for(|s| *s).await;
+        })
+        .run(controller::reconcile, controller::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+    gauges.abort();
+}
