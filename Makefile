@@ -77,7 +77,12 @@ test-suites:
 	@rc=0; \
 	cargo test --workspace --no-fail-fast || rc=1; \
 	$(VENV)/bin/python -m pytest -q tests/packaging || rc=1; \
+	ROOTKEY_SANDBOX_BIN=$(CARGO_TARGET_DIR)/debug/rootkey-sandbox $(VENV)/bin/python -m pytest -q tests/conformance || rc=1; \
 	exit $$rc
+
+.PHONY: demo
+demo: tools build ## Local control plane + sandbox + operator + a sample key, until Ready (Ctrl-C stops)
+	BIN=$(BIN) bash hack/demo.sh
 
 .PHONY: lint
 lint: ## rustfmt and clippy

@@ -61,17 +61,20 @@ pub struct Provider {
     #[serde(rename = "type")]
     pub kind: String,
     pub name: String,
+    /// The vendor account a delegated provider delegates to (free text in the published client).
     #[serde(default)]
-    pub account_details: Option<AccountDetails>,
+    pub account_details: Option<String>,
 }
 
-/// The vendor account a delegated provider delegates to.
-#[derive(Deserialize, Debug, Clone, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct AccountDetails {
-    /// Antimatter's Azure application (client) ID, for `azure_am`.
-    #[serde(default, alias = "applicationID", alias = "appID", alias = "clientID")]
-    pub application_id: Option<String>,
+impl Provider {
+    /// The first GUID in `accountDetails`: for `azure_am`, Antimatter's Azure application ID.
+    pub fn application_id(&self) -> Option<String> {
+        let details = self.account_details.as_deref()?;
+        details
+            .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+            .find(|token| uuid::Uuid::try_parse(token).is_ok_and(|_| token.len() == 36))
+            .map(str::to_ascii_lowercase)
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,8 +131,9 @@ pub struct PairingResult {
     pub status: String,
     #[serde(default)]
     pub status_message: String,
+    /// Milliseconds; the published client allows an integer or a fraction.
     #[serde(rename = "latencyMS", default)]
-    pub latency_ms: Option<i64>,
+    pub latency_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -138,6 +142,12 @@ struct SetActiveRequest<'a> {
     #[serde(rename = "keyID")]
     key_id: &'a str,
     rotate_batch: bool,
+}
+
+#[derive(Deserialize)]
+struct HasMore {
+    #[serde(default)]
+    has_more: bool,
 }
 
 #[derive(Clone)]
@@ -265,11 +275,47 @@ impl AntimatterClient {
         }
     }
 
-    pub async fn set_active(&self, target: &DomainTarget, rek_id: &str, rotate_batch: bool) -> Result<(), RemoteError> {
+    /// Makes a key active; `true` while Antimatter has more data keys to re-wrap (call [`Self::rotate`]).
+    pub async fn set_active(
+        &self,
+        target: &DomainTarget,
+        rek_id: &str,
+        rotate_batch: bool,
+    ) -> Result<bool, RemoteError> {
         let rq = self
             .authed(target, reqwest::Method::POST, "/active-key")
             .await?
             .json(&SetActiveRequest { key_id: rek_id, rotate_batch });
-        send(Service::Antimatter, "active.set", rq, describe).await.map(drop)
+        let r: HasMore = send_json(Service::Antimatter, "active.set", rq, describe).await?;
+        Ok(r.has_more)
+    }
+
+    /// Re-wraps one batch of data keys under the active key; `true` while there is more.
+    pub async fn rotate(&self, target: &DomainTarget) -> Result<bool, RemoteError> {
+        let rq = self.authed(target, reqwest::Method::POST, "/rotate").await?;
+        let r: HasMore = send_json(Service::Antimatter, "rotate", rq, describe).await?;
+        Ok(r.has_more)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_id_is_read_from_account_details() {
+        let provider = |details: Option<&str>| Provider {
+            kind: "DelegatedRootEncryptionKeyProvider".into(),
+            name: AZURE_DELEGATED_PROVIDER.into(),
+            account_details: details.map(str::to_owned),
+        };
+        let app = "8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70";
+        assert_eq!(provider(Some(app)).application_id().as_deref(), Some(app));
+        assert_eq!(
+            provider(Some(&format!("Azure application {app} (Antimatter)"))).application_id().as_deref(),
+            Some(app)
+        );
+        assert_eq!(provider(Some("no id here")).application_id(), None);
+        assert_eq!(provider(None).application_id(), None);
     }
 }

@@ -141,6 +141,7 @@ pub struct KeySpec {
     /// Key size in bits when the operator creates the key: 128, 192 or 256 (default).
     #[serde(default = "default_key_size")]
     #[x_kube(validation = Rule::new("self == 128 || self == 192 || self == 256").message("key.size must be 128, 192 or 256"))]
+    #[schemars(extend("format" = "int32"))]
     pub size: u16,
 }
 

@@ -16,6 +16,9 @@ pub enum Error {
     NoNamespace,
     #[error("serialising status: {0}")]
     Serde(#[from] serde_json::Error),
+    /// Revoking was refused or failed; the finalizer stays until it succeeds or the policy is Retain.
+    #[error("revoke blocked: {0}")]
+    RevokeBlocked(String),
 }
 
 /// What the reconciler needs from a failure: a condition, and how soon to try again.

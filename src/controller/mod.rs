@@ -231,6 +231,11 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
     let summary = ready(&required);
     let status = build_status(ark, &prev, &run, &summary, hsm_url);
 
+    let object = ObjectRef::from(ark);
+    for (reason, note) in &run.changes {
+        tracing::info!(%object, reason, note, "changed");
+    }
+    tracing::debug!(%object, ready = ?summary.status, reason = %summary.reason, "reconciled");
     if ark.status.as_ref() != Some(&status) {
         let patch = json!({ "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "status": status });
         api.patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
@@ -305,6 +310,7 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
         Ok(inputs) => revoke(ark, &inputs, ctx).await.err(),
         Err(outcome) => Some(outcome),
     };
+    tracing::info!(object = %ObjectRef::from(ark), blocked = ?blocked.as_ref().map(|o| &o.reason), "revoke");
     match blocked {
         None => {
             ctx.event(
@@ -330,12 +336,15 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
                 &now(),
             ));
             if conditions != prev.conditions {
-                let patch = json!({ "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "status": { "conditions": conditions } });
+                // Server-side apply owns the whole status: send all of it, or the fields left out are dropped.
+                let status = AzureRootKeyStatus { conditions, ..prev };
+                let patch = json!({ "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "status": status });
                 api.patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
                     .await?;
                 ctx.event(ark, EventType::Warning, &outcome.reason, format!("Revoke blocked: {message}")).await;
             }
-            Ok(Action::requeue(ctx.backoff(ark, None)))
+            // An error keeps the finalizer (Ok would release the object); error_policy backs off.
+            Err(Error::RevokeBlocked(outcome.reason))
         }
     }
 }

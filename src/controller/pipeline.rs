@@ -363,7 +363,7 @@ async fn application_from_providers(ctx: &Context, domain: &DomainTarget) -> Res
     providers
         .into_iter()
         .find(|p| p.name == crate::antimatter::AZURE_DELEGATED_PROVIDER)
-        .and_then(|p| p.account_details?.application_id)
+        .and_then(|p| p.application_id())
         .ok_or_else(|| Failure {
             outcome: Outcome::failed(
                 "InvalidSpec",
@@ -505,14 +505,12 @@ async fn pair(ctx: &Context, domain: &DomainTarget, run: &mut Run) -> Result<Out
     run.pairing = Some(PairingStatus {
         status: state,
         message: Some(result.status_message.clone()).filter(|m| !m.is_empty()),
-        latency_ms: result.latency_ms,
+        latency_ms: result.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as i64),
         last_check_time: Some(Time(jiff::Timestamp::now())),
     });
-    let latency = result.latency_ms.map(|ms| format!(" in {ms} ms")).unwrap_or_default();
+    // The latency stays out of the message (it is in .status.pairing), so a steady check writes nothing.
     Ok(match state {
-        PairingState::Healthy => {
-            Outcome::ok(reason, format!("Antimatter wrapped and unwrapped with the key{latency}."))
-        }
+        PairingState::Healthy => Outcome::ok(reason, "Antimatter wrapped and unwrapped with the key."),
         _ => {
             Outcome::failed(reason, format!("Antimatter's pairing check: {} {}", result.status, result.status_message))
         }
@@ -533,13 +531,28 @@ async fn ensure_active(
     if ark.spec.suspend {
         return Ok(Outcome::failed("Suspended", "The key is not active; suspended, so not activating it."));
     }
-    ctx.antimatter
+    let mut has_more = ctx
+        .antimatter
         .set_active(domain, &id, ark.spec.antimatter.rotate_batch)
         .await
         .map_err(|e| classify(Area::Antimatter, &e))?;
     run.changes.push(("Activated", format!("Made {id} the domain's active root encryption key")));
+    // Antimatter re-wraps the domain's data keys under the new root key and asks to be called again
+    // while it has more; a bounded number of calls per reconcile keeps one object from hogging a worker.
+    for _ in 0..ROTATE_CALLS_PER_RECONCILE {
+        if !has_more {
+            break;
+        }
+        has_more = ctx.antimatter.rotate(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
+    }
+    if has_more {
+        run.retry_after = Some(Duration::from_secs(1));
+        return Ok(Outcome::unknown("Rotating", format!("{id} is active; Antimatter is still re-wrapping data keys.")));
+    }
     Ok(Outcome::ok("KeyActive", format!("Made {id} the domain's active root encryption key.")))
 }
+
+const ROTATE_CALLS_PER_RECONCILE: usize = 20;
 
 /// Root key IDs may carry a `dm-…::` or `name::` prefix.
 pub fn same_rek(a: &str, b: &str) -> bool {

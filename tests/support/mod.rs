@@ -2,6 +2,8 @@
 //! the CRD installed once, and a namespace per test.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod env;
+
 use std::time::Duration;
 
 use k8s_openapi::{

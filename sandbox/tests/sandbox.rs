@@ -1,0 +1,366 @@
+//! In-process integration tests of the sandbox over real HTTPS.
+
+use rootkey_sandbox::client::Client;
+use rootkey_sandbox::{FaultAction, FaultSpec, Sandbox, SandboxConfig, SandboxHandle, World};
+use serde_json::{Value, json};
+
+const T: &str = "7b0e4c2a-5d1f-4e8a-9c3b-2f6a1d8e4c10";
+const OP: &str = "3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50";
+const OP_SECRET: &str = "fake-operator-secret-not-real";
+const OP_SP: &str = "5c1a7e3b-2d4f-4a6b-9e8c-7f1d3b5a2c60";
+const NR: &str = "6e5d4c3b-2a1f-4e9d-8c7b-5a4f3e2d1c80";
+const NR_SECRET: &str = "fake-noroles-secret-not-real";
+const NR_SP: &str = "1d2c3b4a-5f6e-4d7c-8b9a-0f1e2d3c4b90";
+const AM: &str = "8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70";
+const CRYPTO_USER: &str = "21dbd100-6940-42c2-9190-5d6cb909625b";
+
+async fn start() -> SandboxHandle {
+    let text = include_str!("../../deploy/sandbox/world.yaml");
+    let world = World::from_yaml(text).expect("world parses");
+    Sandbox::start(SandboxConfig { world, ..SandboxConfig::default() }).await.expect("sandbox starts")
+}
+
+async fn token(sb: &SandboxHandle, c: &Client, app: &str, secret: &str, resource: &str) -> String {
+    let r = c.token(&sb.authority_url(), T, app, secret, &format!("{resource}/.default")).await.expect("token call");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["access_token"].as_str().expect("access_token").to_string()
+}
+
+async fn hsm(
+    sb: &SandboxHandle,
+    c: &Client,
+    method: &str,
+    path: &str,
+    tok: Option<&str>,
+    body: Option<Value>,
+) -> rootkey_sandbox::client::Response {
+    let url = format!("{}{}", sb.hsm_url("contoso-hsm"), path);
+    let auth = tok.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("authorization", a.as_str()));
+    }
+    c.request(method, &url, &h, body.map(|b| b.to_string().into_bytes())).await.expect("hsm call")
+}
+
+#[tokio::test]
+async fn challenge_api_version_and_token_errors() {
+    let sb = start().await;
+    let c = sb.client();
+    let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", None, None).await;
+    assert_eq!(r.status, 401);
+    let ch = r.header("www-authenticate").expect("challenge");
+    assert_eq!(
+        ch,
+        format!(
+            "Bearer authorization=\"{}/{T}\", resource=\"https://managedhsm.sandbox.localhost:{}\"",
+            sb.authority_url(),
+            sb.port()
+        )
+    );
+    let tok = token(&sb, &c, OP, OP_SECRET, &sb.hsm_resource()).await;
+    let r = hsm(&sb, &c, "GET", "/keys/existing-key", Some(&tok), None).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "BadParameter");
+    for v in ["7.4", "7.5", "7.6", "2025-07-01"] {
+        let r = hsm(&sb, &c, "GET", &format!("/keys/existing-key?api-version={v}"), Some(&tok), None).await;
+        assert_eq!(r.status, 200, "api-version {v}");
+        let b = r.json();
+        assert_eq!(b["tags"]["owner"], "platform");
+        assert!(b["key"].get("k").is_none(), "no symmetric material");
+        assert_eq!(b["attributes"]["recoverableDays"], 90);
+    }
+    // A graph token is not an HSM token.
+    let g = token(&sb, &c, OP, OP_SECRET, &sb.graph_url()).await;
+    let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(&g), None).await;
+    assert_eq!(r.status, 401);
+    // Token errors.
+    let r = c.token(&sb.authority_url(), T, OP, "nope", &format!("{}/.default", sb.hsm_resource())).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "invalid_client");
+    let r = c
+        .token(
+            &sb.authority_url(),
+            T,
+            "00000000-0000-4000-8000-000000000000",
+            "x",
+            &format!("{}/.default", sb.hsm_resource()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.json()["error_codes"][0], 700016);
+    let r = c.token(&sb.authority_url(), T, OP, OP_SECRET, "https://elsewhere.example/.default").await.unwrap();
+    assert_eq!(r.json()["error_codes"][0], 500011);
+    // Expired tokens: move the clock.
+    sb.set_clock_offset(4000);
+    let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(&tok), None).await;
+    assert_eq!(r.status, 401);
+    sb.set_clock_offset(0);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn rbac_authorisation_and_assignments() {
+    let sb = start().await;
+    let c = sb.client();
+    let op = token(&sb, &c, OP, OP_SECRET, &sb.hsm_resource()).await;
+    let nr = token(&sb, &c, NR, NR_SECRET, &sb.hsm_resource()).await;
+    let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(&nr), None).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "Forbidden");
+    let path =
+        |n: &str| format!("//keys/existing-key/providers/Microsoft.Authorization/roleAssignments/{n}?api-version=7.5");
+    let body = json!({"properties": {"roleDefinitionId": format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{CRYPTO_USER}"), "principalId": NR_SP}});
+    let n1 = "0b7f2c1e-3a4d-4e5f-8a9b-1c2d3e4f5a6b";
+    let r = hsm(&sb, &c, "PUT", &path(n1), Some(&op), Some(body.clone())).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["properties"]["scope"], "/keys/existing-key");
+    let r = hsm(&sb, &c, "PUT", &path(n1), Some(&op), Some(body.clone())).await;
+    assert_eq!(r.status, 201);
+    let r = hsm(&sb, &c, "PUT", &path("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"), Some(&op), Some(body.clone())).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "MatchingRoleAssignmentExists");
+    // Now the principal can read that key but not another.
+    let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(&nr), None).await;
+    assert_eq!(r.status, 200);
+    let r = hsm(&sb, &c, "GET", "/keys?api-version=7.5", Some(&nr), None).await;
+    assert_eq!(r.status, 403);
+    // The no-role principal cannot assign roles.
+    let r = hsm(&sb, &c, "PUT", &path("1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"), Some(&nr), Some(body)).await;
+    assert_eq!(r.status, 403);
+    // List filters.
+    let r = hsm(
+        &sb,
+        &c,
+        "GET",
+        "//keys/existing-key/providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=atScope()",
+        Some(&op),
+        None,
+    )
+    .await;
+    let names: Vec<String> =
+        r.json()["value"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect();
+    assert!(names.contains(&n1.to_string()) && names.len() == 4, "{names:?}");
+    let r = hsm(
+        &sb,
+        &c,
+        "GET",
+        &format!(
+            "//providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=principalId%20eq%20'{OP_SP}'"
+        ),
+        Some(&op),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()["value"].as_array().unwrap().len(), 3);
+    // Delete, then it is gone.
+    let r = hsm(&sb, &c, "DELETE", &path(n1), Some(&op), None).await;
+    assert_eq!(r.status, 200);
+    let r = hsm(&sb, &c, "GET", &path(n1), Some(&op), None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(sb.role_assignments("contoso-hsm").len(), 3);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_soft_delete_paging_and_crypto_refusals() {
+    let sb = start().await;
+    let c = sb.client();
+    let op = token(&sb, &c, OP, OP_SECRET, &sb.hsm_resource()).await;
+    let create = json!({"kty": "oct-HSM", "key_size": 128});
+    let r = hsm(&sb, &c, "POST", "/keys/k2/create?api-version=7.5", Some(&op), Some(create.clone())).await;
+    assert_eq!(r.status, 200);
+    let kid = r.json()["key"]["kid"].as_str().unwrap().to_string();
+    let ver = kid.rsplit('/').next().unwrap().to_string();
+    assert_eq!(ver.len(), 32);
+    for _ in 0..29 {
+        sb.add_key_version("contoso-hsm", "k2").unwrap();
+    }
+    let mut url = "/keys/k2/versions?api-version=7.5".to_string();
+    let mut seen = 0;
+    loop {
+        let r = hsm(&sb, &c, "GET", &url, Some(&op), None).await;
+        assert_eq!(r.status, 200);
+        let b = r.json();
+        seen += b["value"].as_array().unwrap().len();
+        match b["nextLink"].as_str() {
+            Some(n) => url = n.trim_start_matches(&sb.hsm_url("contoso-hsm")).to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 30);
+    // Wrong algorithm size, disabled, expired.
+    let wrap = json!({"alg": "A256KW", "value": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+    let r = hsm(&sb, &c, "POST", &format!("/keys/k2/{ver}/wrapkey?api-version=7.5"), Some(&op), Some(wrap)).await;
+    assert_eq!(r.status, 400);
+    let wrap = json!({"alg": "A128KW", "value": "AAAAAAAAAAAAAAAAAAAAAA"});
+    let r =
+        hsm(&sb, &c, "POST", &format!("/keys/k2/{ver}/wrapkey?api-version=7.5"), Some(&op), Some(wrap.clone())).await;
+    assert_eq!(r.status, 200);
+    let r = hsm(
+        &sb,
+        &c,
+        "PATCH",
+        &format!("/keys/k2/{ver}?api-version=7.5"),
+        Some(&op),
+        Some(json!({"attributes": {"enabled": false}})),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r =
+        hsm(&sb, &c, "POST", &format!("/keys/k2/{ver}/wrapkey?api-version=7.5"), Some(&op), Some(wrap.clone())).await;
+    assert_eq!(r.status, 403);
+    sb.patch_key("contoso-hsm", "k2", rootkey_sandbox::KeyPatch { exp: Some(Some(1)), ..Default::default() }).unwrap();
+    let r = hsm(&sb, &c, "POST", "/keys/k2//wrapkey?api-version=7.5", Some(&op), Some(wrap)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["innererror"]["code"], "KeyExpired");
+    // PATCH with empty version targets the latest.
+    let r = hsm(&sb, &c, "PATCH", "/keys/k2/?api-version=7.5", Some(&op), Some(json!({"tags": {"a": "b"}}))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sb.key("contoso-hsm", "k2").unwrap().latest().unwrap().tags["a"], "b");
+    // Soft delete: 409 on create, recover.
+    let r = hsm(&sb, &c, "DELETE", "/keys/k2?api-version=7.5", Some(&op), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["recoveryId"].as_str().unwrap().ends_with("/deletedkeys/k2"));
+    let r = hsm(&sb, &c, "POST", "/keys/k2/create?api-version=7.5", Some(&op), Some(create)).await;
+    assert_eq!(r.status, 409);
+    let r = hsm(&sb, &c, "POST", "/deletedkeys/k2/recover?api-version=7.5", Some(&op), None).await;
+    assert_eq!(r.status, 200);
+    let r = hsm(&sb, &c, "GET", "/keys/k2?api-version=7.5", Some(&op), None).await;
+    assert_eq!(r.status, 200);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn graph_and_pairing_in_process() {
+    let sb = start().await;
+    let c = sb.client();
+    let g = token(&sb, &c, OP, OP_SECRET, &sb.graph_url()).await;
+    let r = c
+        .request(
+            "PATCH",
+            &format!("{}/v1.0/servicePrincipals(appId='{AM}')", sb.graph_url()),
+            &[
+                ("authorization", &format!("Bearer {g}")),
+                ("prefer", "create-if-missing"),
+                ("content-type", "application/json"),
+            ],
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let sp = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(sb.service_principals(T).len(), 3);
+    sb.add_role_assignment("contoso-hsm", "Managed HSM Crypto User", "/keys/existing-key", &sp).unwrap();
+    let kid = format!(
+        "{}/keys/existing-key/{}",
+        sb.hsm_url("contoso-hsm"),
+        sb.key("contoso-hsm", "existing-key").unwrap().latest().unwrap().version
+    );
+    let auth = c
+        .post_json(
+            &format!("{}/domains/dm-7fQ2xPz9KdL/authenticate", sb.antimatter_url()),
+            None,
+            &json!({"token": "fake-antimatter-api-key-not-real"}),
+        )
+        .await
+        .unwrap();
+    let jwt = auth.json()["token"].as_str().unwrap().to_string();
+    let base = format!("{}/domains/dm-7fQ2xPz9KdL/control/encryption", sb.antimatter_url());
+    let r = c
+        .post_json(
+            &format!("{base}/keys"),
+            Some(&jwt),
+            &json!({"description": "d", "keyInformation": {"providerName": "azure_am", "tenantID": T, "keyURL": kid}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let rek = r.json()["rekID"].as_str().unwrap().to_string();
+    let r = c.post_json(&format!("{base}/keys/{rek}/test"), Some(&jwt), &json!({})).await.unwrap();
+    assert_eq!(r.json()["status"], "MISCONFIGURED");
+    assert!(r.json()["statusMessage"].as_str().unwrap().contains("dm-7fQ2xPz9KdL=allow"));
+    let mut tags = std::collections::BTreeMap::new();
+    tags.insert("owner".to_string(), "platform".to_string());
+    tags.insert("dm-7fQ2xPz9KdL".to_string(), "allow".to_string());
+    sb.set_key_tags("contoso-hsm", "existing-key", tags).unwrap();
+    let r = c.post_json(&format!("{base}/keys/{rek}/test"), Some(&jwt), &json!({})).await.unwrap();
+    assert_eq!(r.json()["status"], "HEALTHY", "{}", r.json());
+    // Drop the connection for the token call: UNREACHABLE.
+    sb.add_fault(FaultSpec {
+        service: "entra".into(),
+        operation: Some("token".into()),
+        hsm: None,
+        action: FaultAction::Drop,
+        count: Some(1),
+        probability: None,
+    });
+    let r = c.post_json(&format!("{base}/keys/{rek}/test"), Some(&jwt), &json!({})).await.unwrap();
+    assert_eq!(r.json()["status"], "UNREACHABLE");
+    assert_eq!(sb.count_status("entra", "token", 0), 1);
+    assert!(sb.faults().is_empty());
+    // Activate then refuse delete.
+    let r = c.post_json(&format!("{base}/active-key"), Some(&jwt), &json!({"keyID": rek})).await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = c
+        .request("DELETE", &format!("{base}/keys/{rek}"), &[("authorization", &format!("Bearer {jwt}"))], None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409);
+    assert_eq!(sb.registrations("dm-7fQ2xPz9KdL").len(), 2);
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_latency_and_rate_limits() {
+    let sb = start().await;
+    let c = sb.client();
+    let op = token(&sb, &c, OP, OP_SECRET, &sb.hsm_resource()).await;
+    sb.add_fault(FaultSpec {
+        service: "hsm".into(),
+        operation: Some("key.get".into()),
+        hsm: Some("contoso-hsm".into()),
+        action: FaultAction::Status { status: 429, retry_after: Some(7) },
+        count: Some(2),
+        probability: None,
+    });
+    for _ in 0..2 {
+        let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(&op), None).await;
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("7"));
+    }
+    let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(&op), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sb.count_status("hsm", "key.get", 429), 2);
+    // Latency.
+    sb.set_latency_ms(50);
+    let t = std::time::Instant::now();
+    let _ = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(&op), None).await;
+    assert!(t.elapsed().as_millis() >= 50);
+    sb.set_latency_ms(0);
+    // Rate limit: key create ~1/s per HSM.
+    sb.set_rate_limits(true);
+    let body = json!({"kty": "oct-HSM", "key_size": 256});
+    let r1 = hsm(&sb, &c, "POST", "/keys/rl/create?api-version=7.5", Some(&op), Some(body.clone())).await;
+    let r2 = hsm(&sb, &c, "POST", "/keys/rl/create?api-version=7.5", Some(&op), Some(body)).await;
+    assert_eq!(r1.status, 200);
+    assert_eq!(r2.status, 429);
+    assert_eq!(r2.json()["error"]["code"], "Throttled");
+    assert!(r2.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    sb.set_rate_limits(false);
+    // Admin API over plain HTTP.
+    let admin = sb.admin_url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl").args(["-s", &format!("{admin}/counters?service=hsm")]).output()
+    })
+    .await
+    .expect("join");
+    if let Ok(o) = out
+        && o.status.success()
+    {
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(v["total"].as_u64().unwrap() > 0);
+    }
+    sb.shutdown().await;
+}

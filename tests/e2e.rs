@@ -1,0 +1,455 @@
+//! End to end: the operator process against the real API server and the sandbox.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rootkey_operator::api::PairingState;
+use rootkey_sandbox::KeyPatch;
+use serde_json::json;
+use support::env::{
+    ANTIMATTER_APP, API_KEY, DOMAIN, Env, HSM, NO_ROLES_CLIENT, NO_ROLES_SECRET, OperatorOptions, SECRETS, TENANT,
+    condition,
+};
+
+const CRYPTO_USER: &str = "21dbd100-6940-42c2-9190-5d6cb909625b";
+
+/// Role assignments of "Managed HSM Crypto User" at the key's scope.
+fn crypto_user_assignments(env: &Env, key: &str) -> Vec<rootkey_sandbox::RoleAssignment> {
+    env.sandbox
+        .role_assignments(HSM)
+        .into_iter()
+        .filter(|a| a.scope == format!("/keys/{key}") && a.role_definition.ends_with(CRYPTO_USER))
+        .collect()
+}
+
+fn latest_tags(env: &Env, key: &str) -> BTreeMap<String, String> {
+    env.sandbox.key(HSM, key).and_then(|k| k.latest().map(|v| v.tags.clone())).unwrap_or_default()
+}
+
+/// Keys registered through the delegated Azure provider (the domain also has Antimatter's default key).
+fn registrations(env: &Env) -> Vec<rootkey_sandbox::Registration> {
+    env.sandbox.registrations(DOMAIN).into_iter().filter(|r| r.source == "azure_am").collect()
+}
+
+/// Counts remote calls that change something.
+fn writes(env: &Env) -> u64 {
+    [
+        ("hsm", "key.create"),
+        ("hsm", "key.update"),
+        ("hsm", "rbac.assignment.put"),
+        ("hsm", "rbac.assignment.delete"),
+        ("graph", "sp.create"),
+        ("antimatter", "rek.add"),
+        ("antimatter", "rek.delete"),
+        ("antimatter", "active.set"),
+    ]
+    .iter()
+    .map(|(s, o)| env.sandbox.count(s, o))
+    .sum()
+}
+
+#[tokio::test]
+async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_steady_state() {
+    let env = Env::start("e2e-happy").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    env.apply("root", env.spec("new-root", json!({"antimatter": {"activate": true}}))).await;
+    let obj = env.wait_ready("root").await;
+    let status = obj.status.clone().expect("status");
+
+    // Status tells the truth, and matches the sandbox.
+    let key = env.sandbox.key(HSM, "new-root").expect("key created");
+    let version = key.latest().expect("version");
+    assert_eq!(version.kty, "oct-HSM");
+    assert_eq!(version.key_size, Some(256));
+    assert_eq!(version.key_ops, vec!["wrapKey", "unwrapKey"]);
+    assert_eq!(version.tags.get(DOMAIN).map(String::as_str), Some("allow"));
+    let kid = format!("{}/keys/new-root/{}", env.hsm_url(), version.version);
+    assert_eq!(status.key_url.as_deref(), Some(kid.as_str()));
+    assert_eq!(status.key_version.as_deref(), Some(version.version.as_str()));
+    assert_eq!(status.tenant_id.as_deref(), Some(TENANT));
+    assert_eq!(status.observed_generation, obj.metadata.generation);
+    let sp = env
+        .sandbox
+        .service_principals(TENANT)
+        .into_iter()
+        .find(|sp| sp.app_id == ANTIMATTER_APP)
+        .expect("principal created");
+    assert_eq!(status.service_principal_object_id.as_deref(), Some(sp.id.as_str()));
+    let assignments = crypto_user_assignments(&env, "new-root");
+    assert_eq!(assignments.len(), 1, "exactly one role assignment");
+    assert_eq!(assignments[0].principal_id, sp.id);
+    assert_eq!(status.role_assignment_name.as_deref(), Some(assignments[0].name.as_str()));
+    let registrations = registrations(&env);
+    assert_eq!(registrations.len(), 1, "one registration: {registrations:?}");
+    assert_eq!(registrations[0].resource_path, kid);
+    assert_eq!(registrations[0].tenant_id, TENANT);
+    assert_eq!(status.root_encryption_key_id.as_deref(), Some(registrations[0].rek_id.as_str()));
+    assert_eq!(env.sandbox.active_key(DOMAIN).as_deref(), Some(registrations[0].rek_id.as_str()));
+    let pairing = status.pairing.clone().expect("pairing");
+    assert_eq!(pairing.status, PairingState::Healthy);
+    assert!(pairing.latency_ms.is_some() && pairing.last_check_time.is_some());
+    for kind in
+        ["KeyReady", "TagApplied", "ServicePrincipalReady", "RoleAssigned", "Registered", "Paired", "Active", "Ready"]
+    {
+        let c = condition(&obj, kind).unwrap_or_else(|| panic!("{kind} condition"));
+        assert_eq!(c.status, "True", "{kind}: {}", c.message);
+        assert_eq!(c.observed_generation, obj.metadata.generation);
+    }
+
+    // Steady state: a reconcile with nothing changed writes nothing anywhere.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = env.api.get("root").await.expect("get").metadata.resource_version;
+    env.sandbox.reset_counters();
+    let tokens_before = env.logs().matches("oauth2/v2.0/token' with").count();
+    assert!(tokens_before >= 2, "token requests are visible in the debug log");
+    env.poke("root").await;
+    let poked = env.api.get("root").await.expect("get").metadata.resource_version;
+    let mut reads = 0;
+    for _ in 0..50 {
+        reads = env.sandbox.count("antimatter", "rek.test");
+        if reads > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reads, 1, "one pairing check per check");
+    assert_eq!(writes(&env), 0, "no remote writes in steady state: {:?}", env.sandbox.counters());
+    assert_eq!(env.sandbox.count("graph", "sp.get") + env.sandbox.count("graph", "sp.create"), 0, "no Graph calls");
+    // Antimatter's pairing check reads the key itself (one key.get per check); the rest are ours.
+    let hsm_reads = env.sandbox.count("hsm", "key.get") + env.sandbox.count("hsm", "rbac.assignment.get") - reads;
+    assert!(hsm_reads <= 2, "at most 2 HSM reads by the operator, saw {hsm_reads}");
+    // Antimatter's pairing check gets its own token in the sandbox; the operator's come from its log.
+    let token_requests = |logs: String| logs.matches("oauth2/v2.0/token' with").count();
+    assert_eq!(token_requests(env.logs()), tokens_before, "the operator's tokens are cached");
+    let after = env.api.get("root").await.expect("get").metadata.resource_version;
+    assert_ne!(before, poked);
+    assert_eq!(poked, after, "no status patch when nothing changed");
+}
+
+#[tokio::test]
+async fn existing_key_keeps_foreign_tags_and_a_new_version_is_registered() {
+    let env = Env::start("e2e-existing").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    env.apply("root", env.spec("existing-key", json!({"key": {"create": "Never"}}))).await;
+    let first = env.wait_ready("root").await;
+    assert_eq!(condition(&first, "KeyReady").map(|c| c.reason.as_str()), Some("KeyUsable"));
+    let tags = latest_tags(&env, "existing-key");
+    assert_eq!(tags.get("owner").map(String::as_str), Some("platform"), "foreign tag kept");
+    assert_eq!(tags.get(DOMAIN).map(String::as_str), Some("allow"));
+    assert_eq!(env.sandbox.count("hsm", "key.create"), 0, "existing key not recreated");
+    assert_eq!(condition(&first, "Active").map(|c| c.reason.as_str()), Some("ActivationNotRequested"));
+    let ours = first.status.as_ref().and_then(|s| s.root_encryption_key_id.clone()).expect("registered");
+    assert_ne!(env.sandbox.active_key(DOMAIN), Some(ours), "not activated");
+
+    // A new key version (rotation in Azure) is tagged and registered under its new URL.
+    let version = env.sandbox.add_key_version(HSM, "existing-key").expect("new version");
+    env.poke("root").await;
+    let rotated = env
+        .wait_for("root", Duration::from_secs(30), "new version registered", |o| {
+            o.status.as_ref().and_then(|s| s.key_version.as_deref()) == Some(version.as_str())
+                && condition(o, "Ready").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    let kid = rotated.status.and_then(|s| s.key_url).expect("key url");
+    assert!(registrations(&env).iter().any(|r| r.resource_path == kid));
+    assert_eq!(latest_tags(&env, "existing-key").get("owner").map(String::as_str), Some("platform"));
+}
+
+#[tokio::test]
+async fn unusable_keys_are_reported_and_never_replaced() {
+    let env = Env::start("e2e-unusable").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    // Missing with create: Never.
+    env.apply("missing", env.spec("no-such-key", json!({"key": {"create": "Never"}}))).await;
+    let o = env.wait_condition("missing", "KeyReady", "False", Some("KeyNotFound")).await;
+    assert_eq!(condition(&o, "Ready").map(|c| c.reason.as_str()), Some("KeyNotFound"));
+    assert_eq!(condition(&o, "TagApplied").map(|c| c.reason.as_str()), Some("WaitingKeyReady"));
+    // RSA.
+    env.sandbox
+        .create_key(
+            HSM,
+            serde_json::from_value(json!({"name": "rsa-key", "kty": "RSA-HSM", "key_size": 2048})).expect("spec"),
+        )
+        .expect("rsa key");
+    env.apply("rsa", env.spec("rsa-key", json!({}))).await;
+    let o = env.wait_condition("rsa", "KeyReady", "False", Some("UnsupportedKeyType")).await;
+    assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("RSA-HSM")));
+    // Disabled.
+    env.sandbox
+        .create_key(
+            HSM,
+            serde_json::from_value(json!({"name": "off-key", "kty": "oct-HSM", "key_size": 256, "enabled": false}))
+                .expect("spec"),
+        )
+        .expect("disabled key");
+    env.apply("off", env.spec("off-key", json!({}))).await;
+    env.wait_condition("off", "KeyReady", "False", Some("KeyDisabled")).await;
+    // Expired.
+    env.sandbox
+        .create_key(
+            HSM,
+            serde_json::from_value(
+                json!({"name": "old-key", "kty": "oct-HSM", "key_size": 256, "enabled": true, "exp": 1_000}),
+            )
+            .expect("spec"),
+        )
+        .expect("expired key");
+    env.apply("old", env.spec("old-key", json!({}))).await;
+    env.wait_condition("old", "KeyReady", "False", Some("KeyNotUsable")).await;
+    // Wrong operations.
+    env.sandbox
+        .create_key(HSM, serde_json::from_value(json!({"name": "enc-key", "kty": "oct-HSM", "key_size": 256, "enabled": true, "key_ops": ["encrypt", "decrypt"]})).expect("spec"))
+        .expect("enc key");
+    env.apply("enc", env.spec("enc-key", json!({}))).await;
+    env.wait_condition("enc", "KeyReady", "False", Some("MissingKeyOperations")).await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(env.sandbox.key(HSM, "no-such-key").is_none(), "create: Never creates nothing");
+    for key in ["rsa-key", "off-key", "old-key", "enc-key"] {
+        let k = env.sandbox.key(HSM, key).expect("still there");
+        assert_eq!(k.versions.len(), 1, "{key} not replaced");
+        assert!(!k.latest().is_some_and(|v| v.tags.contains_key(DOMAIN)), "{key} not tagged");
+        assert!(crypto_user_assignments(&env, key).is_empty(), "{key}: no role assigned");
+    }
+    assert!(registrations(&env).is_empty());
+}
+
+#[tokio::test]
+async fn given_principal_skips_graph_and_a_hand_made_assignment_is_adopted() {
+    let env = Env::start("e2e-principal").await;
+    // Antimatter's principal exists already and holds the role by hand, under a name we did not choose.
+    let principal = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let by_hand = env
+        .sandbox
+        .add_role_assignment(HSM, "Managed HSM Crypto User", "/keys/hand-key", principal)
+        .expect("assignment");
+    env.sandbox
+        .create_key(
+            HSM,
+            serde_json::from_value(json!({"name": "hand-key", "kty": "oct-HSM", "key_size": 256, "enabled": true}))
+                .expect("spec"),
+        )
+        .expect("key");
+    env.apply(
+        "root",
+        env.spec("hand-key", json!({"antimatter": {"servicePrincipalObjectId": principal, "apiKeySecretRef": null}})),
+    )
+    .await;
+    let o = env.wait_ready("root").await;
+    assert_eq!(condition(&o, "ServicePrincipalReady").map(|c| c.reason.as_str()), Some("ServicePrincipalGiven"));
+    assert_eq!(env.sandbox.count("graph", "sp.get") + env.sandbox.count("graph", "sp.create"), 0, "no Graph calls");
+    let assignments = crypto_user_assignments(&env, "hand-key");
+    assert_eq!(assignments.len(), 1, "no second assignment: {assignments:?}");
+    assert_eq!(o.status.as_ref().and_then(|s| s.role_assignment_name.as_deref()), Some(by_hand.as_str()));
+    // Without an API key: the Azure side is Ready and the dashboard values are in the message.
+    let paired = condition(&o, "Paired").expect("Paired");
+    assert_eq!((paired.status.as_str(), paired.reason.as_str()), ("Unknown", "ManualRegistrationRequired"));
+    let kid = o.status.as_ref().and_then(|s| s.key_url.clone()).expect("key url");
+    assert!(paired.message.contains(&kid) && paired.message.contains(TENANT), "{}", paired.message);
+    assert!(registrations(&env).is_empty());
+}
+
+#[tokio::test]
+async fn missing_rights_wrong_credentials_and_policy_are_clear_conditions() {
+    let env = Env::start_with(
+        "e2e-denied",
+        OperatorOptions { policy: Some("rules:\n- namespaces: [nowhere]\n  hsms: ['*']\n"), ..Default::default() },
+    )
+    .await;
+    env.api_key_secret("api-key", API_KEY).await;
+    // Outside the tenancy policy, with no credentials of its own: refused before any remote call.
+    env.apply("policy", env.spec("p-key", json!({}))).await;
+    let o = env.wait_condition("policy", "KeyReady", "False", Some("PolicyDenied")).await;
+    assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("azureCredentialsSecretRef")));
+    assert_eq!(env.sandbox.counters().iter().map(|c| c.count).sum::<u64>(), 0, "no remote call at all");
+
+    // Its own identity without HSM roles: Forbidden, naming the permission.
+    env.secret("weak", json!({"clientId": NO_ROLES_CLIENT, "clientSecret": NO_ROLES_SECRET})).await;
+    env.apply("weak", env.spec("w-key", json!({"azureCredentialsSecretRef": {"name": "weak"}}))).await;
+    let o = env.wait_condition("weak", "KeyReady", "False", Some("Forbidden")).await;
+    assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("Managed HSM Crypto User")), "{o:?}");
+
+    // A wrong client secret.
+    env.secret("wrong", json!({"clientId": NO_ROLES_CLIENT, "clientSecret": "not-the-secret"})).await;
+    env.apply("wrong", env.spec("x-key", json!({"azureCredentialsSecretRef": {"name": "wrong"}}))).await;
+    env.wait_condition("wrong", "KeyReady", "False", Some("InvalidCredentials")).await;
+
+    // A missing Secret.
+    env.apply("nosecret", env.spec("y-key", json!({"azureCredentialsSecretRef": {"name": "absent"}}))).await;
+    env.wait_condition("nosecret", "KeyReady", "False", Some("SecretNotFound")).await;
+    assert!(env.sandbox.key(HSM, "w-key").is_none() && env.sandbox.key(HSM, "p-key").is_none());
+}
+
+#[tokio::test]
+async fn wrong_api_key_and_foreign_urls_are_refused() {
+    let env = Env::start("e2e-refused").await;
+    env.api_key_secret("api-key", "not-the-api-key").await;
+    env.apply("badkey", env.spec("b-key", json!({}))).await;
+    // Without spec.antimatter.applicationId the operator asks Antimatter for it: refused first there.
+    let o = env.wait_condition("badkey", "Ready", "False", Some("InvalidCredentials")).await;
+    assert!(condition(&o, "Ready").is_some_and(|c| c.message.contains("apiKeySecretRef")));
+    // The fixed API key is picked up when the Secret changes (Secrets are watched).
+    env.api_key_secret("api-key", API_KEY).await;
+    env.wait_ready("badkey").await;
+
+    // An HSM outside the configured cloud's domains: no request (so no token) ever goes there.
+    env.apply(
+        "foreign",
+        env.spec("f-key", json!({"hsm": {"name": null, "url": "https://contoso-hsm.managedhsm.azure.net"}})),
+    )
+    .await;
+    let o = env.wait_condition("foreign", "KeyReady", "False", Some("InvalidSpec")).await;
+    assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("no token is sent")));
+    env.apply("ip", env.spec("i-key", json!({"hsm": {"name": null, "url": "https://127.0.0.1"}}))).await;
+    env.wait_condition("ip", "KeyReady", "False", Some("InvalidSpec")).await;
+    let logs = env.logs();
+    assert!(logs.contains("performing request"), "requests are logged at debug level");
+    assert!(
+        !logs.contains("managedhsm.azure.net/") && !logs.contains("https://127.0.0.1/"),
+        "a request went to a foreign host"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_repaired() {
+    let env = Env::start("e2e-drift").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    env.apply("root", env.spec("drift-key", json!({}))).await;
+    let o = env.wait_ready("root").await;
+    let assignment = o.status.and_then(|s| s.role_assignment_name).expect("assignment");
+
+    // Someone removes our tag (keeping theirs) and deletes the role assignment.
+    env.sandbox
+        .set_key_tags(HSM, "drift-key", BTreeMap::from([("team".to_owned(), "payments".to_owned())]))
+        .expect("tags");
+    assert!(env.sandbox.delete_role_assignment(HSM, &assignment).expect("delete"));
+    env.poke("root").await;
+    env.wait_for("root", Duration::from_secs(30), "repaired", |_| {
+        latest_tags(&env, "drift-key").get(DOMAIN).is_some_and(|v| v == "allow")
+            && crypto_user_assignments(&env, "drift-key").len() == 1
+    })
+    .await;
+    assert_eq!(latest_tags(&env, "drift-key").get("team").map(String::as_str), Some("payments"));
+    env.wait_ready("root").await;
+
+    // Someone disables the key: reported, not "fixed".
+    env.sandbox.patch_key(HSM, "drift-key", KeyPatch { enabled: Some(false), ..Default::default() }).expect("disable");
+    env.poke("root").await;
+    env.wait_condition("root", "Ready", "False", Some("KeyDisabled")).await;
+    assert!(!env.sandbox.key(HSM, "drift-key").and_then(|k| k.latest().map(|v| v.enabled)).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn suspend_changes_nothing_and_deletion_never_hangs() {
+    let env = Env::start("e2e-suspend").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    env.apply("sleepy", env.spec("s-key", json!({"suspend": true}))).await;
+    env.wait_condition("sleepy", "KeyReady", "False", Some("KeyNotFound")).await;
+    assert!(env.sandbox.key(HSM, "s-key").is_none(), "suspended: nothing created");
+    assert_eq!(writes(&env), 0);
+    env.delete("sleepy").await;
+    env.wait_gone("sleepy", Duration::from_secs(20)).await;
+
+    // Retain: deleting leaves Azure and Antimatter as they are.
+    env.apply("kept", env.spec("kept-key", json!({}))).await;
+    env.wait_ready("kept").await;
+    env.delete("kept").await;
+    env.wait_gone("kept", Duration::from_secs(20)).await;
+    assert_eq!(crypto_user_assignments(&env, "kept-key").len(), 1);
+    assert!(latest_tags(&env, "kept-key").contains_key(DOMAIN));
+    assert_eq!(registrations(&env).len(), 1);
+}
+
+#[tokio::test]
+async fn revoke_removes_access_but_never_the_key_and_is_refused_for_the_active_key() {
+    let env = Env::start("e2e-revoke").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    env.sandbox
+        .create_key(HSM, serde_json::from_value(json!({"name": "rv-key", "kty": "oct-HSM", "key_size": 256, "enabled": true, "tags": {"owner": "platform"}})).expect("spec"))
+        .expect("key");
+    env.apply("gone", env.spec("rv-key", json!({"deletionPolicy": "Revoke"}))).await;
+    env.wait_ready("gone").await;
+    env.delete("gone").await;
+    env.wait_gone("gone", Duration::from_secs(30)).await;
+    assert!(crypto_user_assignments(&env, "rv-key").is_empty(), "assignment removed");
+    let tags = latest_tags(&env, "rv-key");
+    assert!(!tags.contains_key(DOMAIN), "our tag removed");
+    assert_eq!(tags.get("owner").map(String::as_str), Some("platform"), "foreign tag kept");
+    assert!(registrations(&env).is_empty(), "registration removed");
+    assert!(env.sandbox.key(HSM, "rv-key").is_some_and(|k| k.latest().is_some_and(|v| v.enabled)), "key kept, enabled");
+
+    // The active key cannot be revoked; switching to Retain releases the object at once.
+    env.apply("active", env.spec("act-key", json!({"deletionPolicy": "Revoke", "antimatter": {"activate": true}})))
+        .await;
+    env.wait_ready("active").await;
+    env.delete("active").await;
+    env.wait_condition("active", "Deleting", "False", Some("KeyIsActive")).await;
+    assert_eq!(crypto_user_assignments(&env, "act-key").len(), 1, "nothing revoked while active");
+    env.apply("active", env.spec("act-key", json!({"deletionPolicy": "Retain", "antimatter": {"activate": true}})))
+        .await;
+    env.wait_gone("active", Duration::from_secs(20)).await;
+    assert_eq!(crypto_user_assignments(&env, "act-key").len(), 1);
+}
+
+#[tokio::test]
+async fn two_replicas_with_leader_election_make_no_duplicates() {
+    let mut env = Env::without_operator("e2e-leader").await;
+    env.spawn_operator(&OperatorOptions { leader_elect: true, ..Default::default() });
+    env.spawn_operator(&OperatorOptions { leader_elect: true, ..Default::default() });
+    env.api_key_secret("api-key", API_KEY).await;
+    for i in 0..5 {
+        env.apply(&format!("k{i}"), env.spec(&format!("le-key-{i}"), json!({}))).await;
+    }
+    for i in 0..5 {
+        env.wait_ready(&format!("k{i}")).await;
+    }
+    for i in 0..5 {
+        assert_eq!(crypto_user_assignments(&env, &format!("le-key-{i}")).len(), 1);
+    }
+    assert_eq!(env.sandbox.count("hsm", "key.create"), 5, "each key created once");
+    assert_eq!(registrations(&env).len(), 5);
+    let logs = env.logs();
+    assert_eq!(logs.matches("\"leading\"").count(), 1, "exactly one replica leads");
+
+    // Kill the leader: the other takes over within the lease time and keeps reconciling.
+    let leader = (0..2)
+        .find(|i| {
+            std::fs::read_to_string(env.log_dir.join(format!("{}-{i}.log", env.ns)))
+                .unwrap_or_default()
+                .contains("\"leading\"")
+        })
+        .expect("a leader");
+    env.kill_operator(leader);
+    env.apply("after", env.spec("le-after", json!({}))).await;
+    env.wait_for("after", Duration::from_secs(40), "standby took over", |o| {
+        condition(o, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(env.logs().matches("\"leading\"").count(), 2);
+}
+
+#[tokio::test]
+async fn no_secret_reaches_logs_events_or_status() {
+    let env = Env::start("e2e-secrets").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    env.secret("creds", json!({"clientId": NO_ROLES_CLIENT, "clientSecret": NO_ROLES_SECRET})).await;
+    env.apply("ok", env.spec("sec-key", json!({"antimatter": {"activate": true}}))).await;
+    env.apply("weak", env.spec("sec-key-2", json!({"azureCredentialsSecretRef": {"name": "creds"}}))).await;
+    env.wait_ready("ok").await;
+    env.wait_condition("weak", "KeyReady", "False", Some("Forbidden")).await;
+
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let events = serde_json::to_string(&events.list(&Default::default()).await.expect("events")).expect("json");
+    let objects = serde_json::to_string(&env.api.list(&Default::default()).await.expect("list")).expect("json");
+    let logs = env.logs();
+    assert!(logs.len() > 1000, "the operator logged at debug level");
+    for secret in SECRETS {
+        assert!(!logs.contains(secret), "a secret value is in the operator's log");
+        assert!(!events.contains(secret), "a secret value is in an event");
+        assert!(!objects.contains(secret), "a secret value is in a status");
+    }
+    // Tokens are secrets too: no bearer token or JWT in the log.
+    assert!(!logs.contains("Bearer ey") && !logs.contains("\"access_token\""), "a token is in the log");
+}

@@ -1,0 +1,247 @@
+//! An end-to-end environment: the sandbox (in process), a namespace on the test control plane, and
+//! the operator as its own process, configured exactly as against Azure but for endpoints, CA and
+//! credentials.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use rootkey_operator::api::AzureRootKey;
+use rootkey_sandbox::{Sandbox, SandboxConfig, SandboxHandle, world::World};
+use serde_json::{Value, json};
+
+pub const TENANT: &str = "7b0e4c2a-5d1f-4e8a-9c3b-2f6a1d8e4c10";
+pub const OPERATOR_CLIENT: &str = "3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50";
+pub const OPERATOR_SECRET: &str = "fake-operator-secret-not-real";
+pub const NO_ROLES_CLIENT: &str = "6e5d4c3b-2a1f-4e9d-8c7b-5a4f3e2d1c80";
+pub const NO_ROLES_SECRET: &str = "fake-noroles-secret-not-real";
+pub const ANTIMATTER_APP: &str = "8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70";
+pub const DOMAIN: &str = "dm-7fQ2xPz9KdL";
+pub const API_KEY: &str = "fake-antimatter-api-key-not-real";
+pub const HSM: &str = "contoso-hsm";
+/// Every secret value the tests hand the operator; none may appear in anything it emits.
+pub const SECRETS: [&str; 3] = [OPERATOR_SECRET, NO_ROLES_SECRET, API_KEY];
+
+pub struct Env {
+    pub sandbox: SandboxHandle,
+    pub client: Client,
+    pub ns: String,
+    pub api: Api<AzureRootKey>,
+    operators: Vec<Child>,
+    pub log_dir: PathBuf,
+}
+
+#[derive(Default)]
+pub struct OperatorOptions {
+    pub policy: Option<&'static str>,
+    pub leader_elect: bool,
+}
+
+impl Env {
+    /// Sandbox + namespace + one operator.
+    pub async fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, OperatorOptions::default()).await
+    }
+
+    pub async fn start_with(prefix: &str, options: OperatorOptions) -> Self {
+        let mut env = Self::without_operator(prefix).await;
+        env.spawn_operator(&options);
+        env
+    }
+
+    pub async fn without_operator(prefix: &str) -> Self {
+        let client = super::client().await;
+        super::install_crd(&client).await;
+        let ns = super::namespace(&client, prefix).await;
+        let world = World::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sandbox/world.yaml")).expect("world");
+        let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let api = Api::namespaced(client.clone(), &ns);
+        Self { sandbox, client, ns, api, operators: Vec::new(), log_dir }
+    }
+
+    /// Starts one more operator process watching this namespace.
+    pub fn spawn_operator(&mut self, options: &OperatorOptions) -> u32 {
+        let log_path = self.log_dir.join(format!("{}-{}.log", self.ns, self.operators.len()));
+        let log = std::fs::File::create(&log_path).expect("operator log");
+        let port = |_: ()| std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rootkey-operator"));
+        cmd.arg("run")
+            .args(["--log-format", "json", "--watch-namespaces", &self.ns, "--cloud", "Custom"])
+            .args(["--authority-host", &self.sandbox.authority_url()])
+            .args(["--graph-url", &self.sandbox.graph_url()])
+            .args(["--hsm-dns-suffixes", &self.sandbox.hsm_dns_suffix()])
+            .arg("--ca-bundle")
+            .arg(self.sandbox.ca_pem_path())
+            .args(["--azure-identity", "secret", "--cluster-id", "test-cluster"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", port(()))])
+            .args(["--probe-addr", &format!("127.0.0.1:{}", port(()))])
+            .args(["--lease-namespace", &self.ns, "--pod-name", &format!("operator-{}", self.operators.len())])
+            .env("AZURE_CLIENT_ID", OPERATOR_CLIENT)
+            .env("AZURE_CLIENT_SECRET", OPERATOR_SECRET)
+            .env("RUST_LOG", "debug,hyper=info,rustls=info,h2=info,tower=info,kube_client=info,reqwest=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if options.leader_elect {
+            cmd.arg("--leader-elect");
+        }
+        if let Some(policy) = options.policy {
+            let path = self.log_dir.join(format!("{}-policy.yaml", self.ns));
+            std::fs::write(&path, policy).expect("policy file");
+            cmd.arg("--tenancy-policy").arg(path);
+        }
+        let child = cmd.spawn().expect("spawn operator");
+        let pid = child.id();
+        self.operators.push(child);
+        pid
+    }
+
+    pub fn kill_operator(&mut self, index: usize) {
+        let child = &mut self.operators[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn hsm_url(&self) -> String {
+        self.sandbox.hsm_url(HSM)
+    }
+
+    pub fn api_url(&self) -> String {
+        self.sandbox.antimatter_url()
+    }
+
+    /// Applies an API-key Secret named `name`.
+    pub async fn api_key_secret(&self, name: &str, value: &str) {
+        self.secret(name, json!({ "apiKey": value })).await;
+    }
+
+    pub async fn secret(&self, name: &str, string_data: Value) {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": string_data});
+        secrets.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&s)).await.expect("secret");
+    }
+
+    /// A spec for key `key` in the sandbox HSM with the given extra fields merged in.
+    pub fn spec(&self, key: &str, extra: Value) -> Value {
+        let mut spec = json!({
+            "domainId": DOMAIN,
+            "tenantId": TENANT,
+            "hsm": { "name": HSM },
+            "key": { "name": key },
+            "antimatter": { "apiUrl": self.api_url(), "apiKeySecretRef": { "name": "api-key" } },
+        });
+        merge(&mut spec, extra);
+        spec
+    }
+
+    pub async fn apply(&self, name: &str, spec: Value) {
+        let doc = json!({"apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "metadata": {"name": name}, "spec": spec});
+        self.api.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&doc)).await.expect("apply");
+    }
+
+    /// Touches an annotation: a reconcile with nothing changed (generation stays).
+    pub async fn poke(&self, name: &str) {
+        let patch = json!({"metadata": {"annotations": {"rootkey-tests/poke": format!("{:?}", Instant::now())}}});
+        self.api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("poke");
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.api.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+
+    /// Waits until `check` holds for the object, failing with its status after `timeout`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&AzureRootKey) -> bool,
+    ) -> AzureRootKey {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let obj = self.api.get_opt(name).await.expect("get");
+            if let Some(obj) = &obj
+                && check(obj)
+            {
+                return obj.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: not reached in {timeout:?}; object: {}",
+                    serde_json::to_string_pretty(&obj).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.api.get_opt(name).await.expect("get").is_some() {
+            assert!(Instant::now() < deadline, "{name} still exists after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_condition(&self, name: &str, kind: &str, status: &str, reason: Option<&str>) -> AzureRootKey {
+        let what = format!("{kind}={status} {}", reason.unwrap_or(""));
+        self.wait_for(name, Duration::from_secs(30), &what, |o| {
+            condition(o, kind).is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r))
+        })
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> AzureRootKey {
+        self.wait_condition(name, "Ready", "True", None).await
+    }
+
+    /// Everything the operators logged so far.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for i in 0..self.operators.len() {
+            all.push_str(
+                &std::fs::read_to_string(self.log_dir.join(format!("{}-{i}.log", self.ns))).unwrap_or_default(),
+            );
+        }
+        all
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for child in &mut self.operators {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn condition<'a>(
+    o: &'a AzureRootKey,
+    kind: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    o.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind)
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    merge(b.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
