@@ -9,6 +9,8 @@ BIN=${BIN:-bin}
 DEMO_DIR=${DEMO_DIR:-.demo}
 PORT=${DEMO_SANDBOX_PORT:-8443}
 ADMIN_PORT=${DEMO_SANDBOX_ADMIN_PORT:-8444}
+METRICS_PORT=${DEMO_METRICS_PORT:-18080}
+PROBE_PORT=${DEMO_PROBE_PORT:-18081}
 NS=demo
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -43,14 +45,14 @@ step "installing the CRD and a sample AzureRootKey with its API-key Secret"
 kubectl apply --server-side -f crds/antimatter.io_azurerootkeys.yaml >/dev/null
 kubectl wait --for condition=established crd/azurerootkeys.antimatter.io --timeout=30s >/dev/null
 kubectl create namespace "$NS" >/dev/null
-kubectl -n "$NS" apply -f deploy/sandbox/demo.yaml
+sed "s/:8443\//:$PORT\//" deploy/sandbox/demo.yaml | kubectl -n "$NS" apply -f -
 
 step "starting the operator (the same code it runs against Azure; only endpoints, CA and credentials differ)"
 AZURE_CLIENT_ID=3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50 AZURE_CLIENT_SECRET=fake-operator-secret-not-real \
 "$TARGET/rootkey-operator" run --log-format text \
   --cloud Custom --authority-host "https://login.sandbox.localhost:$PORT" --graph-url "https://graph.sandbox.localhost:$PORT" \
   --hsm-dns-suffixes "managedhsm.sandbox.localhost:$PORT" --ca-bundle "$DEMO_DIR/sandbox/ca.pem" \
-  --azure-identity secret --metrics-addr 127.0.0.1:18080 --probe-addr 127.0.0.1:18081 >"$DEMO_DIR/operator.log" 2>&1 &
+  --azure-identity secret --metrics-addr 127.0.0.1:$METRICS_PORT --probe-addr 127.0.0.1:$PROBE_PORT >"$DEMO_DIR/operator.log" 2>&1 &
 pids+=($!)
 
 step "waiting for Ready (conditions as they change)"
@@ -70,12 +72,20 @@ step "Ready"
 kubectl -n "$NS" get ark
 kubectl -n "$NS" get ark contoso-root -o jsonpath='{"\n"}    key URL:        {.status.keyUrl}{"\n"}    tenant:         {.status.tenantId}{"\n"}    principal:      {.status.servicePrincipalObjectId}{"\n"}    role assignment:{.status.roleAssignmentName}{"\n"}    root key ID:    {.status.rootEncryptionKeyId}{"\n"}    pairing:        {.status.pairing.status} in {.status.pairing.latencyMs} ms{"\n"}'
 
+step "remote calls the sandbox served (including Antimatter's own pairing-check calls)"
+python3 - "$ADMIN_PORT" <<'PY'
+import json, sys, urllib.request
+rows = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/counters"))["counters"]
+for r in sorted(rows, key=lambda r: (r["service"], r["operation"], r["status"])):
+    print(f"    {r['service']:<11} {r['operation']:<24} {r['status']:>4}  x{r['count']}")
+PY
+
 cat <<EOF
 
 Look next:
   KUBECONFIG=$KUBECONFIG $BIN/kubectl -n $NS describe ark contoso-root
   curl -s http://127.0.0.1:$ADMIN_PORT/state        # what the sandbox holds now
-  curl -s http://127.0.0.1:18080/metrics            # the operator's metrics
+  curl -s http://127.0.0.1:$METRICS_PORT/metrics           # the operator's metrics
   logs: $DEMO_DIR/operator.log, $DEMO_DIR/sandbox.log
 EOF
 if [ "${DEMO_EXIT:-}" = 1 ] || [ ! -t 0 ]; then exit 0; fi

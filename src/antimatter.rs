@@ -161,6 +161,7 @@ struct CachedJwt {
 pub struct AntimatterClient {
     http: reqwest::Client,
     jwts: Arc<Mutex<HashMap<DomainTarget, CachedJwt>>>,
+    app_ids: Arc<Mutex<HashMap<(Url, String), String>>>,
 }
 
 /// Reads Antimatter's error bodies: `{"message": …}` with `field` or `resourceType` alongside.
@@ -182,7 +183,7 @@ fn describe(body: &[u8]) -> (String, String) {
 
 impl AntimatterClient {
     pub fn new(http: reqwest::Client) -> Self {
-        Self { http, jwts: Arc::default() }
+        Self { http, jwts: Arc::default(), app_ids: Arc::default() }
     }
 
     fn url(target: &DomainTarget, path: &str) -> String {
@@ -224,10 +225,19 @@ impl AntimatterClient {
         Ok(self.http.request(method, Self::url(target, &format!("/control/encryption{path}"))).bearer_auth(jwt))
     }
 
-    pub async fn providers(&self, target: &DomainTarget) -> Result<Vec<Provider>, RemoteError> {
+    /// Antimatter's Azure application ID, from the `azure_am` provider (cached per API and domain).
+    pub async fn application_id(&self, target: &DomainTarget) -> Result<Option<String>, RemoteError> {
+        let key = (target.api_url.clone(), target.domain_id.clone());
+        if let Some(id) = self.app_ids.lock().await.get(&key) {
+            return Ok(Some(id.clone()));
+        }
         let rq = self.authed(target, reqwest::Method::GET, "/providers").await?;
         let r: ProvidersResponse = send_json(Service::Antimatter, "providers.list", rq, describe).await?;
-        Ok(r.providers)
+        let id = r.providers.iter().find(|p| p.name == AZURE_DELEGATED_PROVIDER).and_then(Provider::application_id);
+        if let Some(id) = &id {
+            self.app_ids.lock().await.insert(key, id.clone());
+        }
+        Ok(id)
     }
 
     pub async fn list_keys(&self, target: &DomainTarget) -> Result<Vec<RootKey>, RemoteError> {

@@ -312,10 +312,11 @@ pub struct PairingStatus {
     /// Antimatter's explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// How long the check took in Antimatter, in milliseconds.
+    /// How long the check took in Antimatter, in milliseconds (when this result was first seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<i64>,
-    /// When the check ran.
+    /// When this result was first seen. A check with the same result is not re-recorded (so steady
+    /// checks write nothing); the `Paired` condition reports the latest check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_time: Option<Time>,
 }

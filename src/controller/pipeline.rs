@@ -359,18 +359,13 @@ async fn ensure_principal(
 }
 
 async fn application_from_providers(ctx: &Context, domain: &DomainTarget) -> Result<String, Failure> {
-    let providers = ctx.antimatter.providers(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
-    providers
-        .into_iter()
-        .find(|p| p.name == crate::antimatter::AZURE_DELEGATED_PROVIDER)
-        .and_then(|p| p.application_id())
-        .ok_or_else(|| Failure {
-            outcome: Outcome::failed(
-                "InvalidSpec",
-                "The Antimatter API did not name its Azure application; set spec.antimatter.applicationId.",
-            ),
-            retry_after: None,
-        })
+    ctx.antimatter.application_id(domain).await.map_err(|e| classify(Area::Antimatter, &e))?.ok_or_else(|| Failure {
+        outcome: Outcome::failed(
+            "InvalidSpec",
+            "The Antimatter API did not name its Azure application; set spec.antimatter.applicationId.",
+        ),
+        retry_after: None,
+    })
 }
 
 /// The deterministic assignment name: the same for retries and replicas of this cluster, different
@@ -396,9 +391,15 @@ async fn ensure_role(
         p.principal_id == principal && p.role_definition_id.eq_ignore_ascii_case(&role_id)
     };
 
-    // The assignment recorded in status (ours or one made by hand) is checked with one read.
+    // The assignment recorded in status (ours or one made by hand) is checked with one read. With none
+    // recorded, the PUT below is the check: under our deterministic name it is idempotent.
     let name = recorded.unwrap_or(&ours).to_owned();
-    if let Some(a) = ctx.rbac.get(azure, hsm, id, &scope, &name).await.map_err(|e| classify(Area::Rbac, &e))?
+    let read = if recorded.is_some() || ark.spec.suspend {
+        ctx.rbac.get(azure, hsm, id, &scope, &name).await.map_err(|e| classify(Area::Rbac, &e))?
+    } else {
+        None
+    };
+    if let Some(a) = read
         && matches(&a.properties)
     {
         run.assignment = Some(a.name);

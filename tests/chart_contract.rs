@@ -1,0 +1,51 @@
+//! The Helm chart and the binary agree: every environment variable the chart's Deployment sets is a
+//! flag of `rootkey-operator run`, and the chart's tenancy policy parses as the operator reads it.
+
+use clap::{Args, Command};
+use rootkey_operator::{policy::TenancyPolicy, run::RunArgs};
+
+fn run_env_names() -> Vec<String> {
+    RunArgs::augment_args(Command::new("run"))
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect()
+}
+
+#[test]
+fn every_env_var_the_chart_sets_is_read_by_the_operator() {
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/rootkey-operator/templates/deployment.yaml"
+    ))
+    .expect("deployment template");
+    let flags = run_env_names();
+    assert!(flags.len() >= 15, "{flags:?}");
+    // Read by azure_identity itself, not by a flag.
+    let sdk = ["AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "RUST_LOG"];
+    let mut checked = 0;
+    for line in template.lines() {
+        if let Some(name) =
+            line.trim().strip_prefix("- name: ").filter(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        {
+            checked += 1;
+            assert!(
+                flags.iter().any(|f| f == name) || sdk.contains(&name),
+                "the chart sets {name}, which the operator ignores"
+            );
+        }
+    }
+    assert!(checked >= 10, "found the env entries in the template");
+}
+
+#[test]
+fn the_charts_tenancy_policy_parses() {
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/rootkey-operator/ci/all-on-values.yaml"))
+            .expect("values"),
+    )
+    .expect("yaml");
+    let policy = serde_yaml::to_string(&values["tenancyPolicy"]).expect("policy");
+    let policy = TenancyPolicy::from_yaml(&policy).expect("the operator reads the chart's policy");
+    assert!(policy.allows("team-a", Some("contoso-hsm"), "https://contoso-hsm.managedhsm.azure.net"));
+    assert!(!policy.allows("team-c", Some("contoso-hsm"), "https://contoso-hsm.managedhsm.azure.net"));
+}
