@@ -86,6 +86,38 @@ test-suites:
 demo: tools build ## Local control plane + sandbox + operator + a sample key, until Ready (Ctrl-C stops)
 	BIN=$(BIN) bash hack/demo.sh
 
+.PHONY: bench
+bench: tools venv ## Benchmark against Azure's limits and a one-key-at-a-time script (bench/results/)
+	python3 bench/gen_world.py
+	BENCH_PEER_PYTHON=$(VENV)/bin/python $(VENV)/bin/python bench/run.py
+
+.PHONY: bench-quick
+bench-quick: tools venv ## Short benchmark (N <= 100, 20 ms; numbers not judged)
+	python3 bench/gen_world.py
+	BENCH_PEER_PYTHON=$(VENV)/bin/python $(VENV)/bin/python bench/run.py --quick
+
+.PHONY: soak
+soak: tools build ## Long fault/restart/hostile-input scenarios; prints and writes bench/soak-results.md
+	cargo build --workspace --tests
+	$(CONTROLPLANE) --bin-dir $(BIN) run -- cargo test --test soak -- --ignored --test-threads 1 --nocapture
+
+CARGO_TOOLS := $(CACHE_DIR)/cargo-tools
+
+$(CARGO_TOOLS)/bin/cargo-deny:
+	cargo install --locked cargo-deny --root $(CARGO_TOOLS)
+
+.PHONY: deny
+deny: $(CARGO_TOOLS)/bin/cargo-deny ## Licences, bans and sources (advisories need the RustSec database)
+	$(CARGO_TOOLS)/bin/cargo-deny check licenses bans sources
+
+$(CARGO_TOOLS)/bin/cargo-cyclonedx:
+	cargo install --locked cargo-cyclonedx --root $(CARGO_TOOLS)
+
+.PHONY: release-artifacts
+release-artifacts: $(CARGO_TOOLS)/bin/cargo-cyclonedx ## Release binaries and a CycloneDX SBOM
+	cargo build --release --workspace --bins
+	PATH=$(CARGO_TOOLS)/bin:$$PATH cargo cyclonedx --format json
+
 .PHONY: lint
 lint: ## rustfmt and clippy
 	cargo fmt --all --check

@@ -18,6 +18,8 @@ use kube::{
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How often a standby tries to take an expired lease.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -91,7 +93,7 @@ impl LeaderElector {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election: could not read or take the lease"),
             }
-            tokio::time::sleep(RENEW_EVERY).await;
+            tokio::time::sleep(RETRY_EVERY).await;
         }
     }
 

@@ -1,6 +1,7 @@
 //! Client-side pacing per HSM, so the operator stays under Managed HSM's documented limits (about 1
-//! key creation and 5 RBAC operations per second per HSM) instead of collecting 429s. A pacer hands
-//! out evenly spaced send slots; it is a few lines, so it is written here rather than pulled in.
+//! key creation and 5 RBAC operations — reads included — per second per HSM) instead of collecting
+//! 429s. A pacer hands out evenly spaced send slots, and a 429 pushes the HSM's next slot past its
+//! `Retry-After`; it is a few lines, so it is written here rather than pulled in.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -14,25 +15,41 @@ struct Pacer {
     next: Instant,
 }
 
-/// Pacers per HSM for key creation and RBAC writes.
+/// What is paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    KeyCreate,
+    Rbac,
+}
+
+/// Pacers per HSM for key creation and RBAC calls.
 pub struct Pacers {
     key_create_interval: Duration,
-    rbac_write_interval: Duration,
-    slots: Mutex<HashMap<(&'static str, String), Pacer>>,
+    rbac_interval: Duration,
+    slots: Mutex<HashMap<(Class, String), Pacer>>,
 }
 
 impl Pacers {
-    /// `key_creates_per_sec` and `rbac_writes_per_sec` of 0 turn pacing off.
-    pub fn new(key_creates_per_sec: f64, rbac_writes_per_sec: f64) -> Self {
+    /// `key_creates_per_sec` and `rbac_per_sec` of 0 turn pacing off.
+    pub fn new(key_creates_per_sec: f64, rbac_per_sec: f64) -> Self {
         let interval = |rate: f64| if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::ZERO };
         Self {
             key_create_interval: interval(key_creates_per_sec),
-            rbac_write_interval: interval(rbac_writes_per_sec),
+            rbac_interval: interval(rbac_per_sec),
             slots: Mutex::default(),
         }
     }
 
-    async fn wait(&self, class: &'static str, hsm: &HsmEndpoint, interval: Duration) {
+    fn interval(&self, class: Class) -> Duration {
+        match class {
+            Class::KeyCreate => self.key_create_interval,
+            Class::Rbac => self.rbac_interval,
+        }
+    }
+
+    /// Waits for this HSM's next slot of `class`.
+    pub async fn wait(&self, class: Class, hsm: &HsmEndpoint) {
+        let interval = self.interval(class);
         if interval.is_zero() {
             return;
         }
@@ -47,14 +64,13 @@ impl Pacers {
         tokio::time::sleep_until(slot).await;
     }
 
-    /// Waits for this HSM's next key-creation slot.
-    pub async fn key_create(&self, hsm: &HsmEndpoint) {
-        self.wait("key_create", hsm, self.key_create_interval).await;
-    }
-
-    /// Waits for this HSM's next RBAC-write slot.
-    pub async fn rbac_write(&self, hsm: &HsmEndpoint) {
-        self.wait("rbac_write", hsm, self.rbac_write_interval).await;
+    /// After a 429, no slot of `class` on this HSM is handed out before `retry_after` has passed.
+    pub fn pause(&self, class: Class, hsm: &HsmEndpoint, retry_after: Duration) {
+        let interval = self.interval(class);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let resume = Instant::now() + retry_after;
+        let pacer = slots.entry((class, hsm.url.clone())).or_insert(Pacer { interval, next: resume });
+        pacer.next = pacer.next.max(resume);
     }
 }
 
@@ -69,12 +85,15 @@ mod tests {
         let b = HsmEndpoint { url: "https://b".into(), scope: String::new() };
         let start = Instant::now();
         for _ in 0..3 {
-            pacers.key_create(&a).await;
+            pacers.wait(Class::KeyCreate, &a).await;
         }
         assert_eq!(start.elapsed(), Duration::from_millis(1000));
-        pacers.key_create(&b).await;
+        pacers.wait(Class::KeyCreate, &b).await;
         assert_eq!(start.elapsed(), Duration::from_millis(1000), "another HSM has its own budget");
-        pacers.rbac_write(&a).await;
+        pacers.wait(Class::Rbac, &a).await;
         assert_eq!(start.elapsed(), Duration::from_millis(1000), "rate 0 means no pacing");
+        pacers.pause(Class::KeyCreate, &a, Duration::from_secs(5));
+        pacers.wait(Class::KeyCreate, &a).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(6000), "a 429's Retry-After holds the HSM's next slot");
     }
 }

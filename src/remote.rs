@@ -97,15 +97,27 @@ impl RemoteError {
     }
 }
 
-/// Builds the one HTTP client every service uses: rustls with the system roots plus the optional
-/// extra CA bundle, bounded timeouts, and redirects followed only within the same parent domain
-/// over https (a cross-domain redirect would carry credentials elsewhere).
-pub fn http_client(extra_ca_pem: Option<&[u8]>) -> anyhow::Result<reqwest::Client> {
+/// Which redirects a client follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redirects {
+    /// None: Entra ID, Graph and Managed HSM never redirect, and a redirect must not carry a token.
+    Never,
+    /// Only https within the same parent domain (Antimatter's 308 to the domain's cell).
+    SameParentDomain,
+}
+
+/// Builds an HTTP client: rustls with the system roots plus the optional extra CA bundle, bounded
+/// timeouts, and the given redirect rule.
+pub fn http_client(extra_ca_pem: Option<&[u8]>, redirects: Redirects) -> anyhow::Result<reqwest::Client> {
+    let policy = match redirects {
+        Redirects::Never => redirect::Policy::none(),
+        Redirects::SameParentDomain => redirect::Policy::custom(same_parent_domain_https),
+    };
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(90))
-        .redirect(redirect::Policy::custom(same_parent_domain_https))
+        .redirect(policy)
         .user_agent(concat!("rootkey-operator/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)?;

@@ -16,10 +16,12 @@ use kube::{
     Api, Client, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Config as ControllerConfig,
         events::{Recorder, Reporter},
+        predicates, reflector,
         reflector::ObjectRef,
+        utils::Predicate,
         watcher,
     },
 };
@@ -96,12 +98,12 @@ pub struct RunArgs {
     /// Cluster identity used in role-assignment names (default: the kube-system namespace UID).
     #[arg(long, env = "ROOTKEY_CLUSTER_ID")]
     pub cluster_id: Option<String>,
-    /// Key creations per second per HSM (Managed HSM allows about 1); 0 turns pacing off.
-    #[arg(long, env = "HSM_KEY_CREATES_PER_SECOND", default_value_t = 1.0)]
+    /// Key creations per second per HSM, a little under Managed HSM's limit of about 1; 0 turns pacing off.
+    #[arg(long, env = "HSM_KEY_CREATES_PER_SECOND", default_value_t = 0.9)]
     pub hsm_key_creates_per_second: f64,
-    /// RBAC writes per second per HSM (Managed HSM allows about 5); 0 turns pacing off.
-    #[arg(long, env = "HSM_RBAC_WRITES_PER_SECOND", default_value_t = 5.0)]
-    pub hsm_rbac_writes_per_second: f64,
+    /// RBAC calls (reads and writes) per second per HSM, a little under the limit of about 5; 0 turns pacing off.
+    #[arg(long, env = "HSM_RBAC_PER_SECOND", default_value_t = 4.5)]
+    pub hsm_rbac_per_second: f64,
 }
 
 impl RunArgs {
@@ -194,7 +196,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("reading CA bundle {}", path.display()))?),
         None => None,
     };
-    let http = remote::http_client(ca.as_deref())?;
+    let azure_http = remote::http_client(ca.as_deref(), remote::Redirects::Never)?;
+    let antimatter_http = remote::http_client(ca.as_deref(), remote::Redirects::SameParentDomain)?;
     let policy = match &args.tenancy_policy {
         Some(path) => TenancyPolicy::from_yaml(&std::fs::read_to_string(path)?)
             .with_context(|| format!("tenancy policy {}", path.display()))?,
@@ -217,12 +220,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Azure::new(cloud, args.azure_identity, http.clone()),
-        AntimatterClient::new(http),
+        Azure::new(
+            cloud,
+            args.azure_identity,
+            azure_http,
+            Pacers::new(args.hsm_key_creates_per_second, args.hsm_rbac_per_second),
+        ),
+        AntimatterClient::new(antimatter_http),
         policy,
         cluster_id,
         recorder,
-        Pacers::new(args.hsm_key_creates_per_second, args.hsm_rbac_writes_per_second),
     ));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
@@ -288,8 +295,18 @@ async fn run_controller(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    let controller = Controller::new(keys, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // Status writes (ours) do not wake the controller: only spec (generation), finalizer and
+    // annotation changes do, plus requeues and referenced Secrets. Deletion bumps the generation.
+    let (store, writer) = reflector::store();
+    let changes = watcher(keys, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers).combine(predicates::annotations),
+            Default::default(),
+        );
+    let controller = Controller::for_stream(changes, store.clone());
     let gauge_store = store.clone();
     let gauges = tokio::spawn(async move {
         loop {

@@ -453,3 +453,25 @@ async fn no_secret_reaches_logs_events_or_status() {
     // Tokens are secrets too: no bearer token or JWT in the log.
     assert!(!logs.contains("Bearer ey") && !logs.contains("\"access_token\""), "a token is in the log");
 }
+
+#[tokio::test]
+async fn an_identity_that_cannot_assign_roles_gets_a_clear_forbidden() {
+    let env = Env::start("e2e-norbac").await;
+    // This identity may manage keys (Crypto User at /) but not role assignments.
+    let no_roles_principal = "1d2c3b4a-5f6e-4d7c-8b9a-0f1e2d3c4b90";
+    env.sandbox.add_role_assignment(HSM, "Managed HSM Crypto User", "/", no_roles_principal).expect("assignment");
+    env.secret("keys-only", json!({"clientId": NO_ROLES_CLIENT, "clientSecret": NO_ROLES_SECRET})).await;
+    let spec = env.spec(
+        "nr-key",
+        json!({
+            "azureCredentialsSecretRef": {"name": "keys-only"},
+            "antimatter": {"apiKeySecretRef": null, "servicePrincipalObjectId": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}
+        }),
+    );
+    env.apply("nr", spec).await;
+    let o = env.wait_condition("nr", "RoleAssigned", "False", Some("Forbidden")).await;
+    let message = &condition(&o, "RoleAssigned").expect("RoleAssigned").message;
+    assert!(message.contains("Managed HSM Policy Administrator"), "{message}");
+    assert_eq!(condition(&o, "KeyReady").map(|c| c.status.as_str()), Some("True"), "keys were fine");
+    assert!(crypto_user_assignments(&env, "nr-key").is_empty());
+}

@@ -292,6 +292,16 @@ pub(crate) fn handle(shared: &Shared, req: &Req) -> Resp {
             lock(&shared.counters).clear();
             Resp::empty(204)
         }
+        ("GET", ["requests"]) => {
+            let log = lock(&shared.requests);
+            let since = req.q("since_ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let rows: Vec<_> = log.iter().filter(|r| r.at_ms >= since).collect();
+            Resp::json(200, &json!({"requests": rows, "total": rows.len()}))
+        }
+        ("DELETE", ["requests"]) => {
+            lock(&shared.requests).clear();
+            Resp::empty(204)
+        }
         ("GET", ["faults"]) => Resp::json(200, &json!({"faults": *lock(&shared.faults)})),
         ("POST", ["faults"]) => match parse::<FaultSpec>(req) {
             Ok(spec) => {

@@ -377,6 +377,7 @@ async fn call(
     body: Vec<u8>,
 ) -> Option<Resp> {
     let mut hm = HeaderMap::new();
+    hm.insert(crate::http::INTERNAL_HEADER, HeaderValue::from_static("1"));
     for (k, v) in headers {
         if let Ok(v) = HeaderValue::from_str(v) {
             hm.insert(*k, v);
@@ -392,7 +393,7 @@ async fn call(
     };
     match dispatch_boxed(shared.clone(), req).await {
         Outcome::Resp(r) => Some(r),
-        Outcome::Drop => None,
+        Outcome::Drop | Outcome::Trickle { .. } => None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! HTTPS/HTTP listeners, request model, host dispatch, latency, faults, rate limits, counters.
 
-use crate::state::{FaultAction, Service, Shared};
+use crate::state::{FaultAction, RequestRecord, Service, Shared};
 use crate::{admin, antimatter, entra, graph, hsm};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+/// Marks the sandbox's own calls (Antimatter's pairing check) in the request log.
+pub(crate) const INTERNAL_HEADER: &str = "x-sandbox-internal";
 
 /// Maximum request body size.
 pub const MAX_BODY: usize = 1 << 20;
@@ -94,6 +97,21 @@ impl Resp {
 pub(crate) enum Outcome {
     Resp(Resp),
     Drop,
+    /// Slow-loris: a 200 whose body arrives one byte every `every_ms`.
+    Trickle {
+        bytes: u64,
+        every_ms: u64,
+    },
+}
+
+impl Outcome {
+    fn status(&self) -> u16 {
+        match self {
+            Outcome::Resp(r) => r.status,
+            Outcome::Drop => 0,
+            Outcome::Trickle { .. } => 200,
+        }
+    }
 }
 
 /// Which service a Host header addresses.
@@ -151,10 +169,62 @@ fn fault_response(svc: Service, status: u16, retry_after: Option<u64>) -> Resp {
     if status == 429 || status == 503 { r.with("retry-after", ra.to_string()) } else { r }
 }
 
-/// Route one request through latency, faults, rate limits, the service, and the counters.
+/// Route one request through latency, faults, rate limits, the service, and the counters, and
+/// record it in the request log.
 pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Req) -> Outcome {
+    let arrived = std::time::Instant::now();
+    let mut record = RequestRecord {
+        at_ms: 0,
+        service: "unknown".into(),
+        operation: "unknown".into(),
+        hsm: None,
+        host: req.host.clone(),
+        path: req.path.clone(),
+        retry_after: None,
+        status: 0,
+        authorization: req.headers.contains_key("authorization"),
+        credential: carries_credential(shared, &req),
+        internal: req.headers.contains_key(INTERNAL_HEADER),
+    };
+    let (route, outcome) = dispatch_inner(shared, req).await;
+    if let Some((svc, op, hsm)) = route {
+        record.service = svc.as_str().into();
+        record.operation = op.into();
+        record.hsm = hsm;
+    }
+    record.status = outcome.status();
+    if let Outcome::Resp(r) = &outcome {
+        record.retry_after =
+            r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after")).and_then(|(_, v)| v.parse().ok());
+    }
+    shared.log_request(record, arrived);
+    outcome
+}
+
+fn carries_credential(shared: &Shared, req: &Req) -> bool {
+    let headers = req.headers.iter().any(|(_, v)| shared.contains_credential(v.as_bytes()));
+    let query = req
+        .query
+        .iter()
+        .any(|(a, b)| shared.contains_credential(a.as_bytes()) || shared.contains_credential(b.as_bytes()));
+    headers || query || shared.contains_credential(&req.body) || shared.contains_credential(req.path.as_bytes())
+}
+
+fn huge_body(bytes: u64) -> Vec<u8> {
+    let n = usize::try_from(bytes).unwrap_or(usize::MAX).min(1 << 30);
+    let mut body = Vec::with_capacity(n);
+    body.extend_from_slice(b"{\"value\":\"");
+    body.resize(n.saturating_sub(2).max(body.len()), b'a');
+    body.extend_from_slice(b"\"}");
+    body.truncate(n);
+    body
+}
+
+type Route = Option<(Service, &'static str, Option<String>)>;
+
+async fn dispatch_inner(shared: &Arc<Shared>, req: Req) -> (Route, Outcome) {
     let Some(tgt) = target(&req.host) else {
-        return Outcome::Resp(Resp::text(404, "unknown host: the sandbox serves *.sandbox.localhost"));
+        return (None, Outcome::Resp(Resp::text(404, "unknown host: the sandbox serves *.sandbox.localhost")));
     };
     let (svc, op, hsm_name) = match &tgt {
         Target::Entra => (Service::Entra, entra::classify(&req), None),
@@ -162,21 +232,43 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Req) -> Outcome {
         Target::Hsm(n) => (Service::Hsm, hsm::classify(&req), Some(n.clone())),
         Target::Antimatter => (Service::Antimatter, antimatter::classify(&req), None),
     };
+    let route = Some((svc, op, hsm_name.clone()));
     let latency = crate::state::lock(&shared.settings).latency_ms;
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     if let Some(action) = shared.take_fault(svc, op, hsm_name.as_deref()) {
-        match action {
-            FaultAction::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
+        let faulted = match action {
+            FaultAction::Latency { ms } => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                None
+            }
             FaultAction::Status { status, retry_after } => {
-                shared.count(svc, op, status);
-                return Outcome::Resp(fault_response(svc, status, retry_after));
+                Some(Outcome::Resp(fault_response(svc, status, retry_after)))
             }
-            FaultAction::Drop => {
-                shared.count(svc, op, 0);
-                return Outcome::Drop;
+            FaultAction::Drop => Some(Outcome::Drop),
+            FaultAction::Body { status, body, content_type } => Some(Outcome::Resp(Resp {
+                status: status.unwrap_or(200),
+                headers: vec![(
+                    "content-type",
+                    content_type.unwrap_or_else(|| "application/json; charset=utf-8".into()),
+                )],
+                body: body.into_bytes(),
+            })),
+            FaultAction::Huge { bytes } => Some(Outcome::Resp(Resp {
+                status: 200,
+                headers: vec![("content-type", "application/json; charset=utf-8".into())],
+                body: huge_body(bytes),
+            })),
+            FaultAction::Trickle { bytes, every_ms } => Some(Outcome::Trickle { bytes, every_ms: every_ms.max(1) }),
+            FaultAction::Redirect { location, status } => {
+                let location = location.replace("{path}", &req.path);
+                Some(Outcome::Resp(Resp::empty(status.unwrap_or(307)).with("location", location)))
             }
+        };
+        if let Some(outcome) = faulted {
+            shared.count(svc, op, outcome.status());
+            return (route, outcome);
         }
     }
     if let (Some(h), Some(class)) = (&hsm_name, hsm::limit_class(op))
@@ -188,9 +280,12 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Req) -> Outcome {
             "Request was not processed because too many requests were received. Reason: HSM '{h}' {} rate limit exceeded.",
             class.as_str()
         );
-        return Outcome::Resp(
-            Resp::json(429, &json!({"error": {"code": "Throttled", "message": msg}}))
-                .with("retry-after", ra.to_string()),
+        return (
+            route,
+            Outcome::Resp(
+                Resp::json(429, &json!({"error": {"code": "Throttled", "message": msg}}))
+                    .with("retry-after", ra.to_string()),
+            ),
         );
     }
     let resp = match tgt {
@@ -200,7 +295,48 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Req) -> Outcome {
         Target::Antimatter => antimatter::handle(shared, &req, op).await,
     };
     shared.count(svc, op, resp.status);
-    Outcome::Resp(resp)
+    (route, Outcome::Resp(resp))
+}
+
+/// A body that sends one byte per tick (slow-loris).
+struct TrickleBody {
+    remaining: u64,
+    interval: tokio::time::Interval,
+}
+
+impl hyper::body::Body for TrickleBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        match self.interval.poll_tick(cx) {
+            std::task::Poll::Ready(_) => {
+                self.remaining -= 1;
+                std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b" ")))))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+type Body = http_body_util::Either<Full<Bytes>, TrickleBody>;
+
+fn trickle(bytes: u64, every_ms: u64) -> hyper::Response<Body> {
+    let mut interval = tokio::time::interval(Duration::from_millis(every_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut r = hyper::Response::new(http_body_util::Either::Right(TrickleBody { remaining: bytes, interval }));
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r
 }
 
 #[derive(Debug)]
@@ -295,11 +431,14 @@ pub(crate) async fn serve_tls(
                 async move {
                     let req = match to_req(r).await {
                         Ok(r) => r,
-                        Err(resp) => return Ok(to_hyper(resp)),
+                        Err(resp) => return Ok(to_hyper(resp).map(http_body_util::Either::Left)),
                     };
                     match dispatch(&shared, req).await {
-                        Outcome::Resp(r) => Ok(to_hyper(r)),
+                        Outcome::Resp(r) => {
+                            Ok::<hyper::Response<Body>, Dropped>(to_hyper(r).map(http_body_util::Either::Left))
+                        }
                         Outcome::Drop => Err(Dropped),
+                        Outcome::Trickle { bytes, every_ms } => Ok(trickle(bytes, every_ms)),
                     }
                 }
             });

@@ -61,8 +61,8 @@ pub use admin::{AdminError, KeyPatch, SettingsPatch};
 pub use antimatter::{KeyUrl, parse_key_url};
 pub use hsm::API_VERSIONS;
 pub use state::{
-    CounterRow, DeletedKey, Endpoints, Fault, FaultAction, FaultSpec, Key, KeyVersion, LimitClass, Registration,
-    RoleAssignment, Service, ServicePrincipal, Settings,
+    CounterRow, DeletedKey, Endpoints, Fault, FaultAction, FaultSpec, Key, KeyVersion, LimitClass, REQUEST_LOG_CAP,
+    Registration, RequestRecord, RoleAssignment, Service, ServicePrincipal, Settings,
 };
 pub use world::World;
 
@@ -334,6 +334,15 @@ impl SandboxHandle {
             .filter(|r| r.service == service && r.operation == operation && r.status == status)
             .map(|r| r.count)
             .sum()
+    }
+    /// The request log: every request in arrival order, with time, route, status and whether it
+    /// carried credentials (bounded by [`state::REQUEST_LOG_CAP`]).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared.requests).clone()
+    }
+    /// Empty the request log.
+    pub fn clear_requests(&self) {
+        lock(&self.shared.requests).clear();
     }
     /// Reset counters.
     pub fn reset_counters(&self) {

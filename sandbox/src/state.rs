@@ -246,7 +246,70 @@ pub enum FaultAction {
     },
     /// Close the connection without answering.
     Drop,
+    /// Answer with this status and this raw body (malformed or truncated JSON, wrong types, ...).
+    Body {
+        /// HTTP status (default 200).
+        #[serde(default)]
+        status: Option<u16>,
+        /// The body, sent as is.
+        body: String,
+        /// `Content-Type` (default `application/json; charset=utf-8`).
+        #[serde(default)]
+        content_type: Option<String>,
+    },
+    /// Answer 200 with a JSON-looking body of this many bytes (an oversized response).
+    Huge {
+        /// Body size in bytes.
+        bytes: u64,
+    },
+    /// Slow-loris: answer 200 with a `Content-Length` of `bytes`, then send one byte every
+    /// `every_ms` milliseconds.
+    Trickle {
+        /// Announced (and eventually sent) body size.
+        bytes: u64,
+        /// Milliseconds between bytes.
+        every_ms: u64,
+    },
+    /// Redirect (default 307) to `location`, e.g. a foreign host.
+    Redirect {
+        /// Absolute URL for the `Location` header; `{path}` is replaced by the request path.
+        location: String,
+        /// 301, 302, 307 or 308 (default 307).
+        #[serde(default)]
+        status: Option<u16>,
+    },
 }
+
+/// One request as the sandbox saw it (admin `GET /requests`, [`crate::SandboxHandle::requests`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// Milliseconds since the sandbox started (monotonic clock), when the request arrived.
+    pub at_ms: u64,
+    /// `entra`, `graph`, `hsm`, `antimatter`, or `unknown` for a host the sandbox does not serve.
+    pub service: String,
+    /// Operation name (see [`crate::OPERATIONS`]).
+    pub operation: String,
+    /// The HSM addressed, if any.
+    pub hsm: Option<String>,
+    /// The `Host` header without port.
+    pub host: String,
+    /// The request path (as sent).
+    pub path: String,
+    /// `Retry-After` seconds answered, if any.
+    pub retry_after: Option<u64>,
+    /// HTTP status answered (0 = connection dropped).
+    pub status: u16,
+    /// The request carried an `Authorization` header.
+    pub authorization: bool,
+    /// The request carried a credential the world knows (an app secret or Antimatter API key) in
+    /// a header, the query or the body.
+    pub credential: bool,
+    /// Made by the sandbox itself (Antimatter's pairing check reading the HSM).
+    pub internal: bool,
+}
+
+/// The request log keeps at most this many records (later ones are counted, not kept).
+pub const REQUEST_LOG_CAP: usize = 500_000;
 
 /// An installed fault with its remaining count.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -338,6 +401,8 @@ pub struct Shared {
     pub(crate) faults: Mutex<Vec<Fault>>,
     pub(crate) next_fault: Mutex<u64>,
     pub(crate) settings: Mutex<Settings>,
+    pub(crate) requests: Mutex<Vec<RequestRecord>>,
+    pub(crate) started: Instant,
     buckets: Mutex<HashMap<(String, LimitClass), Bucket>>,
     pub(crate) jwt_key: Vec<u8>,
     pub(crate) ep: Endpoints,
@@ -670,6 +735,8 @@ impl Shared {
             counters: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
             next_fault: Mutex::new(1),
+            requests: Mutex::new(Vec::new()),
+            started: Instant::now(),
             settings: Mutex::new(Settings {
                 latency_ms: s.latency_ms,
                 rate_limits: s.rate_limits,
@@ -691,6 +758,26 @@ impl Shared {
 
     pub(crate) fn count(&self, svc: Service, op: &'static str, status: u16) {
         *lock(&self.counters).entry((svc, op, status)).or_insert(0) += 1;
+    }
+
+    /// Appends one record to the request log (bounded by [`REQUEST_LOG_CAP`]).
+    pub(crate) fn log_request(&self, mut record: RequestRecord, arrived: Instant) {
+        record.at_ms = arrived.duration_since(self.started).as_millis() as u64;
+        let mut log = lock(&self.requests);
+        if log.len() < REQUEST_LOG_CAP {
+            log.push(record);
+        }
+    }
+
+    /// Whether `haystack` contains a credential the world knows (app secrets, Antimatter API keys).
+    pub(crate) fn contains_credential(&self, haystack: &[u8]) -> bool {
+        let inner = lock(&self.inner);
+        let secrets = inner.apps.values().flat_map(|a| a.secrets.iter());
+        let keys = inner.domains.values().flat_map(|d| d.api_keys.iter());
+        secrets.chain(keys).filter(|s| !s.is_empty()).any(|s| {
+            let needle = s.as_bytes();
+            haystack.windows(needle.len()).any(|w| w == needle)
+        })
     }
 
     pub(crate) fn counter_rows(&self) -> Vec<CounterRow> {

@@ -16,6 +16,7 @@ use azure_security_keyvault_keys::{
 use super::{Azure, Identity, from_azure};
 use crate::{
     cloud::HsmEndpoint,
+    pacing::Class,
     remote::{RemoteError, Service},
 };
 
@@ -100,7 +101,11 @@ impl KeyClients {
             ..Default::default()
         };
         let body = params.try_into().map_err(|e| from_azure(Service::Hsm, "key.create", e))?;
-        let rsp = client.create_key(name, body, None).await.map_err(|e| from_azure(Service::Hsm, "key.create", e))?;
+        let rsp = azure
+            .paced(Class::KeyCreate, hsm, async {
+                client.create_key(name, body, None).await.map_err(|e| from_azure(Service::Hsm, "key.create", e))
+            })
+            .await?;
         key_info(rsp.into_model().map_err(|e| from_azure(Service::Hsm, "key.create", e))?)
     }
 

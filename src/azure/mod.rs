@@ -16,7 +16,7 @@ use azure_core::{
     cloud::{CloudConfiguration, CustomConfiguration},
     credentials::{Secret, TokenCredential},
     error::ErrorKind,
-    http::{AsyncRawResponse, ClientOptions, ExponentialRetryOptions, HttpClient, Request, RetryOptions, Transport},
+    http::{AsyncRawResponse, ClientOptions, HttpClient, Request, RetryOptions, Transport},
 };
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
@@ -25,8 +25,9 @@ use azure_identity::{
 use serde::Deserialize;
 
 use crate::{
-    cloud::Cloud,
+    cloud::{Cloud, HsmEndpoint},
     metrics::record_call,
+    pacing::{Class, Pacers},
     remote::{RemoteError, Service, truncate},
 };
 
@@ -71,26 +72,38 @@ pub struct Azure {
     transport: Transport,
     http: reqwest::Client,
     credentials: Mutex<HashMap<Identity, Arc<dyn TokenCredential>>>,
+    pacers: Pacers,
 }
 
 impl Azure {
-    pub fn new(cloud: Cloud, mode: IdentityMode, http: reqwest::Client) -> Self {
+    pub fn new(cloud: Cloud, mode: IdentityMode, http: reqwest::Client, pacers: Pacers) -> Self {
         let transport = Transport::new(Arc::new(MeteredTransport(http.clone())));
-        Self { cloud, mode, transport, http, credentials: Mutex::default() }
+        Self { cloud, mode, transport, http, credentials: Mutex::default(), pacers }
+    }
+
+    /// Runs one paced HSM call: waits for the HSM's slot of `class`, and a 429 holds back the next
+    /// slot by its `Retry-After`.
+    pub(crate) async fn paced<T, F>(&self, class: Class, hsm: &HsmEndpoint, call: F) -> Result<T, RemoteError>
+    where
+        F: Future<Output = Result<T, RemoteError>>,
+    {
+        self.pacers.wait(class, hsm).await;
+        let result = call.await;
+        if let Err(e) = &result
+            && e.status() == Some(429)
+        {
+            self.pacers.pause(class, hsm, e.retry_after().unwrap_or(Duration::from_secs(1)));
+        }
+        result
     }
 
     /// Client options every Azure SDK client gets: our transport (CA bundle, metrics), the cloud's
-    /// authority, and at most one SDK-level retry so retries don't multiply with the controller's
-    /// own backoff.
+    /// authority, and no SDK-level retries: the controller retries with per-object backoff that
+    /// honours `Retry-After` and the per-HSM pacing (an SDK retry would bypass both).
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
             transport: Some(self.transport.clone()),
-            retry: RetryOptions::exponential(ExponentialRetryOptions {
-                max_retries: 1,
-                initial_delay: Duration::from_millis(500).try_into().unwrap_or_default(),
-                max_delay: Duration::from_secs(10).try_into().unwrap_or_default(),
-                ..Default::default()
-            }),
+            retry: RetryOptions::none(),
             cloud: Some(Arc::new(CloudConfiguration::Custom(self.custom_cloud()))),
             ..Default::default()
         }

@@ -1,5 +1,6 @@
 //! Managed HSM local RBAC (`Microsoft.Authorization` on the HSM data plane), written on reqwest with
-//! `azure_identity` tokens: there is no Rust SDK crate for the Key Vault administration API.
+//! `azure_identity` tokens: there is no Rust SDK crate for the Key Vault administration API. Every
+//! call is paced per HSM (Managed HSM allows about 5 RBAC operations per second, reads included).
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Azure, Identity, describe_azure};
 use crate::{
     cloud::HsmEndpoint,
+    pacing::Class,
     remote::{RemoteError, Service, send, send_json},
 };
 
@@ -93,7 +95,8 @@ impl Rbac {
             .request(azure, hsm, identity, reqwest::Method::GET, &url)
             .await?
             .query(&[("$filter", format!("roleName eq '{CRYPTO_USER_ROLE}'"))]);
-        let list: List<RoleDefinition> = send_json(Service::Hsm, "rbac.definition.list", rq, describe_azure).await?;
+        let list: List<RoleDefinition> =
+            azure.paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.definition.list", rq, describe_azure)).await?;
         let def =
             list.value.into_iter().find(|d| d.name == CRYPTO_USER_ROLE_ID).ok_or_else(|| RemoteError::Malformed {
                 service: Service::Hsm,
@@ -115,7 +118,7 @@ impl Rbac {
     ) -> Result<Option<RoleAssignment>, RemoteError> {
         let url = path(hsm, scope, &format!("roleAssignments/{name}"));
         let rq = self.request(azure, hsm, identity, reqwest::Method::GET, &url).await?;
-        match send_json(Service::Hsm, "rbac.assignment.get", rq, describe_azure).await {
+        match azure.paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.assignment.get", rq, describe_azure)).await {
             Ok(a) => Ok(Some(a)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -135,7 +138,7 @@ impl Rbac {
         let url = path(hsm, scope, &format!("roleAssignments/{name}"));
         let rq =
             self.request(azure, hsm, identity, reqwest::Method::PUT, &url).await?.json(&PutAssignment { properties });
-        send_json(Service::Hsm, "rbac.assignment.put", rq, describe_azure).await
+        azure.paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.assignment.put", rq, describe_azure)).await
     }
 
     /// Deletes an assignment; an absent one counts as deleted.
@@ -149,7 +152,7 @@ impl Rbac {
     ) -> Result<(), RemoteError> {
         let url = path(hsm, scope, &format!("roleAssignments/{name}"));
         let rq = self.request(azure, hsm, identity, reqwest::Method::DELETE, &url).await?;
-        match send(Service::Hsm, "rbac.assignment.delete", rq, describe_azure).await {
+        match azure.paced(Class::Rbac, hsm, send(Service::Hsm, "rbac.assignment.delete", rq, describe_azure)).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
@@ -170,8 +173,9 @@ impl Rbac {
             .await?
             .query(&[("$filter", "atScope()")]);
         loop {
-            let page: List<RoleAssignment> =
-                send_json(Service::Hsm, "rbac.assignment.list", rq, describe_azure).await?;
+            let page: List<RoleAssignment> = azure
+                .paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.assignment.list", rq, describe_azure))
+                .await?;
             out.extend(page.value);
             match page.next_link {
                 // Only follow links that stay on this HSM, so the token goes nowhere else.

@@ -35,7 +35,6 @@ use crate::{
     api::{AzureRootKey, AzureRootKeyStatus, DeletionPolicy, FINALIZER},
     azure::{Azure, ClientSecret, Identity, graph::Graph, keys::KeyClients, rbac::Rbac},
     metrics,
-    pacing::Pacers,
     policy::TenancyPolicy,
 };
 
@@ -55,8 +54,13 @@ pub struct Context {
     /// The cluster's identity (the `kube-system` namespace UID), part of role-assignment names.
     pub cluster_id: String,
     pub recorder: Recorder,
-    pub pacers: Pacers,
     failures: Mutex<HashMap<ObjectRef<AzureRootKey>, u32>>,
+    /// The status this operator last wrote per object, with the resourceVersion the write produced:
+    /// the watch cache may not have caught up with our own write yet.
+    written: Mutex<HashMap<ObjectRef<AzureRootKey>, (u64, AzureRootKeyStatus)>>,
+    /// Objects a service asked (`Retry-After`) not to call about before an instant: any trigger
+    /// before then (a Secret change, a watch event) waits too.
+    held: Mutex<HashMap<ObjectRef<AzureRootKey>, Instant>>,
 }
 
 impl Context {
@@ -68,7 +72,6 @@ impl Context {
         policy: TenancyPolicy,
         cluster_id: String,
         recorder: Recorder,
-        pacers: Pacers,
     ) -> Self {
         Self {
             client,
@@ -80,8 +83,28 @@ impl Context {
             policy,
             cluster_id,
             recorder,
-            pacers,
             failures: Mutex::default(),
+            written: Mutex::default(),
+            held: Mutex::default(),
+        }
+    }
+
+    /// What the object's status is, as far as this operator knows: the cached object's, unless our
+    /// own later write has not reached the cache yet.
+    fn known_status(&self, ark: &AzureRootKey) -> Option<AzureRootKeyStatus> {
+        let cached_rv = ark.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match (written.get(&ObjectRef::from(ark)), cached_rv) {
+            (Some((rv, status)), Some(cached)) if *rv > cached => Some(status.clone()),
+            _ => ark.status.clone(),
+        }
+    }
+
+    fn remember_write(&self, ark: &AzureRootKey, written: &AzureRootKey) {
+        if let (Some(rv), Some(status)) =
+            (written.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()), written.status.clone())
+        {
+            self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(ObjectRef::from(ark), (rv, status));
         }
     }
 
@@ -89,7 +112,7 @@ impl Context {
     fn backoff(&self, ark: &AzureRootKey, retry_after: Option<Duration>) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(ObjectRef::from(ark)).or_insert(0);
-        let delay = backoff_delay(*n, retry_after);
+        let delay = jittered_backoff(*n, retry_after);
         *n = n.saturating_add(1);
         delay
     }
@@ -111,6 +134,11 @@ impl Context {
 /// service's `Retry-After`.
 fn backoff_delay(failures: u32, retry_after: Option<Duration>) -> Duration {
     Duration::from_secs(1u64 << failures.min(9)).min(MAX_BACKOFF).max(retry_after.unwrap_or_default())
+}
+
+/// The backoff with up to +20 % jitter, so objects that failed together do not retry together.
+fn jittered_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+    backoff_delay(failures, retry_after).mul_f64(1.0 + fastrand::f64() * 0.2)
 }
 
 /// Reconciles one object: the finalizer decides between applying and cleaning up.
@@ -212,6 +240,11 @@ fn now() -> Time {
 }
 
 async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Result<Action, Error> {
+    let object = ObjectRef::from(ark);
+    let held = ctx.held.lock().unwrap_or_else(|p| p.into_inner()).get(&object).copied();
+    if let Some(until) = held.filter(|until| *until > Instant::now()) {
+        return Ok(Action::requeue(until - Instant::now()));
+    }
     let prev = ark.status.clone().unwrap_or_default();
     let (run, has_api_key, hsm_url) = match resolve(ctx, ark).await {
         Ok(inputs) => (pipeline::run(ctx, ark, &inputs).await, inputs.domain.is_some(), Some(inputs.hsm.url.clone())),
@@ -231,14 +264,23 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
     let summary = ready(&required);
     let status = build_status(ark, &prev, &run, &summary, hsm_url);
 
-    let object = ObjectRef::from(ark);
+    {
+        let mut held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
+        match run.retry_after {
+            Some(wait) => held.insert(object.clone(), Instant::now() + wait),
+            None => held.remove(&object),
+        };
+    }
     for (reason, note) in &run.changes {
         tracing::info!(%object, reason, note, "changed");
     }
     tracing::debug!(%object, ready = ?summary.status, reason = %summary.reason, "reconciled");
-    if ark.status.as_ref() != Some(&status) {
+    if ctx.known_status(ark).as_ref() != Some(&status) {
         let patch = json!({ "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "status": status });
-        api.patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        let written = api
+            .patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+        ctx.remember_write(ark, &written);
     }
     for (reason, note) in &run.changes {
         ctx.event(ark, EventType::Normal, reason, note.clone()).await;
@@ -369,7 +411,6 @@ async fn revoke(ark: &AzureRootKey, inputs: &Inputs, ctx: &Context) -> Result<()
     }
     if let Some(name) = &status.role_assignment_name {
         let scope = format!("/keys/{}", spec.key.name);
-        ctx.pacers.rbac_write(&inputs.hsm).await;
         ctx.rbac
             .delete(&ctx.azure, &inputs.hsm, &inputs.identity, &scope, name)
             .await

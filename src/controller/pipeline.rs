@@ -116,10 +116,7 @@ pub async fn run(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs) -> Run {
                         run.key = Some(updated);
                         run.set(
                             Step::TagApplied,
-                            Outcome::ok(
-                                "TagApplied",
-                                format!("Added the tag {}=allow, keeping the other tags.", spec.domain_id),
-                            ),
+                            Outcome::ok("TagPresent", format!("The key carries {}=allow.", spec.domain_id)),
                         );
                     }
                     Err(e) => run.fail(Step::TagApplied, classify(Area::Keys, &e)),
@@ -231,8 +228,8 @@ async fn ensure_key(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, run: &mu
     let name = &spec.key.name;
     let found =
         ctx.keys.get(&ctx.azure, &inputs.hsm, &inputs.identity, name).await.map_err(|e| classify(Area::Keys, &e))?;
-    let (key, created) = match found {
-        Some(key) => (key, false),
+    let key = match found {
+        Some(key) => key,
         None if spec.key.create == CreatePolicy::Never => {
             return Ok(Outcome::failed(
                 "KeyNotFound",
@@ -249,7 +246,6 @@ async fn ensure_key(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, run: &mu
             ));
         }
         None => {
-            ctx.pacers.key_create(&inputs.hsm).await;
             let tags = BTreeMap::from([(spec.domain_id.clone(), "allow".to_owned())]);
             let key = ctx
                 .keys
@@ -260,17 +256,15 @@ async fn ensure_key(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, run: &mu
                 "KeyCreated",
                 format!("Created oct-HSM key {name} ({} bits) in {}", spec.key.size, inputs.hsm.url),
             ));
-            (key, true)
+            key
         }
     };
     let verdict = usable(&key);
     run.key = Some(key);
+    // Conditions describe the state, the same after the change as before it (no status churn);
+    // what the operator changed is told by events.
     Ok(verdict.unwrap_or_else(|| {
-        if created {
-            Outcome::ok("KeyCreated", format!("Created key {name}: oct-HSM with wrapKey and unwrapKey."))
-        } else {
-            Outcome::ok("KeyUsable", format!("Key {name} is enabled, oct-HSM, and allows wrapKey and unwrapKey."))
-        }
+        Outcome::ok("KeyUsable", format!("Key {name} is enabled, oct-HSM, and allows wrapKey and unwrapKey."))
     }))
 }
 
@@ -342,20 +336,14 @@ async fn ensure_principal(
         .await
         .map_err(|e| classify(Area::Graph, &e))?;
     run.principal = Some(id.clone());
-    Ok(match found {
-        Found::Existing => Outcome::ok(
-            "ServicePrincipalFound",
-            format!("Antimatter's application {app_id} has service principal {id} in the tenant."),
-        ),
-        Found::Created => {
-            run.changes
-                .push(("ServicePrincipalCreated", format!("Created service principal {id} for application {app_id}")));
-            Outcome::ok(
-                "ServicePrincipalCreated",
-                format!("Created service principal {id} for Antimatter's application {app_id}."),
-            )
-        }
-    })
+    if found == Found::Created {
+        run.changes
+            .push(("ServicePrincipalCreated", format!("Created service principal {id} for application {app_id}")));
+    }
+    Ok(Outcome::ok(
+        "ServicePrincipalFound",
+        format!("Antimatter's application {app_id} has service principal {id} in the tenant."),
+    ))
 }
 
 async fn application_from_providers(ctx: &Context, domain: &DomainTarget) -> Result<String, Failure> {
@@ -411,7 +399,6 @@ async fn ensure_role(
             format!("{principal} does not hold {CRYPTO_USER_ROLE} at {scope}; suspended, so not assigning it."),
         ));
     }
-    ctx.pacers.rbac_write(hsm).await;
     let properties =
         RoleAssignmentProperties { scope: None, role_definition_id: role_id.clone(), principal_id: principal.clone() };
     match ctx.rbac.put(azure, hsm, id, &scope, &ours, &properties).await {
@@ -419,7 +406,7 @@ async fn ensure_role(
             run.changes
                 .push(("RoleAssigned", format!("Assigned {CRYPTO_USER_ROLE} at {scope} to {principal} ({})", a.name)));
             run.assignment = Some(a.name);
-            Ok(Outcome::ok("RoleAssigned", format!("Assigned {CRYPTO_USER_ROLE} at {scope} to {principal}.")))
+            Ok(Outcome::ok("RoleAssigned", format!("{principal} holds {CRYPTO_USER_ROLE} at {scope}.")))
         }
         // Someone already assigned the same role at the same scope under another name: find it.
         Err(e) if e.code() == Some("MatchingRoleAssignmentExists") || e.status() == Some(409) => {
@@ -428,10 +415,7 @@ async fn ensure_role(
             let found =
                 existing.into_iter().find(|a| matches(&a.properties)).ok_or_else(|| classify(Area::Rbac, &e))?;
             run.assignment = Some(found.name.clone());
-            Ok(Outcome::ok(
-                "RoleAssigned",
-                format!("{principal} already holds {CRYPTO_USER_ROLE} at {scope} (assignment {}).", found.name),
-            ))
+            Ok(Outcome::ok("RoleAssigned", format!("{principal} holds {CRYPTO_USER_ROLE} at {scope}.")))
         }
         Err(e) => Err(classify(Area::Rbac, &e)),
     }
@@ -454,30 +438,40 @@ async fn ensure_registered(
         run.rek_id = Some(id.clone());
         return Ok(Outcome::ok("Registered", format!("Registered with Antimatter as {id}.")));
     }
-    let keys = ctx.antimatter.list_keys(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
-    if let Some(existing) = keys.iter().find(|k| k.resource_path == key.kid) {
-        run.rek_id = Some(existing.rek_id.clone());
-        return Ok(Outcome::ok("Registered", format!("Registered with Antimatter as {}.", existing.rek_id)));
-    }
     if ark.spec.suspend {
-        return Ok(Outcome::failed(
-            "Suspended",
-            "The key URL is not registered with Antimatter; suspended, so not registering it.",
-        ));
+        let keys = ctx.antimatter.list_keys(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
+        return Ok(match keys.iter().find(|k| k.resource_path == key.kid) {
+            Some(existing) => {
+                run.rek_id = Some(existing.rek_id.clone());
+                Outcome::ok("Registered", format!("Registered with Antimatter as {}.", existing.rek_id))
+            }
+            None => Outcome::failed(
+                "Suspended",
+                "The key URL is not registered with Antimatter; suspended, so not registering it.",
+            ),
+        });
     }
     let description = format!(
         "AzureRootKey {}/{}",
         ark.metadata.namespace.as_deref().unwrap_or_default(),
         ark.metadata.name.as_deref().unwrap_or_default()
     );
-    let id = ctx
-        .antimatter
-        .add_key(domain, &description, &ark.spec.tenant_id, &key.kid)
-        .await
-        .map_err(|e| classify(Area::Antimatter, &e))?;
+    // Add first; Antimatter refuses a key URL it already has (409), and only then is the (domain-wide)
+    // list read to find it, e.g. after a restart between registering and recording.
+    let id = match ctx.antimatter.add_key(domain, &description, &ark.spec.tenant_id, &key.kid).await {
+        Ok(id) => id,
+        Err(e) if e.status() == Some(409) => {
+            let keys = ctx.antimatter.list_keys(domain).await.map_err(|e| classify(Area::Antimatter, &e))?;
+            let existing =
+                keys.iter().find(|k| k.resource_path == key.kid).ok_or_else(|| classify(Area::Antimatter, &e))?;
+            run.rek_id = Some(existing.rek_id.clone());
+            return Ok(Outcome::ok("Registered", format!("Registered with Antimatter as {}.", existing.rek_id)));
+        }
+        Err(e) => return Err(classify(Area::Antimatter, &e)),
+    };
     run.changes.push(("Registered", format!("Registered key URL {} with Antimatter as {id}", key.kid)));
     run.rek_id = Some(id.clone());
-    Ok(Outcome::ok("Registered", format!("Registered {} with Antimatter as {id}.", key.kid)))
+    Ok(Outcome::ok("Registered", format!("Registered with Antimatter as {id}.")))
 }
 
 async fn pair(ctx: &Context, domain: &DomainTarget, run: &mut Run) -> Result<Outcome, Failure> {
@@ -550,7 +544,7 @@ async fn ensure_active(
         run.retry_after = Some(Duration::from_secs(1));
         return Ok(Outcome::unknown("Rotating", format!("{id} is active; Antimatter is still re-wrapping data keys.")));
     }
-    Ok(Outcome::ok("KeyActive", format!("Made {id} the domain's active root encryption key.")))
+    Ok(Outcome::ok("KeyActive", format!("{id} is the domain's active root encryption key.")))
 }
 
 const ROTATE_CALLS_PER_RECONCILE: usize = 20;

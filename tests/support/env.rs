@@ -35,6 +35,26 @@ pub struct Env {
     pub api: Api<AzureRootKey>,
     operators: Vec<Child>,
     pub log_dir: PathBuf,
+    /// Added by `spawn_operator_ext`: per operator index, its metrics and probe ports.
+    extra: std::collections::BTreeMap<usize, SpawnedPorts>,
+    /// Kubeconfig handed to operators started by `spawn_operator_ext` (None: the inherited one).
+    kubeconfig: Option<PathBuf>,
+}
+
+/// Ports of an operator started by [`Env::spawn_operator_ext`].
+#[derive(Clone, Copy, Debug)]
+pub struct SpawnedPorts {
+    pub metrics: u16,
+    pub probe: u16,
+}
+
+/// Extra settings for [`Env::spawn_operator_ext`].
+#[derive(Default, Clone)]
+pub struct SpawnExtra {
+    /// More command-line arguments.
+    pub args: Vec<String>,
+    /// More environment variables (override the defaults).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -64,7 +84,134 @@ impl Env {
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir");
         let api = Api::namespaced(client.clone(), &ns);
-        Self { sandbox, client, ns, api, operators: Vec::new(), log_dir }
+        Self { sandbox, client, ns, api, operators: Vec::new(), log_dir, extra: Default::default(), kubeconfig: None }
+    }
+
+    /// Like [`Self::without_operator`], but on the control plane behind `kubeconfig` (e.g. one the
+    /// test owns and restarts). Installs the CRD there; operators started with
+    /// [`Self::spawn_operator_ext`] get `KUBECONFIG=kubeconfig`.
+    pub async fn on_control_plane(kubeconfig: &std::path::Path, prefix: &str) -> Self {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::CustomResourceExt;
+        let client = controlplane::client_for(kubeconfig).await.expect("client for the control plane");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let yaml = std::fs::read_to_string(rootkey_operator::crd::CRD_PATH).expect("read crds/");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("parse CRD");
+        let name = AzureRootKey::crd_name();
+        crds.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            kube::runtime::wait::await_condition(crds, name, kube::runtime::conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established in time")
+        .expect("watch CRD");
+        let ns = super::namespace(&client, prefix).await;
+        let world = World::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sandbox/world.yaml")).expect("world");
+        let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let api = Api::namespaced(client.clone(), &ns);
+        Self {
+            sandbox,
+            client,
+            ns,
+            api,
+            operators: Vec::new(),
+            log_dir,
+            extra: Default::default(),
+            kubeconfig: Some(kubeconfig.to_owned()),
+        }
+    }
+
+    /// Starts one more operator like [`Self::spawn_operator`], with extra arguments and
+    /// environment, remembering its metrics/probe ports; returns its index.
+    pub fn spawn_operator_ext(&mut self, options: &OperatorOptions, extra: &SpawnExtra) -> usize {
+        let index = self.operators.len();
+        let log_path = self.log_dir.join(format!("{}-{index}.log", self.ns));
+        let log = std::fs::File::create(&log_path).expect("operator log");
+        let port = || std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let ports = SpawnedPorts { metrics: port(), probe: port() };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rootkey-operator"));
+        cmd.arg("run")
+            .args(["--log-format", "json", "--watch-namespaces", &self.ns, "--cloud", "Custom"])
+            .args(["--authority-host", &self.sandbox.authority_url()])
+            .args(["--graph-url", &self.sandbox.graph_url()])
+            .args(["--hsm-dns-suffixes", &self.sandbox.hsm_dns_suffix()])
+            .arg("--ca-bundle")
+            .arg(self.sandbox.ca_pem_path())
+            .args(["--azure-identity", "secret", "--cluster-id", "test-cluster"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", ports.metrics)])
+            .args(["--probe-addr", &format!("127.0.0.1:{}", ports.probe)])
+            .args(["--lease-namespace", &self.ns, "--pod-name", &format!("operator-{index}")])
+            .args(&extra.args)
+            .env("AZURE_CLIENT_ID", OPERATOR_CLIENT)
+            .env("AZURE_CLIENT_SECRET", OPERATOR_SECRET)
+            .env("RUST_LOG", "debug,hyper=info,rustls=info,h2=info,tower=info,kube_client=info,reqwest=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(kubeconfig) = &self.kubeconfig {
+            cmd.env("KUBECONFIG", kubeconfig);
+        }
+        for (k, v) in &extra.env {
+            cmd.env(k, v);
+        }
+        if options.leader_elect {
+            cmd.arg("--leader-elect");
+        }
+        if let Some(policy) = options.policy {
+            let path = self.log_dir.join(format!("{}-policy.yaml", self.ns));
+            std::fs::write(&path, policy).expect("policy file");
+            cmd.arg("--tenancy-policy").arg(path);
+        }
+        let child = cmd.spawn().expect("spawn operator");
+        self.operators.push(child);
+        self.extra.insert(index, ports);
+        index
+    }
+
+    /// Ports of an operator started by [`Self::spawn_operator_ext`].
+    pub fn ports(&self, index: usize) -> Option<SpawnedPorts> {
+        self.extra.get(&index).copied()
+    }
+
+    /// Process ID of operator `index`.
+    pub fn operator_pid(&self, index: usize) -> u32 {
+        self.operators[index].id()
+    }
+
+    /// Number of operators started so far (killed ones included).
+    pub fn operator_count(&self) -> usize {
+        self.operators.len()
+    }
+
+    /// Exit status of operator `index` if it has exited.
+    pub fn operator_exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        self.operators[index].try_wait().expect("try_wait")
+    }
+
+    /// Sends SIGTERM to operator `index`.
+    pub fn terminate_operator(&self, index: usize) {
+        let status = Command::new("kill").args(["-TERM", &self.operators[index].id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM");
+    }
+
+    /// The operator's `/metrics` text (operators started by [`Self::spawn_operator_ext`]).
+    pub async fn metrics(&self, index: usize) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = self.ports(index)?.metrics;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await.ok()?.ok()?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    }
+
+    /// Path of operator `index`'s log.
+    pub fn log_path(&self, index: usize) -> PathBuf {
+        self.log_dir.join(format!("{}-{index}.log", self.ns))
     }
 
     /// Starts one more operator process watching this namespace.

@@ -57,3 +57,4 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
     let created = namespaces.create(&PostParams::default(), &ns).await.expect("create namespace");
     created.metadata.name.expect("generated namespace name")
 }
+pub mod checks;
