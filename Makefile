@@ -86,6 +86,16 @@ test-suites:
 demo: tools build ## Local control plane + sandbox + operator + a sample key, until Ready (Ctrl-C stops)
 	BIN=$(BIN) bash hack/demo.sh
 
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := $(CARGO_TARGET_DIR)/$(STATIC_TARGET)/release/rootkey-operator
+
+.PHONY: static
+static: ## Build the operator as a static executable and check it has no dynamic dependencies
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(STATIC_TARGET) --bin rootkey-operator
+	@if readelf -d $(STATIC_BIN) | grep -q NEEDED; then echo "$(STATIC_BIN) is dynamically linked" >&2; exit 1; fi
+	@$(STATIC_BIN) version >/dev/null
+	@echo "static binary: $(STATIC_BIN), $$(stat -c %s $(STATIC_BIN)) bytes, no dynamic dependencies"
+
 .PHONY: bench
 bench: tools venv ## Benchmark against Azure's limits and a one-key-at-a-time script (bench/results/)
 	python3 bench/gen_world.py

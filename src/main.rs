@@ -3,7 +3,7 @@ use rootkey_operator::script::{ScriptParams, az_script};
 
 /// Kubernetes operator that hands an Azure Managed HSM key to Antimatter as a root encryption key.
 #[derive(Parser)]
-#[command(name = "rootkey-operator", version, about)]
+#[command(name = "rootkey-operator", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

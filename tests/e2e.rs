@@ -475,3 +475,51 @@ async fn an_identity_that_cannot_assign_roles_gets_a_clear_forbidden() {
     assert_eq!(condition(&o, "KeyReady").map(|c| c.status.as_str()), Some("True"), "keys were fine");
     assert!(crypto_user_assignments(&env, "nr-key").is_empty());
 }
+
+#[tokio::test]
+async fn workload_identity_with_a_service_account_token_from_the_cluster() {
+    use k8s_openapi::api::{authentication::v1::TokenRequest, core::v1::ServiceAccount};
+    use kube::api::PostParams;
+    use support::env::{OPERATOR_CLIENT, SpawnExtra};
+    // Federate the operator's app with this namespace's ServiceAccount, as `az identity
+    // federated-credential create` does for the cluster's OIDC issuer.
+    let mut env = Env::with_world("e2e-wi", |world, ns| {
+        let app = world.applications.iter_mut().find(|a| a.app_id == OPERATOR_CLIENT).expect("operator app");
+        let mut federated = app.federated_credentials[0].clone();
+        federated.issuer = "https://kubernetes.default.svc.cluster.local".to_owned();
+        federated.subject = format!("system:serviceaccount:{ns}:rootkey-operator");
+        app.federated_credentials = vec![federated];
+    })
+    .await;
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "rootkey-operator"}})).expect("sa");
+    accounts.create(&PostParams::default(), &sa).await.expect("service account");
+    let request: TokenRequest = serde_json::from_value(
+        json!({"spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 3600}}),
+    )
+    .expect("token request");
+    let token = accounts
+        .create_token_request("rootkey-operator", &PostParams::default(), &request)
+        .await
+        .expect("token")
+        .status
+        .and_then(|s| s.token)
+        .expect("token value");
+    let token_file = env.log_dir.join(format!("{}-sa-token", env.ns));
+    std::fs::write(&token_file, token).expect("token file");
+    env.spawn_operator_ext(
+        &OperatorOptions::default(),
+        &SpawnExtra {
+            args: vec!["--azure-identity".into(), "workload".into()],
+            env: vec![
+                ("AZURE_FEDERATED_TOKEN_FILE".into(), token_file.display().to_string()),
+                ("AZURE_TENANT_ID".into(), TENANT.into()),
+                ("AZURE_CLIENT_SECRET".into(), String::new()),
+            ],
+        },
+    );
+    env.api_key_secret("api-key", API_KEY).await;
+    env.apply("wi", env.spec("wi-key", json!({}))).await;
+    env.wait_ready("wi").await;
+    assert!(env.sandbox.key(HSM, "wi-key").is_some(), "the key was created with the federated identity");
+}

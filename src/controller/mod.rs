@@ -165,8 +165,8 @@ pub fn error_policy(ark: Arc<AzureRootKey>, error: &Error, ctx: Arc<Context>) ->
 }
 
 /// Reads one key of a Secret in the object's namespace.
-async fn secret_value(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<String, Outcome> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> Result<String, Outcome> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = secrets.get_opt(name).await.map_err(|e| {
         Outcome::failed("SecretUnreadable", format!("Could not read Secret {ns}/{name}: {}", kube_reason(&e)))
     })?;
@@ -205,9 +205,9 @@ async fn resolve(ctx: &Context, ark: &AzureRootKey) -> Result<Inputs, Outcome> {
     let hsm = ctx.azure.cloud.hsm_endpoint(&spec.hsm).map_err(|e| Outcome::failed("InvalidSpec", e.to_string()))?;
     let secret = match &spec.azure_credentials_secret_ref {
         Some(r) => Some(ClientSecret {
-            client_id: secret_value(ctx, &ns, &r.name, "clientId").await?,
-            secret: secret_value(ctx, &ns, &r.name, "clientSecret").await?,
-            tenant_id: secret_value(ctx, &ns, &r.name, "tenantId").await.ok(),
+            client_id: secret_value(&ctx.client, &ns, &r.name, "clientId").await?,
+            secret: secret_value(&ctx.client, &ns, &r.name, "clientSecret").await?,
+            tenant_id: secret_value(&ctx.client, &ns, &r.name, "tenantId").await.ok(),
         }),
         None if !ctx.policy.allows(&ns, spec.hsm.name.as_deref(), &hsm.url) => {
             return Err(Outcome::failed(
@@ -227,7 +227,7 @@ async fn resolve(ctx: &Context, ark: &AzureRootKey) -> Result<Inputs, Outcome> {
                 .filter(|u| u.scheme() == "https")
                 .ok_or_else(|| Outcome::failed("InvalidSpec", "spec.antimatter.apiUrl must be an https URL."))?,
             domain_id: spec.domain_id.clone(),
-            api_key: ApiKey::new(secret_value(ctx, &ns, &r.name, &r.key).await?),
+            api_key: ApiKey::new(secret_value(&ctx.client, &ns, &r.name, &r.key).await?),
         }),
         None => None,
     };
@@ -468,6 +468,54 @@ mod tests {
         assert_eq!(first.observed_generation, Some(2));
         assert!(first.conditions.iter().all(|c| c.observed_generation == Some(2)));
         assert_eq!(first.conditions.len(), Step::ALL.len() + 1);
+    }
+
+    /// Secret edge cases against a mocked API server: the ones a real cluster rarely shows.
+    #[tokio::test]
+    async fn secret_values_are_read_carefully() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let secret = |data: serde_json::Value| {
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": data}))
+                .expect("json")
+        };
+        let server = tokio::spawn(async move {
+            let replies: Vec<(u16, Vec<u8>)> = vec![
+                (
+                    403,
+                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "echoed-request-detail", "reason": "Forbidden", "code": 403}))
+                    .expect("json"),
+                ),
+                (
+                    404,
+                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "not found", "reason": "NotFound", "code": 404}))
+                    .expect("json"),
+                ),
+                (200, secret(json!({"apiKey": "//79"}))),
+                (200, secret(json!({"apiKey": "bGluZTEKbGluZTI="}))),
+                (200, secret(json!({"other": "eA=="}))),
+                (200, secret(json!({"apiKey": "ICBzM2NyZXQgCg=="}))),
+            ];
+            for (status, body) in replies {
+                let (request, send) = handle.next_request().await.expect("a request");
+                assert_eq!(request.uri().path(), "/api/v1/namespaces/ns/secrets/s");
+                send.send_response(Response::builder().status(status).body(Body::from(body)).expect("response"));
+            }
+        });
+        let read = || secret_value(&client, "ns", "s", "apiKey");
+        let forbidden = read().await.expect_err("403");
+        assert_eq!(forbidden.reason, "SecretUnreadable");
+        assert!(!forbidden.message.contains("echoed-request-detail"), "{}", forbidden.message);
+        assert_eq!(read().await.expect_err("404").reason, "SecretNotFound");
+        assert_eq!(read().await.expect_err("binary").reason, "InvalidSpec");
+        assert_eq!(read().await.expect_err("two lines").reason, "InvalidSpec");
+        assert_eq!(read().await.expect_err("no such key").reason, "SecretNotFound");
+        assert_eq!(read().await.expect("trimmed"), "s3cret");
+        server.await.expect("server");
     }
 
     #[test]

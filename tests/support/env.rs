@@ -76,10 +76,17 @@ impl Env {
     }
 
     pub async fn without_operator(prefix: &str) -> Self {
+        Self::with_world(prefix, |_, _| {}).await
+    }
+
+    /// The default world, changed by `adjust(world, namespace)` before the sandbox starts.
+    pub async fn with_world(prefix: &str, adjust: impl FnOnce(&mut World, &str)) -> Self {
         let client = super::client().await;
         super::install_crd(&client).await;
         let ns = super::namespace(&client, prefix).await;
-        let world = World::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sandbox/world.yaml")).expect("world");
+        let mut world =
+            World::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sandbox/world.yaml")).expect("world");
+        adjust(&mut world, &ns);
         let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir");
