@@ -210,11 +210,6 @@ impl AntimatterClient {
         Ok(auth.token)
     }
 
-    /// Forgets a domain's JWT (after a 401), so the next call authenticates again.
-    pub async fn forget(&self, target: &DomainTarget) {
-        self.jwts.lock().await.remove(target);
-    }
-
     async fn authed(
         &self,
         target: &DomainTarget,

@@ -68,9 +68,4 @@ impl Graph {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, id.clone());
         Ok((id, found))
     }
-
-    /// Forgets cached principals (e.g. after the HSM says a principal does not exist).
-    pub fn forget(&self, tenant_id: &str, app_id: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&(tenant_id.to_owned(), app_id.to_owned()));
-    }
 }

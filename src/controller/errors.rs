@@ -14,8 +14,6 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("object has no namespace")]
     NoNamespace,
-    #[error("serialising status: {0}")]
-    Serde(#[from] serde_json::Error),
     /// Revoking was refused or failed; the finalizer stays until it succeeds or the policy is Retain.
     #[error("revoke blocked: {0}")]
     RevokeBlocked(String),

@@ -221,41 +221,9 @@ impl Env {
         self.log_dir.join(format!("{}-{index}.log", self.ns))
     }
 
-    /// Starts one more operator process watching this namespace.
-    pub fn spawn_operator(&mut self, options: &OperatorOptions) -> u32 {
-        let log_path = self.log_dir.join(format!("{}-{}.log", self.ns, self.operators.len()));
-        let log = std::fs::File::create(&log_path).expect("operator log");
-        let port = |_: ()| std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rootkey-operator"));
-        cmd.arg("run")
-            .args(["--log-format", "json", "--watch-namespaces", &self.ns, "--cloud", "Custom"])
-            .args(["--authority-host", &self.sandbox.authority_url()])
-            .args(["--graph-url", &self.sandbox.graph_url()])
-            .args(["--hsm-dns-suffixes", &self.sandbox.hsm_dns_suffix()])
-            .arg("--ca-bundle")
-            .arg(self.sandbox.ca_pem_path())
-            .args(["--azure-identity", "secret", "--cluster-id", "test-cluster"])
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", port(()))])
-            .args(["--probe-addr", &format!("127.0.0.1:{}", port(()))])
-            .args(["--lease-namespace", &self.ns, "--pod-name", &format!("operator-{}", self.operators.len())])
-            .env("AZURE_CLIENT_ID", OPERATOR_CLIENT)
-            .env("AZURE_CLIENT_SECRET", OPERATOR_SECRET)
-            .env("RUST_LOG", "debug,hyper=info,rustls=info,h2=info,tower=info,kube_client=info,reqwest=info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        if options.leader_elect {
-            cmd.arg("--leader-elect");
-        }
-        if let Some(policy) = options.policy {
-            let path = self.log_dir.join(format!("{}-policy.yaml", self.ns));
-            std::fs::write(&path, policy).expect("policy file");
-            cmd.arg("--tenancy-policy").arg(path);
-        }
-        let child = cmd.spawn().expect("spawn operator");
-        let pid = child.id();
-        self.operators.push(child);
-        pid
+    /// Starts one more operator process watching this namespace; returns its index.
+    pub fn spawn_operator(&mut self, options: &OperatorOptions) -> usize {
+        self.spawn_operator_ext(options, &SpawnExtra::default())
     }
 
     pub fn kill_operator(&mut self, index: usize) {
