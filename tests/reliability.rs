@@ -369,13 +369,7 @@ async fn malformed_and_oversized_responses_get_a_clear_condition_then_recover() 
         .await;
     }
     let pid = env.operator_pid(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hwm_kb = checks::peak_rss_kib(pid);
     eprintln!("operator peak RSS {} MiB", hwm_kb / 1024);
     assert!(hwm_kb < 256 * 1024, "peak RSS {hwm_kb} kB after 10 MB bodies");
 }

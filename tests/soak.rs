@@ -190,13 +190,7 @@ async fn d_slow_loris_and_huge_bodies_on_every_remote() {
         }
     }
     let pid = env.operator_pid(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hwm_kb = checks::peak_rss_kib(pid);
     let metrics = env.metrics(0).await.unwrap_or_default();
     let leaked = checks::leaked_secrets(&env, std::slice::from_ref(&metrics), &[]).await;
     checks::record_row(&Row {
