@@ -117,6 +117,14 @@ impl Context {
         delay
     }
 
+    /// Drops what is kept per object once it is gone.
+    fn forget(&self, ark: &AzureRootKey) {
+        let object = ObjectRef::from(ark);
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+    }
+
     fn reset_backoff(&self, ark: &AzureRootKey) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(ark));
     }
@@ -245,7 +253,8 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
     if let Some(until) = held.filter(|until| *until > Instant::now()) {
         return Ok(Action::requeue(until - Instant::now()));
     }
-    let prev = ark.status.clone().unwrap_or_default();
+    let known = ctx.known_status(ark);
+    let prev = known.clone().unwrap_or_default();
     let (run, has_api_key, hsm_url) = match resolve(ctx, ark).await {
         Ok(inputs) => (pipeline::run(ctx, ark, &inputs).await, inputs.domain.is_some(), Some(inputs.hsm.url.clone())),
         Err(outcome) => {
@@ -275,7 +284,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         tracing::info!(%object, reason, note, "changed");
     }
     tracing::debug!(%object, ready = ?summary.status, reason = %summary.reason, "reconciled");
-    if ctx.known_status(ark).as_ref() != Some(&status) {
+    if known.as_ref() != Some(&status) {
         let patch = json!({ "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "status": status });
         let written = api
             .patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
@@ -346,6 +355,7 @@ fn jittered(d: Duration) -> Duration {
 /// operator granted (role assignment, tag, registration), never the key, treating "not found" as done.
 async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Result<Action, Error> {
     if ark.spec.suspend || ark.spec.deletion_policy == DeletionPolicy::Retain {
+        ctx.forget(ark);
         return Ok(Action::await_change());
     }
     let blocked = match resolve(ctx, ark).await {
@@ -362,6 +372,7 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
                 "Removed Antimatter's access to the key; the key itself is kept.".to_owned(),
             )
             .await;
+            ctx.forget(ark);
             Ok(Action::await_change())
         }
         Some(outcome) => {
