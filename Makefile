@@ -11,6 +11,7 @@ K8S_TOOLS := $(CACHE_DIR)/tools/k8s-$(K8S_VERSION)-$(shell sha256sum hack/tools/
 HELM_TOOLS := $(CACHE_DIR)/tools/helm-$(HELM_VERSION)-$(shell sha256sum hack/tools/helm/go.sum | cut -c1-12)
 PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt)
 VENV := $(CACHE_DIR)/venv-$(shell cat $(PY_REQUIREMENTS) | sha256sum | cut -c1-12)
+CARGO_TOOLS := $(CACHE_DIR)/cargo-tools
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 BIN := $(CURDIR)/bin
@@ -110,8 +111,20 @@ bench-quick: tools venv ## Short benchmark (N <= 100, 20 ms; numbers not judged)
 soak: tools build ## Long fault/restart/hostile-input scenarios; prints and writes bench/soak-results.md
 	cargo build --workspace --tests
 	$(CONTROLPLANE) --bin-dir $(BIN) run -- cargo test --test soak -- --ignored --test-threads 1 --nocapture
+	$(MAKE) --no-print-directory fuzz
 
-CARGO_TOOLS := $(CACHE_DIR)/cargo-tools
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := key_url hsm_url key_bundle role_assignment jwt_expiry antimatter_responses
+
+$(CARGO_TOOLS)/bin/cargo-fuzz:
+	cargo install --locked cargo-fuzz --root $(CARGO_TOOLS)
+
+.PHONY: fuzz
+fuzz: $(CARGO_TOOLS)/bin/cargo-fuzz ## cargo fuzz: each parser target for FUZZ_SECONDS (needs a nightly toolchain)
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  PATH=$(CARGO_TOOLS)/bin:$$PATH cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 2>&1 | tail -2 || exit 1; \
+	done
 
 $(CARGO_TOOLS)/bin/cargo-deny:
 	cargo install --locked cargo-deny --root $(CARGO_TOOLS)

@@ -144,6 +144,12 @@ struct SetActiveRequest<'a> {
     rotate_batch: bool,
 }
 
+/// When to re-authenticate, from the JWT's `expiry` (RFC 3339): shortly before it.
+pub fn refresh_time(expiry: &str) -> Result<SystemTime, String> {
+    let expiry = expiry.parse::<jiff::Timestamp>().map(SystemTime::from).map_err(|e| format!("expiry: {e}"))?;
+    Ok(expiry.checked_sub(JWT_REFRESH_MARGIN).unwrap_or(expiry))
+}
+
 #[derive(Deserialize)]
 struct HasMore {
     #[serde(default)]
@@ -199,13 +205,11 @@ impl AntimatterClient {
         let request =
             self.http.post(Self::url(target, "/authenticate")).json(&AuthenticateRequest { token: &target.api_key.0 });
         let auth: AuthenticateResponse = send_json(Service::Antimatter, "authenticate", request, describe).await?;
-        let expiry =
-            auth.expiry.parse::<jiff::Timestamp>().map(SystemTime::from).map_err(|e| RemoteError::Malformed {
-                service: Service::Antimatter,
-                operation: "authenticate",
-                detail: format!("expiry: {e}"),
-            })?;
-        let refresh_at = expiry.checked_sub(JWT_REFRESH_MARGIN).unwrap_or(expiry);
+        let refresh_at = refresh_time(&auth.expiry).map_err(|detail| RemoteError::Malformed {
+            service: Service::Antimatter,
+            operation: "authenticate",
+            detail,
+        })?;
         cache.insert(target.clone(), CachedJwt { token: auth.token.clone(), refresh_at });
         Ok(auth.token)
     }

@@ -132,7 +132,8 @@ impl KeyClients {
     }
 }
 
-fn key_info(key: Key) -> Result<KeyInfo, RemoteError> {
+/// Reads a key bundle as the HSM returned it; anything it cannot use is `Malformed`.
+pub fn key_info(key: Key) -> Result<KeyInfo, RemoteError> {
     let malformed = |detail: &str| RemoteError::Malformed {
         service: Service::Hsm,
         operation: "key.get",
