@@ -140,6 +140,9 @@ $(CARGO_TOOLS)/bin/cargo-cyclonedx:
 release-artifacts: $(CARGO_TOOLS)/bin/cargo-cyclonedx ## Release binaries and a CycloneDX SBOM
 	cargo build --release --workspace --bins
 	PATH=$(CARGO_TOOLS)/bin:$$PATH cargo cyclonedx --format json
+	@mkdir -p dist && mv -f *.cdx.json */*.cdx.json dist/
+	cp $(CARGO_TARGET_DIR)/release/rootkey-operator $(CARGO_TARGET_DIR)/release/rootkey-sandbox dist/
+	@echo "release artifacts and CycloneDX SBOMs in dist/"
 
 .PHONY: lint
 lint: ## rustfmt and clippy
