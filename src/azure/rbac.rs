@@ -80,6 +80,19 @@ impl Rbac {
             .bearer_auth(token.secret()))
     }
 
+    /// A request for the assignment `name` at `scope`.
+    async fn assignment(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        method: reqwest::Method,
+        scope: &str,
+        name: &str,
+    ) -> Result<reqwest::RequestBuilder, RemoteError> {
+        self.request(azure, hsm, identity, method, &path(hsm, scope, &format!("roleAssignments/{name}"))).await
+    }
+
     /// The full ID of "Managed HSM Crypto User" on this HSM (cached).
     pub async fn crypto_user_role(
         &self,
@@ -116,8 +129,7 @@ impl Rbac {
         scope: &str,
         name: &str,
     ) -> Result<Option<RoleAssignment>, RemoteError> {
-        let url = path(hsm, scope, &format!("roleAssignments/{name}"));
-        let rq = self.request(azure, hsm, identity, reqwest::Method::GET, &url).await?;
+        let rq = self.assignment(azure, hsm, identity, reqwest::Method::GET, scope, name).await?;
         match azure.paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.assignment.get", rq, describe_azure)).await {
             Ok(a) => Ok(Some(a)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -135,9 +147,8 @@ impl Rbac {
         name: &str,
         properties: &RoleAssignmentProperties,
     ) -> Result<RoleAssignment, RemoteError> {
-        let url = path(hsm, scope, &format!("roleAssignments/{name}"));
-        let rq =
-            self.request(azure, hsm, identity, reqwest::Method::PUT, &url).await?.json(&PutAssignment { properties });
+        let rq = self.assignment(azure, hsm, identity, reqwest::Method::PUT, scope, name).await?;
+        let rq = rq.json(&PutAssignment { properties });
         azure.paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.assignment.put", rq, describe_azure)).await
     }
 
@@ -150,8 +161,7 @@ impl Rbac {
         scope: &str,
         name: &str,
     ) -> Result<(), RemoteError> {
-        let url = path(hsm, scope, &format!("roleAssignments/{name}"));
-        let rq = self.request(azure, hsm, identity, reqwest::Method::DELETE, &url).await?;
+        let rq = self.assignment(azure, hsm, identity, reqwest::Method::DELETE, scope, name).await?;
         match azure.paced(Class::Rbac, hsm, send(Service::Hsm, "rbac.assignment.delete", rq, describe_azure)).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
