@@ -98,14 +98,14 @@ static: ## Build the operator as a static executable and check it has no dynamic
 	@echo "static binary: $(STATIC_BIN), $$(stat -c %s $(STATIC_BIN)) bytes, no dynamic dependencies"
 
 .PHONY: bench
-bench: tools venv ## Benchmark against Azure's limits and a one-key-at-a-time script (bench/results/)
+bench: tools venv static ## Benchmark against Azure's limits and a one-key-at-a-time script (bench/results/)
 	python3 bench/gen_world.py
-	BENCH_PEER_PYTHON=$(VENV)/bin/python $(VENV)/bin/python bench/run.py
+	BENCH_PEER_PYTHON=$(VENV)/bin/python $(VENV)/bin/python bench/run.py --static-bin $(STATIC_BIN)
 
 .PHONY: bench-quick
-bench-quick: tools venv ## Short benchmark (N <= 100, 20 ms; numbers not judged)
+bench-quick: tools venv static ## Short benchmark (N <= 100, 20 ms; numbers not judged)
 	python3 bench/gen_world.py
-	BENCH_PEER_PYTHON=$(VENV)/bin/python $(VENV)/bin/python bench/run.py --quick
+	BENCH_PEER_PYTHON=$(VENV)/bin/python $(VENV)/bin/python bench/run.py --quick --static-bin $(STATIC_BIN)
 
 .PHONY: soak
 soak: tools build ## Long fault/restart/hostile-input scenarios; prints and writes bench/soak-results.md

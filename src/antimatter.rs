@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use url::Url;
 
-use crate::remote::{RemoteError, Service, send, send_json};
+use crate::{
+    memo::Memo,
+    remote::{RemoteError, Service, send, send_json},
+};
 
 /// Provider name of a key delegated to Antimatter's own Azure application.
 pub const AZURE_DELEGATED_PROVIDER: &str = "azure_am";
@@ -167,7 +170,7 @@ struct CachedJwt {
 pub struct AntimatterClient {
     http: reqwest::Client,
     jwts: Arc<Mutex<HashMap<DomainTarget, CachedJwt>>>,
-    app_ids: Arc<Mutex<HashMap<(Url, String), String>>>,
+    app_ids: Arc<Memo<(Url, String), String>>,
 }
 
 /// Reads Antimatter's error bodies: `{"message": …}` with `field` or `resourceType` alongside.
@@ -224,19 +227,30 @@ impl AntimatterClient {
         Ok(self.http.request(method, Self::url(target, &format!("/control/encryption{path}"))).bearer_auth(jwt))
     }
 
-    /// Antimatter's Azure application ID, from the `azure_am` provider (cached per API and domain).
+    /// Antimatter's Azure application ID if it has been looked up already.
+    pub fn known_application_id(&self, target: &DomainTarget) -> Option<String> {
+        self.app_ids.peek(&(target.api_url.clone(), target.domain_id.clone()))
+    }
+
+    /// Antimatter's Azure application ID, from the `azure_am` provider (looked up once per API and
+    /// domain; `None` when Antimatter names none, which is not remembered).
     pub async fn application_id(&self, target: &DomainTarget) -> Result<Option<String>, RemoteError> {
         let key = (target.api_url.clone(), target.domain_id.clone());
-        if let Some(id) = self.app_ids.lock().await.get(&key) {
-            return Ok(Some(id.clone()));
+        let lookup = async || {
+            let rq = self.authed(target, reqwest::Method::GET, "/providers").await.map_err(Some)?;
+            let r: ProvidersResponse =
+                send_json(Service::Antimatter, "providers.list", rq, describe).await.map_err(Some)?;
+            r.providers
+                .iter()
+                .find(|p| p.name == AZURE_DELEGATED_PROVIDER)
+                .and_then(Provider::application_id)
+                .ok_or(None)
+        };
+        match self.app_ids.get_or_try_init(key, lookup).await {
+            Ok(id) => Ok(Some(id)),
+            Err(None) => Ok(None),
+            Err(Some(e)) => Err(e),
         }
-        let rq = self.authed(target, reqwest::Method::GET, "/providers").await?;
-        let r: ProvidersResponse = send_json(Service::Antimatter, "providers.list", rq, describe).await?;
-        let id = r.providers.iter().find(|p| p.name == AZURE_DELEGATED_PROVIDER).and_then(Provider::application_id);
-        if let Some(id) = &id {
-            self.app_ids.lock().await.insert(key, id.clone());
-        }
-        Ok(id)
     }
 
     pub async fn list_keys(&self, target: &DomainTarget) -> Result<Vec<RootKey>, RemoteError> {

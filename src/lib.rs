@@ -8,6 +8,7 @@ pub mod cloud;
 pub mod controller;
 pub mod crd;
 pub mod leader;
+pub mod memo;
 pub mod metrics;
 pub mod pacing;
 pub mod policy;

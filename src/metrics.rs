@@ -53,9 +53,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     Metrics { registry, calls, reconciles, duration, objects }
 });
 
-/// Counts one remote call. `code` 0 means no HTTP response arrived.
-pub fn record_call(service: Service, operation: &'static str, code: u16) {
-    METRICS.calls.get_or_create(&CallLabels { service: service.as_str(), operation, code }).inc();
+/// Counts one remote call sent at `sent` (and traces it, for profiling a reconcile). `code` 0 means
+/// no HTTP response arrived.
+pub fn record_call(service: Service, operation: &'static str, code: u16, sent: std::time::Instant) {
+    let service = service.as_str();
+    tracing::debug!(service, operation, code, ms = sent.elapsed().as_secs_f64() * 1e3, "remote call");
+    METRICS.calls.get_or_create(&CallLabels { service, operation, code }).inc();
 }
 
 /// Counts one reconcile and its duration.

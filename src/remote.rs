@@ -189,6 +189,7 @@ pub async fn send(
     request: reqwest::RequestBuilder,
     describe: fn(&[u8]) -> (String, String),
 ) -> Result<Vec<u8>, RemoteError> {
+    let sent = std::time::Instant::now();
     let response = request.send().await.map_err(|e| RemoteError::Unreachable {
         service,
         operation,
@@ -196,7 +197,7 @@ pub async fn send(
     })?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    crate::metrics::record_call(service, operation, status.as_u16());
+    crate::metrics::record_call(service, operation, status.as_u16(), sent);
     let body = bounded_body(service, operation, response).await?;
     if status.is_success() {
         return Ok(body);

@@ -16,13 +16,8 @@ use kube::{
     Api, Client, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
-        controller::Config as ControllerConfig,
-        events::{Recorder, Reporter},
-        predicates, reflector,
-        reflector::ObjectRef,
-        utils::Predicate,
-        watcher,
+        Controller, WatchStreamExt, controller::Config as ControllerConfig, predicates, reflector,
+        reflector::ObjectRef, utils::Predicate, watcher,
     },
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -33,7 +28,7 @@ use crate::{
     api::AzureRootKey,
     azure::{Azure, IdentityMode},
     cloud::{Cloud, CloudName},
-    controller::{self, Context},
+    controller::{self, Context, events::Publisher},
     leader::LeaderElector,
     metrics,
     pacing::Pacers,
@@ -214,10 +209,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("kube-system has no UID")?,
     };
     let pod = args.pod_name.clone().unwrap_or_else(|| format!("rootkey-operator-{}", std::process::id()));
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter { controller: controller::FIELD_MANAGER.to_owned(), instance: Some(pod.clone()) },
-    );
+    let events = Publisher::new(client.clone(), controller::FIELD_MANAGER, &pod);
     let ctx = Arc::new(Context::new(
         client.clone(),
         Azure::new(
@@ -229,7 +221,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         AntimatterClient::new(antimatter_http),
         policy,
         cluster_id,
-        recorder,
+        events,
     ));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
@@ -298,8 +290,14 @@ async fn run_controller(
     // Status writes (ours) do not wake the controller: only spec (generation), finalizer and
     // annotation changes do, plus requeues and referenced Secrets. Deletion bumps the generation.
     let (store, writer) = reflector::store();
+    // The cache keeps what reconciles read: managed fields and kubectl's copy of the last applied
+    // manifest are dropped, as they would roughly double its size.
     let changes = watcher(keys, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(|ark| {
+            ark.managed_fields_mut().clear();
+            ark.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -316,10 +314,14 @@ async fn run_controller(
         }
     });
     let mut stop_signal = stop.clone();
+    let secret_values = ctx.clone();
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
             let (ns, name) = (secret.namespace(), secret.name_any());
+            if let (Some(ns), Some(version)) = (&ns, secret.resource_version()) {
+                secret_values.secrets.observe(ns, &name, &version);
+            }
             store
                 .state()
                 .into_iter()

@@ -466,6 +466,7 @@ async fn helm_chart_service_account_can_do_exactly_what_the_operator_needs() {
         ("get", "", "namespaces", "", None, Some("default")),
         ("list", "", "namespaces", "", None, None),
         ("create", "rbac.authorization.k8s.io", "roles", "", n, None),
+        ("patch", "events.k8s.io", "events", "", n, None),
         ("impersonate", "", "serviceaccounts", "", n, None),
         ("create", "", "serviceaccounts", "token", n, Some(&sa)),
     ];

@@ -20,12 +20,16 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 pub const KUBECONFIG_ENV: &str = "ROOTKEY_TEST_KUBECONFIG";
 
 /// Where to find `etcd` and `kube-apiserver`: `$ROOTKEY_TOOLS_BIN`, else `$KUBEBUILDER_ASSETS`, else
-/// the workspace's `bin/`.
+/// the nearest `bin/` holding `etcd` above the working directory. Looked up at run time, not build
+/// time: the build cache is shared by checkouts in other directories.
 pub fn default_bin_dir() -> PathBuf {
     std::env::var_os("ROOTKEY_TOOLS_BIN")
         .or_else(|| std::env::var_os("KUBEBUILDER_ASSETS"))
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../bin"))
+        .unwrap_or_else(|| {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            cwd.ancestors().map(|d| d.join("bin")).find(|b| b.join("etcd").exists()).unwrap_or_else(|| cwd.join("bin"))
+        })
 }
 
 /// A running etcd + kube-apiserver pair. Dropping it stops both.

@@ -1,12 +1,13 @@
 //! Microsoft Graph: find or create the service principal of Antimatter's multi-tenant application in
 //! the customer's tenant. Written on reqwest with `azure_identity` tokens (no Rust Graph SDK fits).
 
-use std::{collections::HashMap, sync::Mutex};
-
 use serde::{Deserialize, Serialize};
 
 use super::{Azure, Identity, describe_azure};
-use crate::remote::{RemoteError, Service, send_json};
+use crate::{
+    memo::Memo,
+    remote::{RemoteError, Service, send_json},
+};
 
 #[derive(Deserialize)]
 struct ServicePrincipal {
@@ -26,14 +27,15 @@ pub enum Found {
     Created,
 }
 
-/// Service principal object IDs cached per (tenant, app).
+/// Service principal object IDs per (tenant, app), looked up once.
 #[derive(Default)]
 pub struct Graph {
-    cache: Mutex<HashMap<(String, String), String>>,
+    principals: Memo<(String, String), (String, Found)>,
 }
 
 impl Graph {
     /// The object ID of `app_id`'s service principal in the identity's tenant, creating it if absent.
+    /// `Found::Created` is told once, to the caller whose lookup created it.
     pub async fn ensure_service_principal(
         &self,
         azure: &Azure,
@@ -41,31 +43,57 @@ impl Graph {
         app_id: &str,
     ) -> Result<(String, Found), RemoteError> {
         let key = (identity.tenant_id.clone(), app_id.to_owned());
-        if let Some(id) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok((id.clone(), Found::Existing));
-        }
-        let graph = azure.cloud.graph_url.as_str().trim_end_matches('/');
-        let token = azure.token(identity, &format!("{graph}/.default")).await?;
-        // The app ID is a GUID (validated at admission), so it is safe inside the key literal.
-        let get = azure
+        let mut created_here = false;
+        let (id, _) = self
+            .principals
+            .get_or_try_init(key, async || {
+                let found = find_or_create(azure, identity, app_id).await?;
+                created_here = found.1 == Found::Created;
+                Ok::<_, RemoteError>(found)
+            })
+            .await?;
+        Ok((id, if created_here { Found::Created } else { Found::Existing }))
+    }
+}
+
+/// Fetches (and caches) the identity's Graph token, so a later lookup does not wait for it.
+pub async fn warm_token(azure: &Azure, identity: &Identity) {
+    // An error here is met again, and reported, by the lookup itself.
+    let _ = azure.token(identity, &scope(azure)).await;
+}
+
+fn scope(azure: &Azure) -> String {
+    format!("{}/.default", azure.cloud.graph_url.as_str().trim_end_matches('/'))
+}
+
+async fn find_or_create(azure: &Azure, identity: &Identity, app_id: &str) -> Result<(String, Found), RemoteError> {
+    let graph = azure.cloud.graph_url.as_str().trim_end_matches('/');
+    let token = azure.token(identity, &scope(azure)).await?;
+    // The app ID is a GUID (validated at admission), so it is safe inside the key literal.
+    let get = || {
+        azure
             .http()
             .get(format!("{graph}/v1.0/servicePrincipals(appId='{app_id}')"))
             .query(&[("$select", "id,appId")])
-            .bearer_auth(token.secret());
-        let (id, found) = match send_json::<ServicePrincipal>(Service::Graph, "sp.get", get, describe_azure).await {
-            Ok(sp) => (sp.id, Found::Existing),
-            Err(e) if e.is_not_found() => {
-                let create = azure
-                    .http()
-                    .post(format!("{graph}/v1.0/servicePrincipals"))
-                    .bearer_auth(token.secret())
-                    .json(&NewServicePrincipal { app_id });
-                let sp: ServicePrincipal = send_json(Service::Graph, "sp.create", create, describe_azure).await?;
-                (sp.id, Found::Created)
-            }
-            Err(e) => return Err(e),
-        };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, id.clone());
-        Ok((id, found))
+            .bearer_auth(token.secret())
+    };
+    match send_json::<ServicePrincipal>(Service::Graph, "sp.get", get(), describe_azure).await {
+        Ok(sp) => return Ok((sp.id, Found::Existing)),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let create = azure
+        .http()
+        .post(format!("{graph}/v1.0/servicePrincipals"))
+        .bearer_auth(token.secret())
+        .json(&NewServicePrincipal { app_id });
+    match send_json::<ServicePrincipal>(Service::Graph, "sp.create", create, describe_azure).await {
+        Ok(sp) => Ok((sp.id, Found::Created)),
+        // Someone else (another cluster, an admin) created it between our read and our create.
+        Err(e) if e.status() == Some(409) => {
+            let sp: ServicePrincipal = send_json(Service::Graph, "sp.get", get(), describe_azure).await?;
+            Ok((sp.id, Found::Existing))
+        }
+        Err(e) => Err(e),
     }
 }

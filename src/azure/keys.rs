@@ -56,7 +56,7 @@ impl KeyClients {
             client_options: azure.client_options(),
             verify_challenge_resource: Some(true),
         };
-        let client = KeyClient::new(&hsm.url, azure.credential(identity)?, Some(options))
+        let client = KeyClient::new(&hsm.url, azure.credential(identity, &hsm.scope)?, Some(options))
             .map_err(|e| from_azure(Service::Hsm, "key.client", e))?;
         let client = Arc::new(client);
         clients.insert(key, client.clone());

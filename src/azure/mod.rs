@@ -71,7 +71,7 @@ pub struct Azure {
     mode: IdentityMode,
     transport: Transport,
     http: reqwest::Client,
-    credentials: Mutex<HashMap<Identity, Arc<dyn TokenCredential>>>,
+    credentials: Mutex<HashMap<(Identity, String), Arc<dyn TokenCredential>>>,
     pacers: Pacers,
 }
 
@@ -115,15 +115,18 @@ impl Azure {
         custom
     }
 
-    /// The credential for an identity, created once and reused so its token cache is shared.
-    pub fn credential(&self, identity: &Identity) -> Result<Arc<dyn TokenCredential>, RemoteError> {
+    /// The credential for an identity and the scope it is used for, created once and reused so its
+    /// token cache is shared. One per scope: a credential's cache holds one lock for all its scopes
+    /// while it fetches a token, which would make the HSM and Graph tokens wait for each other.
+    pub fn credential(&self, identity: &Identity, scope: &str) -> Result<Arc<dyn TokenCredential>, RemoteError> {
         let mut cache = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cache.get(identity) {
+        let key = (identity.clone(), scope.to_owned());
+        if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
         let credential =
             self.new_credential(identity).map_err(|e| RemoteError::Credentials { detail: e.to_string() })?;
-        cache.insert(identity.clone(), credential.clone());
+        cache.insert(key, credential.clone());
         Ok(credential)
     }
 
@@ -179,7 +182,7 @@ impl Azure {
 
     /// A bearer token for `scope`; the credential caches it until shortly before expiry.
     pub async fn token(&self, identity: &Identity, scope: &str) -> Result<Secret, RemoteError> {
-        let credential = self.credential(identity)?;
+        let credential = self.credential(identity, scope)?;
         credential.get_token(&[scope], None).await.map(|t| t.token).map_err(|e| from_azure(Service::Entra, "token", e))
     }
 
@@ -196,8 +199,9 @@ struct MeteredTransport(reqwest::Client);
 impl HttpClient for MeteredTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let (service, operation) = classify(request);
+        let sent = std::time::Instant::now();
         let result = self.0.execute_request(request).await;
-        record_call(service, operation, result.as_ref().map(|r| u16::from(r.status())).unwrap_or(0));
+        record_call(service, operation, result.as_ref().map(|r| u16::from(r.status())).unwrap_or(0), sent);
         result
     }
 }

@@ -2,8 +2,6 @@
 //! `azure_identity` tokens: there is no Rust SDK crate for the Key Vault administration API. Every
 //! call is paced per HSM (Managed HSM allows about 5 RBAC operations per second, reads included).
 
-use std::{collections::HashMap, sync::Mutex};
-
 use serde::{Deserialize, Serialize};
 
 use super::{Azure, Identity, describe_azure};
@@ -15,8 +13,17 @@ use crate::{
 
 /// The built-in role Antimatter's application needs on the key.
 pub const CRYPTO_USER_ROLE: &str = "Managed HSM Crypto User";
-/// Its well-known ID (learn: managed-hsm/built-in-roles), used to check what a lookup returns.
+/// Its well-known ID (learn: managed-hsm/built-in-roles), the same on every HSM.
 pub const CRYPTO_USER_ROLE_ID: &str = "21dbd100-6940-42c2-9190-5d6cb909625b";
+/// Its role definition ID as role assignments carry it. Built-in roles are fixed, so no lookup (one
+/// RBAC call per HSM saved, and one fewer round trip before the first assignment).
+pub const CRYPTO_USER_ROLE_DEFINITION: &str =
+    "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/21dbd100-6940-42c2-9190-5d6cb909625b";
+
+/// Whether a role definition ID (in whichever form the HSM returns it) is "Managed HSM Crypto User".
+pub fn is_crypto_user(role_definition_id: &str) -> bool {
+    role_definition_id.rsplit('/').next().is_some_and(|id| id.eq_ignore_ascii_case(CRYPTO_USER_ROLE_ID))
+}
 
 /// A role assignment as the HSM returns it.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
@@ -46,17 +53,9 @@ struct List<T> {
     next_link: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RoleDefinition {
-    id: String,
-    name: String,
-}
-
-/// Role definition IDs looked up once per HSM.
+/// Role assignments on an HSM's local RBAC.
 #[derive(Default)]
-pub struct Rbac {
-    role_ids: Mutex<HashMap<HsmEndpoint, String>>,
-}
+pub struct Rbac;
 
 fn path(hsm: &HsmEndpoint, scope: &str, rest: &str) -> String {
     let scope = scope.trim_end_matches('/');
@@ -91,33 +90,6 @@ impl Rbac {
         name: &str,
     ) -> Result<reqwest::RequestBuilder, RemoteError> {
         self.request(azure, hsm, identity, method, &path(hsm, scope, &format!("roleAssignments/{name}"))).await
-    }
-
-    /// The full ID of "Managed HSM Crypto User" on this HSM (cached).
-    pub async fn crypto_user_role(
-        &self,
-        azure: &Azure,
-        hsm: &HsmEndpoint,
-        identity: &Identity,
-    ) -> Result<String, RemoteError> {
-        if let Some(id) = self.role_ids.lock().unwrap_or_else(|p| p.into_inner()).get(hsm) {
-            return Ok(id.clone());
-        }
-        let url = path(hsm, "/", "roleDefinitions");
-        let rq = self
-            .request(azure, hsm, identity, reqwest::Method::GET, &url)
-            .await?
-            .query(&[("$filter", format!("roleName eq '{CRYPTO_USER_ROLE}'"))]);
-        let list: List<RoleDefinition> =
-            azure.paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.definition.list", rq, describe_azure)).await?;
-        let def =
-            list.value.into_iter().find(|d| d.name == CRYPTO_USER_ROLE_ID).ok_or_else(|| RemoteError::Malformed {
-                service: Service::Hsm,
-                operation: "rbac.definition.list",
-                detail: format!("the HSM has no role definition {CRYPTO_USER_ROLE:?} with ID {CRYPTO_USER_ROLE_ID}"),
-            })?;
-        self.role_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(hsm.clone(), def.id.clone());
-        Ok(def.id)
     }
 
     /// One assignment by name, or `None` when it does not exist.

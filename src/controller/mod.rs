@@ -3,7 +3,9 @@
 
 pub mod conditions;
 pub mod errors;
+pub mod events;
 pub mod pipeline;
+pub mod secrets;
 
 use std::{
     collections::HashMap,
@@ -11,13 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
         finalizer::{Event as Finalized, finalizer},
         reflector::ObjectRef,
     },
@@ -28,7 +29,9 @@ use url::Url;
 use self::{
     conditions::{Outcome, READY, Step, ready, to_conditions},
     errors::{Area, Error, classify},
+    events::{EventType, Note, Publisher},
     pipeline::{Inputs, Run, required_steps, same_rek},
+    secrets::SecretValues,
 };
 use crate::{
     antimatter::{AntimatterClient, ApiKey, DomainTarget},
@@ -53,7 +56,8 @@ pub struct Context {
     pub policy: TenancyPolicy,
     /// The cluster's identity (the `kube-system` namespace UID), part of role-assignment names.
     pub cluster_id: String,
-    pub recorder: Recorder,
+    pub events: Publisher,
+    pub secrets: SecretValues,
     failures: Mutex<HashMap<ObjectRef<AzureRootKey>, u32>>,
     /// The status this operator last wrote per object, with the resourceVersion the write produced:
     /// the watch cache may not have caught up with our own write yet.
@@ -71,18 +75,19 @@ impl Context {
         antimatter: AntimatterClient,
         policy: TenancyPolicy,
         cluster_id: String,
-        recorder: Recorder,
+        events: Publisher,
     ) -> Self {
         Self {
+            secrets: SecretValues::new(client.clone()),
             client,
             azure,
             keys: KeyClients::default(),
-            rbac: Rbac::default(),
+            rbac: Rbac,
             graph: Graph::default(),
             antimatter,
             policy,
             cluster_id,
-            recorder,
+            events,
             failures: Mutex::default(),
             written: Mutex::default(),
             held: Mutex::default(),
@@ -90,14 +95,19 @@ impl Context {
     }
 
     /// What the object's status is, as far as this operator knows: the cached object's, unless our
-    /// own later write has not reached the cache yet.
+    /// own later write has not reached the cache yet. Once it has, the copy is dropped.
     fn known_status(&self, ark: &AzureRootKey) -> Option<AzureRootKeyStatus> {
         let cached_rv = ark.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
-        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        match (written.get(&ObjectRef::from(ark)), cached_rv) {
-            (Some((rv, status)), Some(cached)) if *rv > cached => Some(status.clone()),
-            _ => ark.status.clone(),
+        let object = ObjectRef::from(ark);
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match (written.get(&object), cached_rv) {
+            (Some((rv, status)), Some(cached)) if *rv > cached => return Some(status.clone()),
+            (Some(_), _) => {
+                written.remove(&object);
+            }
+            (None, _) => {}
         }
+        ark.status.clone()
     }
 
     fn remember_write(&self, ark: &AzureRootKey, written: &AzureRootKey) {
@@ -130,9 +140,8 @@ impl Context {
     }
 
     async fn event(&self, ark: &AzureRootKey, type_: EventType, reason: &str, note: String) {
-        let event =
-            Event { type_, reason: reason.to_owned(), note: Some(note), action: reason.to_owned(), secondary: None };
-        if let Err(e) = self.recorder.publish(&event, &ark.object_ref(&())).await {
+        let note = Note { type_, reason: reason.to_owned(), note };
+        if let Err(e) = self.events.publish(&ark.object_ref(&()), &note).await {
             tracing::warn!(error = %e, "could not publish event");
         }
     }
@@ -172,39 +181,6 @@ pub fn error_policy(ark: Arc<AzureRootKey>, error: &Error, ctx: Arc<Context>) ->
     Action::requeue(ctx.backoff(&ark, None))
 }
 
-/// Reads one key of a Secret in the object's namespace.
-async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> Result<String, Outcome> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets.get_opt(name).await.map_err(|e| {
-        Outcome::failed("SecretUnreadable", format!("Could not read Secret {ns}/{name}: {}", kube_reason(&e)))
-    })?;
-    let secret =
-        secret.ok_or_else(|| Outcome::failed("SecretNotFound", format!("Secret {ns}/{name} does not exist.")))?;
-    let value = secret
-        .data
-        .and_then(|mut d| d.remove(key))
-        .ok_or_else(|| Outcome::failed("SecretNotFound", format!("Secret {ns}/{name} has no key {key:?}.")))?;
-    let ByteString(bytes) = value;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Outcome::failed("InvalidSpec", format!("Secret {ns}/{name} key {key:?} is not UTF-8 text.")))?;
-    let text = text.trim().to_owned();
-    if text.is_empty() || text.len() > 8192 || text.chars().any(char::is_control) {
-        return Err(Outcome::failed(
-            "InvalidSpec",
-            format!("Secret {ns}/{name} key {key:?} is empty, too long or not a single line."),
-        ));
-    }
-    Ok(text)
-}
-
-/// A Kubernetes error without anything the API server echoed back from a request.
-fn kube_reason(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
-        _ => "the API server could not be reached".to_owned(),
-    }
-}
-
 /// Resolves the spec into endpoints, identity and API key, refusing what must be refused before any
 /// remote call: HSMs outside the cloud, objects outside the tenancy policy, missing Secrets.
 async fn resolve(ctx: &Context, ark: &AzureRootKey) -> Result<Inputs, Outcome> {
@@ -213,9 +189,9 @@ async fn resolve(ctx: &Context, ark: &AzureRootKey) -> Result<Inputs, Outcome> {
     let hsm = ctx.azure.cloud.hsm_endpoint(&spec.hsm).map_err(|e| Outcome::failed("InvalidSpec", e.to_string()))?;
     let secret = match &spec.azure_credentials_secret_ref {
         Some(r) => Some(ClientSecret {
-            client_id: secret_value(&ctx.client, &ns, &r.name, "clientId").await?,
-            secret: secret_value(&ctx.client, &ns, &r.name, "clientSecret").await?,
-            tenant_id: secret_value(&ctx.client, &ns, &r.name, "tenantId").await.ok(),
+            client_id: ctx.secrets.value(&ns, &r.name, "clientId").await?,
+            secret: ctx.secrets.value(&ns, &r.name, "clientSecret").await?,
+            tenant_id: ctx.secrets.value(&ns, &r.name, "tenantId").await.ok(),
         }),
         None if !ctx.policy.allows(&ns, spec.hsm.name.as_deref(), &hsm.url) => {
             return Err(Outcome::failed(
@@ -235,7 +211,7 @@ async fn resolve(ctx: &Context, ark: &AzureRootKey) -> Result<Inputs, Outcome> {
                 .filter(|u| u.scheme() == "https")
                 .ok_or_else(|| Outcome::failed("InvalidSpec", "spec.antimatter.apiUrl must be an https URL."))?,
             domain_id: spec.domain_id.clone(),
-            api_key: ApiKey::new(secret_value(&ctx.client, &ns, &r.name, &r.key).await?),
+            api_key: ApiKey::new(ctx.secrets.value(&ns, &r.name, &r.key).await?),
         }),
         None => None,
     };
@@ -291,15 +267,20 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
             .await?;
         ctx.remember_write(ark, &written);
     }
-    for (reason, note) in &run.changes {
-        ctx.event(ark, EventType::Normal, reason, note.clone()).await;
-    }
-    for c in status.conditions.iter().filter(|c| c.status == "False") {
-        let seen = prev.conditions.iter().any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason);
-        if !seen {
-            ctx.event(ark, EventType::Warning, &c.reason, format!("{}: {}", c.type_, c.message)).await;
-        }
-    }
+    let changes = run.changes.iter().map(|(reason, note)| Note {
+        type_: EventType::Normal,
+        reason: (*reason).to_owned(),
+        note: note.clone(),
+    });
+    let new_failures = status.conditions.iter().filter(|c| c.status == "False").filter(|c| {
+        !prev.conditions.iter().any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
+    });
+    let warnings = new_failures.map(|c| Note {
+        type_: EventType::Warning,
+        reason: c.reason.clone(),
+        note: format!("{}: {}", c.type_, c.message),
+    });
+    ctx.events.publish_in_background(ark.object_ref(&()), changes.chain(warnings).collect());
 
     if summary.is_true() {
         ctx.reset_backoff(ark);
@@ -479,54 +460,6 @@ mod tests {
         assert_eq!(first.observed_generation, Some(2));
         assert!(first.conditions.iter().all(|c| c.observed_generation == Some(2)));
         assert_eq!(first.conditions.len(), Step::ALL.len() + 1);
-    }
-
-    /// Secret edge cases against a mocked API server: the ones a real cluster rarely shows.
-    #[tokio::test]
-    async fn secret_values_are_read_carefully() {
-        use http::{Request, Response};
-        use kube::client::Body;
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
-        let secret = |data: serde_json::Value| {
-            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": data}))
-                .expect("json")
-        };
-        let server = tokio::spawn(async move {
-            let replies: Vec<(u16, Vec<u8>)> = vec![
-                (
-                    403,
-                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "echoed-request-detail", "reason": "Forbidden", "code": 403}))
-                    .expect("json"),
-                ),
-                (
-                    404,
-                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "not found", "reason": "NotFound", "code": 404}))
-                    .expect("json"),
-                ),
-                (200, secret(json!({"apiKey": "//79"}))),
-                (200, secret(json!({"apiKey": "bGluZTEKbGluZTI="}))),
-                (200, secret(json!({"other": "eA=="}))),
-                (200, secret(json!({"apiKey": "ICBzM2NyZXQgCg=="}))),
-            ];
-            for (status, body) in replies {
-                let (request, send) = handle.next_request().await.expect("a request");
-                assert_eq!(request.uri().path(), "/api/v1/namespaces/ns/secrets/s");
-                send.send_response(Response::builder().status(status).body(Body::from(body)).expect("response"));
-            }
-        });
-        let read = || secret_value(&client, "ns", "s", "apiKey");
-        let forbidden = read().await.expect_err("403");
-        assert_eq!(forbidden.reason, "SecretUnreadable");
-        assert!(!forbidden.message.contains("echoed-request-detail"), "{}", forbidden.message);
-        assert_eq!(read().await.expect_err("404").reason, "SecretNotFound");
-        assert_eq!(read().await.expect_err("binary").reason, "InvalidSpec");
-        assert_eq!(read().await.expect_err("two lines").reason, "InvalidSpec");
-        assert_eq!(read().await.expect_err("no such key").reason, "SecretNotFound");
-        assert_eq!(read().await.expect("trimmed"), "s3cret");
-        server.await.expect("server");
     }
 
     #[test]

@@ -13,12 +13,12 @@ use super::{
 };
 use crate::{
     antimatter::DomainTarget,
-    api::{AzureRootKey, CreatePolicy, PairingState, PairingStatus},
+    api::{AzureRootKey, AzureRootKeyStatus, CreatePolicy, PairingState, PairingStatus},
     azure::{
         Identity,
-        graph::Found,
+        graph::{self, Found},
         keys::KeyInfo,
-        rbac::{CRYPTO_USER_ROLE, RoleAssignmentProperties},
+        rbac::{CRYPTO_USER_ROLE, CRYPTO_USER_ROLE_DEFINITION, RoleAssignmentProperties, is_crypto_user},
     },
     cloud::HsmEndpoint,
 };
@@ -65,6 +65,18 @@ impl Run {
         self.outcomes.get(step.as_str()).is_some_and(Outcome::is_true)
     }
 
+    /// Takes in what a concurrently run part of the pipeline found and did.
+    fn absorb(&mut self, other: Run) {
+        self.outcomes.extend(other.outcomes);
+        self.key = self.key.take().or(other.key);
+        self.principal = self.principal.take().or(other.principal);
+        self.assignment = self.assignment.take().or(other.assignment);
+        self.rek_id = self.rek_id.take().or(other.rek_id);
+        self.changes.extend(other.changes);
+        self.retry_after = self.retry_after.max(other.retry_after);
+        self.failed |= other.failed;
+    }
+
     fn wait(&mut self, step: Step, on: Step) {
         self.set(step, Outcome::unknown(&format!("Waiting{}", on.as_str()), format!("waiting for {}", on.as_str())));
     }
@@ -76,137 +88,127 @@ fn tag_present(key: &KeyInfo, domain_id: &str) -> bool {
 
 /// Runs every step for one object. Nothing here writes to Kubernetes.
 pub async fn run(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs) -> Run {
-    let mut run = Run::default();
     let spec = &ark.spec;
-    let suspend = spec.suspend;
     let prev = ark.status.clone().unwrap_or_default();
 
-    // 1. KeyReady
+    // 1-3. The key chain (read or create, then tag) and the principal chain (Antimatter's
+    // application, then Graph) do not depend on each other: both start at once, so a first
+    // reconcile waits for the longer one, not for their sum.
+    let (mut run, principal) = tokio::join!(key_and_tag(ctx, ark, inputs), principal(ctx, ark, inputs));
+    run.absorb(principal);
+
+    // 4-5. The role needs the key and the principal; registration only needs the key and its tag.
+    let (role, registered) = tokio::join!(role(ctx, ark, inputs, &prev, &run), register(ctx, ark, inputs, &prev, &run));
+    run.absorb(role);
+    run.absorb(registered);
+
+    let Some(domain) = &inputs.domain else {
+        // 5-7 without an API key: our own pre-check stands in for Antimatter's pairing check.
+        let blocker = [Step::KeyReady, Step::TagApplied, Step::RoleAssigned].into_iter().find(|s| !run.ok(*s));
+        let manual = Outcome::unknown(
+            "ManualRegistrationRequired",
+            match (&run.key, blocker) {
+                (Some(key), None) => format!(
+                    "No Antimatter API key configured: enter Key URL {} and Tenant ID {} in the Antimatter dashboard (Domain Configuration > Encryption Rotation), or set spec.antimatter.apiKeySecretRef.",
+                    key.kid, spec.tenant_id
+                ),
+                (_, Some(step)) => {
+                    format!("Pre-check failed at {}; fix it before registering the key with Antimatter.", step.as_str())
+                }
+                (None, None) => "The key is not known yet.".to_owned(),
+            },
+        );
+        run.set(Step::Registered, manual.clone());
+        run.set(Step::Paired, manual);
+        run.set(
+            Step::Active,
+            Outcome::unknown("ManualRegistrationRequired", "Activation needs spec.antimatter.apiKeySecretRef."),
+        );
+        return run;
+    };
+
+    // 6. Paired: Antimatter's check needs the registration, the role and the tag in place.
+    match [Step::Registered, Step::RoleAssigned, Step::TagApplied].into_iter().find(|s| !run.ok(*s)) {
+        Some(step) => run.wait(Step::Paired, step),
+        None => match pair(ctx, domain, &mut run).await {
+            Ok(outcome) => run.set(Step::Paired, outcome),
+            Err(f) => run.fail(Step::Paired, f),
+        },
+    }
+    // 7. Active
+    if !spec.antimatter.activate {
+        run.set(
+            Step::Active,
+            Outcome::failed(
+                "ActivationNotRequested",
+                "spec.antimatter.activate is false; the key is registered but not made active.",
+            ),
+        );
+    } else if run.ok(Step::Paired) {
+        match ensure_active(ctx, ark, domain, &mut run).await {
+            Ok(outcome) => run.set(Step::Active, outcome),
+            Err(f) => run.fail(Step::Active, f),
+        }
+    } else {
+        run.wait(Step::Active, Step::Paired);
+    }
+    run
+}
+
+/// Steps 1 and 2: the key, then its tag.
+async fn key_and_tag(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs) -> Run {
+    let mut run = Run::default();
     match ensure_key(ctx, ark, inputs, &mut run).await {
         Ok(outcome) => run.set(Step::KeyReady, outcome),
         Err(f) => run.fail(Step::KeyReady, f),
     }
-
-    // 2. TagApplied
     match run.key.clone() {
-        Some(key) if run.ok(Step::KeyReady) || tag_present(&key, &spec.domain_id) => {
-            if tag_present(&key, &spec.domain_id) {
-                run.set(
-                    Step::TagApplied,
-                    Outcome::ok("TagPresent", format!("The key carries {}=allow.", spec.domain_id)),
-                );
-            } else if suspend {
-                run.set(
-                    Step::TagApplied,
-                    Outcome::failed(
-                        "Suspended",
-                        format!("The tag {}=allow is missing; suspended, so not adding it.", spec.domain_id),
-                    ),
-                );
-            } else {
-                let mut tags = key.tags.clone();
-                tags.insert(spec.domain_id.clone(), "allow".to_owned());
-                let name = &spec.key.name;
-                match ctx.keys.set_tags(&ctx.azure, &inputs.hsm, &inputs.identity, name, &key.version, tags).await {
-                    Ok(updated) => {
-                        run.changes.push((
-                            "TagAdded",
-                            format!("Tagged key {name} version {} with {}=allow", key.version, spec.domain_id),
-                        ));
-                        run.key = Some(updated);
-                        run.set(
-                            Step::TagApplied,
-                            Outcome::ok("TagPresent", format!("The key carries {}=allow.", spec.domain_id)),
-                        );
-                    }
-                    Err(e) => run.fail(Step::TagApplied, classify(Area::Keys, &e)),
-                }
+        Some(key) if run.ok(Step::KeyReady) || tag_present(&key, &ark.spec.domain_id) => {
+            match ensure_tag(ctx, ark, inputs, key, &mut run).await {
+                Ok(outcome) => run.set(Step::TagApplied, outcome),
+                Err(f) => run.fail(Step::TagApplied, f),
             }
         }
         _ => run.wait(Step::TagApplied, Step::KeyReady),
     }
+    run
+}
 
-    // 3. ServicePrincipalReady
+/// Step 3: the service principal.
+async fn principal(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs) -> Run {
+    let mut run = Run::default();
     match ensure_principal(ctx, ark, inputs, &mut run).await {
         Ok(outcome) => run.set(Step::ServicePrincipalReady, outcome),
         Err(f) => run.fail(Step::ServicePrincipalReady, f),
     }
+    run
+}
 
-    // 4. RoleAssigned
-    if !run.ok(Step::KeyReady) {
-        run.wait(Step::RoleAssigned, Step::KeyReady);
-    } else if !run.ok(Step::ServicePrincipalReady) {
-        run.wait(Step::RoleAssigned, Step::ServicePrincipalReady);
-    } else {
-        match ensure_role(ctx, ark, inputs, prev.role_assignment_name.as_deref(), &mut run).await {
+/// Step 4: the role assignment, once the key and the principal are known.
+async fn role(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, prev: &AzureRootKeyStatus, done: &Run) -> Run {
+    let mut run = Run { key: done.key.clone(), principal: done.principal.clone(), ..Run::default() };
+    match [Step::KeyReady, Step::ServicePrincipalReady].into_iter().find(|s| !done.ok(*s)) {
+        Some(step) => run.wait(Step::RoleAssigned, step),
+        None => match ensure_role(ctx, ark, inputs, prev.role_assignment_name.as_deref(), &mut run).await {
             Ok(outcome) => run.set(Step::RoleAssigned, outcome),
             Err(f) => run.fail(Step::RoleAssigned, f),
-        }
+        },
     }
+    run
+}
 
-    let azure_ready = [Step::KeyReady, Step::TagApplied, Step::RoleAssigned].into_iter().find(|s| !run.ok(*s));
-    match (&inputs.domain, azure_ready) {
-        // 5-7 without an API key: our own pre-check stands in for Antimatter's pairing check.
-        (None, blocker) => {
-            let manual = Outcome::unknown(
-                "ManualRegistrationRequired",
-                match (&run.key, blocker) {
-                    (Some(key), None) => format!(
-                        "No Antimatter API key configured: enter Key URL {} and Tenant ID {} in the Antimatter dashboard (Domain Configuration > Encryption Rotation), or set spec.antimatter.apiKeySecretRef.",
-                        key.kid, spec.tenant_id
-                    ),
-                    (_, Some(step)) => format!(
-                        "Pre-check failed at {}; fix it before registering the key with Antimatter.",
-                        step.as_str()
-                    ),
-                    (None, None) => "The key is not known yet.".to_owned(),
-                },
-            );
-            run.set(Step::Registered, manual.clone());
-            run.set(Step::Paired, manual);
-            run.set(
-                Step::Active,
-                Outcome::unknown("ManualRegistrationRequired", "Activation needs spec.antimatter.apiKeySecretRef."),
-            );
-        }
-        (Some(_), Some(step)) => {
-            run.wait(Step::Registered, step);
-            run.wait(Step::Paired, Step::Registered);
-            run.wait(Step::Active, Step::Paired);
-        }
-        (Some(domain), None) => {
-            // 5. Registered
-            match ensure_registered(ctx, ark, domain, &prev, &mut run).await {
-                Ok(outcome) => run.set(Step::Registered, outcome),
-                Err(f) => run.fail(Step::Registered, f),
-            }
-            // 6. Paired
-            if run.ok(Step::Registered) {
-                match pair(ctx, domain, &mut run).await {
-                    Ok(outcome) => run.set(Step::Paired, outcome),
-                    Err(f) => run.fail(Step::Paired, f),
-                }
-            } else {
-                run.wait(Step::Paired, Step::Registered);
-            }
-            // 7. Active
-            if !spec.antimatter.activate {
-                run.set(
-                    Step::Active,
-                    Outcome::failed(
-                        "ActivationNotRequested",
-                        "spec.antimatter.activate is false; the key is registered but not made active.",
-                    ),
-                );
-            } else if run.ok(Step::Paired) {
-                match ensure_active(ctx, ark, domain, &mut run).await {
-                    Ok(outcome) => run.set(Step::Active, outcome),
-                    Err(f) => run.fail(Step::Active, f),
-                }
-            } else {
-                run.wait(Step::Active, Step::Paired);
-            }
-        }
+/// Step 5: registration with Antimatter, once the key is usable and tagged (with an API key only).
+async fn register(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, prev: &AzureRootKeyStatus, done: &Run) -> Run {
+    let mut run = Run { key: done.key.clone(), ..Run::default() };
+    let Some(domain) = &inputs.domain else {
+        return run;
+    };
+    match [Step::KeyReady, Step::TagApplied].into_iter().find(|s| !done.ok(*s)) {
+        Some(step) => run.wait(Step::Registered, step),
+        None => match ensure_registered(ctx, ark, domain, prev, &mut run).await {
+            Ok(outcome) => run.set(Step::Registered, outcome),
+            Err(f) => run.fail(Step::Registered, f),
+        },
     }
     run
 }
@@ -268,6 +270,38 @@ async fn ensure_key(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, run: &mu
     }))
 }
 
+async fn ensure_tag(
+    ctx: &Context,
+    ark: &AzureRootKey,
+    inputs: &Inputs,
+    key: KeyInfo,
+    run: &mut Run,
+) -> Result<Outcome, Failure> {
+    let domain_id = &ark.spec.domain_id;
+    let present = Outcome::ok("TagPresent", format!("The key carries {domain_id}=allow."));
+    if tag_present(&key, domain_id) {
+        return Ok(present);
+    }
+    if ark.spec.suspend {
+        return Ok(Outcome::failed(
+            "Suspended",
+            format!("The tag {domain_id}=allow is missing; suspended, so not adding it."),
+        ));
+    }
+    // Every other tag is sent back unchanged: the update replaces the whole set.
+    let mut tags = key.tags.clone();
+    tags.insert(domain_id.clone(), "allow".to_owned());
+    let name = &ark.spec.key.name;
+    let updated = ctx
+        .keys
+        .set_tags(&ctx.azure, &inputs.hsm, &inputs.identity, name, &key.version, tags)
+        .await
+        .map_err(|e| classify(Area::Keys, &e))?;
+    run.changes.push(("TagAdded", format!("Tagged key {name} version {} with {domain_id}=allow", key.version)));
+    run.key = Some(updated);
+    Ok(present)
+}
+
 /// Why a key cannot serve as a root key, if it cannot. Reported, never "fixed" by replacing it.
 fn usable(key: &KeyInfo) -> Option<Outcome> {
     if !key.kty.eq_ignore_ascii_case("oct-HSM") {
@@ -319,7 +353,14 @@ async fn ensure_principal(
     }
     let app_id = match (&spec.application_id, &inputs.domain) {
         (Some(app), _) => app.clone(),
-        (None, Some(domain)) => application_from_providers(ctx, domain).await?,
+        (None, Some(domain)) => match ctx.antimatter.known_application_id(domain) {
+            Some(app) => app,
+            // The first time for this domain: the Graph token is fetched while Antimatter answers.
+            None => {
+                tokio::join!(application_from_providers(ctx, domain), graph::warm_token(&ctx.azure, &inputs.identity))
+                    .0?
+            }
+        },
         (None, None) => {
             return Ok(Outcome::failed(
                 "InvalidSpec",
@@ -373,11 +414,8 @@ async fn ensure_role(
     let principal = run.principal.clone().unwrap_or_default();
     let scope = format!("/keys/{}", ark.spec.key.name);
     let (azure, hsm, id) = (&ctx.azure, &inputs.hsm, &inputs.identity);
-    let role_id = ctx.rbac.crypto_user_role(azure, hsm, id).await.map_err(|e| classify(Area::Rbac, &e))?;
-    let ours = assignment_name(&ctx.cluster_id, hsm, &scope, &role_id, &principal);
-    let matches = |p: &RoleAssignmentProperties| {
-        p.principal_id == principal && p.role_definition_id.eq_ignore_ascii_case(&role_id)
-    };
+    let ours = assignment_name(&ctx.cluster_id, hsm, &scope, CRYPTO_USER_ROLE_DEFINITION, &principal);
+    let matches = |p: &RoleAssignmentProperties| p.principal_id == principal && is_crypto_user(&p.role_definition_id);
 
     // The assignment recorded in status (ours or one made by hand) is checked with one read. With none
     // recorded, the PUT below is the check: under our deterministic name it is idempotent.
@@ -399,8 +437,11 @@ async fn ensure_role(
             format!("{principal} does not hold {CRYPTO_USER_ROLE} at {scope}; suspended, so not assigning it."),
         ));
     }
-    let properties =
-        RoleAssignmentProperties { scope: None, role_definition_id: role_id.clone(), principal_id: principal.clone() };
+    let properties = RoleAssignmentProperties {
+        scope: None,
+        role_definition_id: CRYPTO_USER_ROLE_DEFINITION.to_owned(),
+        principal_id: principal.clone(),
+    };
     match ctx.rbac.put(azure, hsm, id, &scope, &ours, &properties).await {
         Ok(a) => {
             run.changes
@@ -425,7 +466,7 @@ async fn ensure_registered(
     ctx: &Context,
     ark: &AzureRootKey,
     domain: &DomainTarget,
-    prev: &crate::api::AzureRootKeyStatus,
+    prev: &AzureRootKeyStatus,
     run: &mut Run,
 ) -> Result<Outcome, Failure> {
     let Some(key) = run.key.clone() else {

@@ -30,7 +30,6 @@ WATCH_RULES = {
     ("", "secrets", "list", ()),
     ("", "secrets", "watch", ()),
     ("events.k8s.io", "events", "create", ()),
-    ("events.k8s.io", "events", "patch", ()),
 }
 CLUSTER_UID_RULES = {("", "namespaces", "get", ("kube-system",))}
 LEASE_RULES = {

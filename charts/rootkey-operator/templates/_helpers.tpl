@@ -90,7 +90,7 @@ app.kubernetes.io/part-of: rootkey-operator
   verbs: ["get", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
 {{/* Reading kube-system's UID (the cluster's identity). */}}

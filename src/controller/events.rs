@@ -1,0 +1,110 @@
+//! Kubernetes events (`events.k8s.io/v1`), created directly instead of through kube's `Recorder`:
+//! the Recorder keeps every event it published for six minutes to aggregate repeats, and scans that
+//! memory on each publish, which at thousands of objects costs tens of MiB and time linear in the
+//! fleet per event. This operator publishes an event only when it changed something or a condition
+//! newly failed, so there are no repeats to aggregate.
+
+use k8s_openapi::{
+    api::{core::v1::ObjectReference, events::v1::Event},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::Timestamp,
+};
+use kube::{Api, Client, api::PostParams};
+
+/// The API server refuses notes longer than this many bytes.
+const MAX_NOTE_BYTES: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// One event to publish about an object.
+#[derive(Clone, Debug)]
+pub struct Note {
+    pub type_: EventType,
+    pub reason: String,
+    pub note: String,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    controller: String,
+    instance: String,
+}
+
+impl Publisher {
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+        Self { client, controller: controller.to_owned(), instance: instance.to_owned() }
+    }
+
+    pub async fn publish(&self, regarding: &ObjectReference, note: &Note) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let ns = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or(&self.controller),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(ns.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(format!("{:?}", note.type_)),
+            reason: Some(note.reason.clone()),
+            action: Some(note.reason.clone()),
+            note: Some(truncate(&note.note, MAX_NOTE_BYTES)),
+            regarding: Some(regarding.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        };
+        Api::<Event>::namespaced(self.client.clone(), &ns).create(&PostParams::default(), &event).await.map(drop)
+    }
+
+    /// Publishes `notes` in order on a task of their own: events are best-effort, and a reconcile
+    /// worker should not wait for them.
+    pub fn publish_in_background(&self, regarding: ObjectReference, notes: Vec<Note>) {
+        if notes.is_empty() {
+            return;
+        }
+        let publisher = self.clone();
+        tokio::spawn(async move {
+            for note in &notes {
+                if let Err(e) = publisher.publish(&regarding, note).await {
+                    tracing::warn!(error = %e, reason = note.reason, "could not publish event");
+                }
+            }
+        });
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with an ellipsis when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short", 1024), "short");
+        let long = "é".repeat(600);
+        let cut = truncate(&long, MAX_NOTE_BYTES);
+        assert!(cut.len() <= MAX_NOTE_BYTES);
+        assert!(cut.ends_with('…'));
+    }
+}
