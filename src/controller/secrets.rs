@@ -10,11 +10,18 @@ use kube::{Api, Client};
 use super::conditions::Outcome;
 
 type SecretRef = (String, String);
+/// (namespace, name, key)
+type ValueRef = (String, String, String);
+
+/// A checked value and the Secret version it was read from.
+struct Remembered {
+    version: String,
+    value: String,
+}
 
 pub struct SecretValues {
     client: Client,
-    /// (namespace, name, key) → (resourceVersion read, value).
-    values: Mutex<HashMap<(String, String, String), (String, String)>>,
+    values: Mutex<HashMap<ValueRef, Remembered>>,
     /// The newest resourceVersion the watch has reported per Secret in the watched namespaces.
     seen: Mutex<HashMap<SecretRef, String>>,
 }
@@ -36,10 +43,10 @@ impl SecretValues {
     pub async fn value(&self, ns: &str, name: &str, key: &str) -> Result<String, Outcome> {
         let id = (ns.to_owned(), name.to_owned(), key.to_owned());
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&(id.0.clone(), id.1.clone())).cloned();
-        if let Some((version, value)) = self.values.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
-            && seen.as_ref() == Some(version)
+        if let Some(remembered) = self.values.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
+            && seen.as_ref() == Some(&remembered.version)
         {
-            return Ok(value.clone());
+            return Ok(remembered.value.clone());
         }
         let secret = Api::<Secret>::namespaced(self.client.clone(), ns).get_opt(name).await.map_err(|e| {
             Outcome::failed("SecretUnreadable", format!("Could not read Secret {ns}/{name}: {}", kube_reason(&e)))
@@ -52,7 +59,7 @@ impl SecretValues {
             .and_then(|mut d| d.remove(key))
             .ok_or_else(|| Outcome::failed("SecretNotFound", format!("Secret {ns}/{name} has no key {key:?}.")))?;
         let text = checked(ns, name, key, value)?;
-        self.values.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (version, text.clone()));
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Remembered { version, value: text.clone() });
         Ok(text)
     }
 }
