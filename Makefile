@@ -133,6 +133,16 @@ $(CARGO_TOOLS)/bin/cargo-deny:
 deny: $(CARGO_TOOLS)/bin/cargo-deny ## Licences, bans and sources (advisories need the RustSec database)
 	$(CARGO_TOOLS)/bin/cargo-deny check licenses bans sources
 
+$(CARGO_TOOLS)/bin/cargo-audit:
+	cargo install --locked cargo-audit --root $(CARGO_TOOLS)
+
+# Needs the RustSec advisory database, which both tools fetch from GitHub: not reachable where only
+# package registries are (this project's CI), so CI runs `make deny` and not this.
+.PHONY: audit
+audit: $(CARGO_TOOLS)/bin/cargo-deny $(CARGO_TOOLS)/bin/cargo-audit ## Known-vulnerability checks (cargo deny advisories + cargo audit; need network)
+	$(CARGO_TOOLS)/bin/cargo-deny check advisories
+	$(CARGO_TOOLS)/bin/cargo-audit audit --deny warnings
+
 $(CARGO_TOOLS)/bin/cargo-cyclonedx:
 	cargo install --locked cargo-cyclonedx --root $(CARGO_TOOLS)
 

@@ -52,8 +52,11 @@ fn key_size(s: &str) -> Result<u16, String> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        // Blocking threads resolve host names for new connections; a burst of reconciles would
+        // otherwise start hundreds, each with its own stack and malloc arena.
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .max_blocking_threads(16)
             .build()?
             .block_on(rootkey_operator::run::run(*args))?,
         Command::Crd => print!("{}", rootkey_operator::crd::crd_yaml()?),

@@ -117,6 +117,9 @@ pub fn http_client(extra_ca_pem: Option<&[u8]>, redirects: Redirects) -> anyhow:
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(90))
+        // A burst of reconciles opens many connections to a host; keep only a few of them idle, as
+        // each TLS connection holds its buffers.
+        .pool_max_idle_per_host(4)
         .redirect(policy)
         .user_agent(concat!("rootkey-operator/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = extra_ca_pem {

@@ -48,8 +48,9 @@ pub struct RunArgs {
     /// Namespaces to watch (comma-separated); empty watches all.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
-    /// Objects reconciled at once.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    /// Objects reconciled at once. A reconcile mostly waits on remote calls, and per-HSM pacing, not
+    /// this number, bounds the rate Azure sees.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
     /// Azure cloud: sets the Entra ID authority, Microsoft Graph and the Managed HSM DNS suffix.
     #[arg(long, env = "AZURE_CLOUD", value_enum, default_value = "AzurePublic")]
@@ -305,12 +306,13 @@ async fn run_controller(
             Default::default(),
         );
     let controller = Controller::for_stream(changes, store.clone());
-    let gauge_store = store.clone();
-    let gauges = tokio::spawn(async move {
+    let (gauge_store, gauge_ctx) = (store.clone(), ctx.clone());
+    let housekeeping = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let (t, f, u) = controller::count_ready(gauge_store.state().iter().map(|a| a.as_ref()));
             metrics::set_objects(t, f, u);
+            gauge_ctx.forget_caught_up_writes(&gauge_store);
         }
     });
     let mut stop_signal = stop.clone();
@@ -343,5 +345,5 @@ async fn run_controller(
             }
         })
         .await;
-    gauges.abort();
+    housekeeping.abort();
 }

@@ -20,7 +20,7 @@ use kube::{
     runtime::{
         controller::Action,
         finalizer::{Event as Finalized, finalizer},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
     },
 };
 use serde_json::json;
@@ -116,6 +116,17 @@ impl Context {
         {
             self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(ObjectRef::from(ark), (rv, status));
         }
+    }
+
+    /// Drops remembered writes this watch cache has caught up with, so the copies do not outlive
+    /// the moment they are needed. Objects the cache does not hold (another namespace's controller)
+    /// are left alone; deleted ones are forgotten by the cleanup.
+    pub fn forget_caught_up_writes(&self, cache: &Store<AzureRootKey>) {
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).retain(|object, (written_rv, _)| {
+            cache.get(object).is_none_or(|ark| {
+                ark.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()) < Some(*written_rv)
+            })
+        });
     }
 
     /// Exponential per-object backoff from 1 s to 5 min, or longer when the service asked for it.
