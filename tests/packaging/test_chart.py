@@ -174,7 +174,7 @@ def test_defaults(render):
     assert c["image"] == "ghcr.io/antimatterhq/rootkey-operator:0.1.0"
     assert env["LEADER_ELECT"] == "false"
     assert env["WATCH_NAMESPACES"] == ""
-    assert env["CONCURRENCY"] == "16"
+    assert env["CONCURRENCY"] == "64"
     assert env["AZURE_IDENTITY"] == "workload"
     assert env["AZURE_CLOUD"] == "AzurePublic"
     assert env["LOG_FORMAT"] == "json"
