@@ -19,7 +19,7 @@ mod tests {
 
     #[test]
     fn checked_in_crd_matches_the_rust_types() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/antimatter.io_azurerootkeys.yaml");
+        let path = "crds/antimatter.io_azurerootkeys.yaml";
         let on_disk = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             on_disk == crd_yaml().expect("CRD serialises"),

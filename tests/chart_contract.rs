@@ -13,11 +13,8 @@ fn run_env_names() -> Vec<String> {
 
 #[test]
 fn every_env_var_the_chart_sets_is_read_by_the_operator() {
-    let template = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/charts/rootkey-operator/templates/deployment.yaml"
-    ))
-    .expect("deployment template");
+    let template =
+        std::fs::read_to_string("charts/rootkey-operator/templates/deployment.yaml").expect("deployment template");
     let flags = run_env_names();
     assert!(flags.len() >= 15, "{flags:?}");
     // Read by azure_identity itself, not by a flag.
@@ -40,8 +37,7 @@ fn every_env_var_the_chart_sets_is_read_by_the_operator() {
 #[test]
 fn the_charts_tenancy_policy_parses() {
     let values: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/rootkey-operator/ci/all-on-values.yaml"))
-            .expect("values"),
+        &std::fs::read_to_string("charts/rootkey-operator/ci/all-on-values.yaml").expect("values"),
     )
     .expect("yaml");
     let policy = serde_yaml::to_string(&values["tenancyPolicy"]).expect("policy");

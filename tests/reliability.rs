@@ -379,15 +379,9 @@ async fn helm_chart_service_account_can_do_exactly_what_the_operator_needs() {
     let client = support::client().await;
     let ns = support::namespace(&client, "rel-rbac").await;
     let release = format!("rk{}", fastrand::u32(..));
-    let helm = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/helm");
+    let helm = "bin/helm";
     let out = std::process::Command::new(helm)
-        .args([
-            "template",
-            &release,
-            concat!(env!("CARGO_MANIFEST_DIR"), "/charts/rootkey-operator"),
-            "--namespace",
-            &ns,
-        ])
+        .args(["template", &release, "charts/rootkey-operator", "--namespace", &ns])
         .args(["--set", &format!("watchNamespaces={{{ns}}}"), "--set", "replicaCount=2"])
         .output()
         .expect("helm template");

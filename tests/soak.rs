@@ -230,7 +230,7 @@ async fn zz_report() {
         ));
     }
     println!("\n{md}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/soak-results.md");
+    let path = std::path::Path::new("bench/soak-results.md");
     std::fs::create_dir_all(path.parent().expect("bench/")).expect("bench/");
     std::fs::write(
         &path,

@@ -30,7 +30,7 @@ pub enum Found {
 /// Service principal object IDs per (tenant, app), looked up once.
 #[derive(Default)]
 pub struct Graph {
-    principals: Memo<(String, String), (String, Found)>,
+    principals: Memo<(String, String), String>,
 }
 
 impl Graph {
@@ -44,12 +44,12 @@ impl Graph {
     ) -> Result<(String, Found), RemoteError> {
         let key = (identity.tenant_id.clone(), app_id.to_owned());
         let mut created_here = false;
-        let (id, _) = self
+        let id = self
             .principals
             .get_or_try_init(key, async || {
-                let found = find_or_create(azure, identity, app_id).await?;
-                created_here = found.1 == Found::Created;
-                Ok::<_, RemoteError>(found)
+                let (id, found) = find_or_create(azure, identity, app_id).await?;
+                created_here = found == Found::Created;
+                Ok::<_, RemoteError>(id)
             })
             .await?;
         Ok((id, if created_here { Found::Created } else { Found::Existing }))

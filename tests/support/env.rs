@@ -84,8 +84,7 @@ impl Env {
         let client = super::client().await;
         super::install_crd(&client).await;
         let ns = super::namespace(&client, prefix).await;
-        let mut world =
-            World::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sandbox/world.yaml")).expect("world");
+        let mut world = World::from_file("deploy/sandbox/world.yaml").expect("world");
         adjust(&mut world, &ns);
         let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
@@ -114,7 +113,7 @@ impl Env {
         .expect("CRD established in time")
         .expect("watch CRD");
         let ns = super::namespace(&client, prefix).await;
-        let world = World::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sandbox/world.yaml")).expect("world");
+        let world = World::from_file("deploy/sandbox/world.yaml").expect("world");
         let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir");
