@@ -186,7 +186,7 @@ async fn principal(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs) -> Run {
 
 /// Step 4: the role assignment, once the key and the principal are known.
 async fn role(ctx: &Context, ark: &AzureRootKey, inputs: &Inputs, prev: &AzureRootKeyStatus, done: &Run) -> Run {
-    let mut run = Run { key: done.key.clone(), principal: done.principal.clone(), ..Run::default() };
+    let mut run = Run { principal: done.principal.clone(), ..Run::default() };
     match [Step::KeyReady, Step::ServicePrincipalReady].into_iter().find(|s| !done.ok(*s)) {
         Some(step) => run.wait(Step::RoleAssigned, step),
         None => match ensure_role(ctx, ark, inputs, prev.role_assignment_name.as_deref(), &mut run).await {
