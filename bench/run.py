@@ -398,6 +398,18 @@ def event_writes(kube):
     return per
 
 
+def settled_event_writes(kube, deadline, quiet_s=2.0):
+    """Event writes per object once no new event has appeared for `quiet_s` (or at the deadline)."""
+    last = event_writes(kube)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = event_writes(kube)
+        if sum(now.values()) == sum(last.values()):
+            return now
+        last = now
+    return last
+
+
 def pct(values, p):
     if not values:
         return None
@@ -551,7 +563,9 @@ def run_one(args, n, latency, throttled, steady, peer_n, out_dir):
                 not_ready[r] = not_ready.get(r, 0) + 1
         res["not_ready_reasons"] = not_ready
 
-        time.sleep(2)  # late status writes/events land
+        # Events trail the status writes (the operator publishes them in the background): wait until
+        # they stop arriving, so the per-object counts below are complete.
+        ev = settled_event_writes(kube, run_deadline)
         calls1, sb1 = operator_calls(mport), sandbox_counters(admin)
         op_calls = diff(calls0, calls1)
         sb_calls = diff(sb0, sb1)
@@ -565,7 +579,6 @@ def run_one(args, n, latency, throttled, steady, peer_n, out_dir):
             "http_429_operator_seen": count_429(op_calls),
             "operator_token_requests": sum(v for (s, o, c), v in op_calls.items() if s == "entra" and o == "token"),
         }
-        ev = event_writes(kube)
         _, modified, _ = w.snapshot()
         res["first"]["apiserver_writes_per_object"] = (sum(modified.values()) + sum(ev.values())) / n
         res["first"]["status_or_metadata_patches_per_object"] = sum(modified.values()) / n

@@ -68,7 +68,8 @@ pub struct AzureRootKeySpec {
 
     /// What to do in Azure and Antimatter when this object is deleted. `Retain` (default) leaves
     /// everything in place; `Revoke` removes the role assignment, the domain tag and the Antimatter
-    /// registration. The key itself is never deleted or disabled.
+    /// registration; only `Revoke` objects carry the `antimatter.io/cleanup` finalizer. The key
+    /// itself is never deleted or disabled.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
@@ -82,8 +83,8 @@ pub struct AzureRootKeySpec {
     #[schemars(length(max = 16))]
     pub check_interval: String,
 
-    /// Observe and report only: change nothing in Azure or Antimatter, and release the finalizer on
-    /// deletion without touching them.
+    /// Observe and report only: change nothing in Azure or Antimatter, and on deletion release the
+    /// object without touching them.
     #[serde(default)]
     pub suspend: bool,
 }

@@ -3,6 +3,7 @@
 
 pub mod antimatter;
 pub mod api;
+pub mod apiserver;
 pub mod azure;
 pub mod cloud;
 pub mod controller;

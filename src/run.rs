@@ -26,6 +26,7 @@ use url::Url;
 use crate::{
     antimatter::AntimatterClient,
     api::AzureRootKey,
+    apiserver,
     azure::{Azure, IdentityMode},
     cloud::{Cloud, CloudName},
     controller::{self, Context, events::Publisher},
@@ -199,7 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("tenancy policy {}", path.display()))?,
         None => TenancyPolicy::default(),
     };
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = apiserver::client().await.context("connecting to the Kubernetes API")?;
     let cluster_id = match &args.cluster_id {
         Some(id) => id.clone(),
         None => Api::<Namespace>::all(client.clone())
@@ -210,7 +211,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("kube-system has no UID")?,
     };
     let pod = args.pod_name.clone().unwrap_or_else(|| format!("rootkey-operator-{}", std::process::id()));
-    let events = Publisher::new(client.clone(), controller::FIELD_MANAGER, &pod);
+    let events = Publisher::start(client.clone(), controller::FIELD_MANAGER, &pod);
     let ctx = Arc::new(Context::new(
         client.clone(),
         Azure::new(
@@ -289,7 +290,8 @@ async fn run_controller(
         None => (Api::all(client.clone()), Api::all(client)),
     };
     // Status writes (ours) do not wake the controller: only spec (generation), finalizer and
-    // annotation changes do, plus requeues and referenced Secrets. Deletion bumps the generation.
+    // annotation changes do, plus requeues and referenced Secrets. Deletion of an object with a
+    // finalizer bumps the generation.
     let (store, writer) = reflector::store();
     // The cache keeps what reconciles read: managed fields and kubectl's copy of the last applied
     // manifest are dropped, as they would roughly double its size.
@@ -300,6 +302,15 @@ async fn run_controller(
             ark.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
+        // A deleted object without finalizer never reaches a reconcile: forget it here.
+        .inspect({
+            let ctx = ctx.clone();
+            move |event| {
+                if let Ok(watcher::Event::Delete(ark)) = event {
+                    ctx.forget(ark);
+                }
+            }
+        })
         .applied_objects()
         .predicate_filter(
             predicates::generation.combine(predicates::finalizers).combine(predicates::annotations),

@@ -4,7 +4,8 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use rootkey_operator::api::PairingState;
+use kube::ResourceExt;
+use rootkey_operator::api::{AzureRootKey, PairingState};
 use rootkey_sandbox::KeyPatch;
 use serde_json::json;
 use support::env::{
@@ -341,6 +342,10 @@ async fn drift_is_repaired() {
     assert!(!env.sandbox.key(HSM, "drift-key").and_then(|k| k.latest().map(|v| v.enabled)).unwrap_or(true));
 }
 
+fn has_cleanup_finalizer(o: &AzureRootKey) -> bool {
+    o.finalizers().iter().any(|f| f == "antimatter.io/cleanup")
+}
+
 #[tokio::test]
 async fn suspend_changes_nothing_and_deletion_never_hangs() {
     let env = Env::start("e2e-suspend").await;
@@ -352,9 +357,13 @@ async fn suspend_changes_nothing_and_deletion_never_hangs() {
     env.delete("sleepy").await;
     env.wait_gone("sleepy", Duration::from_secs(20)).await;
 
-    // Retain: deleting leaves Azure and Antimatter as they are.
+    // Only Revoke needs the finalizer; turning Retain drops it from the live object.
+    env.apply("kept", env.spec("kept-key", json!({"deletionPolicy": "Revoke"}))).await;
+    env.wait_for("kept", Duration::from_secs(30), "finalizer added", has_cleanup_finalizer).await;
     env.apply("kept", env.spec("kept-key", json!({}))).await;
+    env.wait_for("kept", Duration::from_secs(30), "finalizer dropped", |o| !has_cleanup_finalizer(o)).await;
     env.wait_ready("kept").await;
+    // Retain: deleting leaves Azure and Antimatter as they are.
     env.delete("kept").await;
     env.wait_gone("kept", Duration::from_secs(20)).await;
     assert_eq!(crypto_user_assignments(&env, "kept-key").len(), 1);

@@ -4,6 +4,7 @@
 //! fleet per event. This operator publishes an event only when it changed something or a condition
 //! newly failed, so there are no repeats to aggregate.
 
+use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -13,6 +14,11 @@ use kube::{Api, Client, api::PostParams};
 
 /// The API server refuses notes longer than this many bytes.
 const MAX_NOTE_BYTES: usize = 1024;
+
+/// Event writes in flight at once. All API requests share one HTTP/2 connection: a burst of events
+/// (four per new object) must wait in the queue, not ahead of the status writes that make objects
+/// Ready. A queued entry is a few hundred bytes; a task per entry would hold a whole request future.
+const EVENTS_IN_FLIGHT: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -28,19 +34,52 @@ pub struct Note {
     pub note: String,
 }
 
+/// Queues events for one background task to write: events are best-effort, and a reconcile
+/// worker should not wait for them.
 #[derive(Clone)]
 pub struct Publisher {
+    queue: mpsc::UnboundedSender<(ObjectReference, Vec<Note>)>,
+}
+
+impl Publisher {
+    /// Starts the writer task; it ends when every `Publisher` clone is dropped.
+    pub fn start(client: Client, controller: &str, instance: &str) -> Self {
+        let (queue, queued) = mpsc::unbounded();
+        let writer = Writer { client, controller: controller.to_owned(), instance: instance.to_owned() };
+        tokio::spawn(queued.for_each_concurrent(EVENTS_IN_FLIGHT, move |(regarding, notes)| {
+            let writer = writer.clone();
+            async move {
+                // One object's notes in order.
+                for note in &notes {
+                    if let Err(e) = writer.write(&regarding, note).await {
+                        tracing::warn!(error = %e, reason = note.reason, "could not publish event");
+                    }
+                }
+            }
+        }));
+        Self { queue }
+    }
+
+    /// Queues `notes` about `regarding`, to be written in order.
+    pub fn publish(&self, regarding: ObjectReference, notes: Vec<Note>) {
+        if notes.is_empty() {
+            return;
+        }
+        if self.queue.unbounded_send((regarding, notes)).is_err() {
+            tracing::warn!("event writer stopped; event dropped");
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Writer {
     client: Client,
     controller: String,
     instance: String,
 }
 
-impl Publisher {
-    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
-        Self { client, controller: controller.to_owned(), instance: instance.to_owned() }
-    }
-
-    pub async fn publish(&self, regarding: &ObjectReference, note: &Note) -> Result<(), kube::Error> {
+impl Writer {
+    async fn write(&self, regarding: &ObjectReference, note: &Note) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let ns = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let event = Event {
@@ -64,22 +103,6 @@ impl Publisher {
             ..Event::default()
         };
         Api::<Event>::namespaced(self.client.clone(), &ns).create(&PostParams::default(), &event).await.map(drop)
-    }
-
-    /// Publishes `notes` in order on a task of their own: events are best-effort, and a reconcile
-    /// worker should not wait for them.
-    pub fn publish_in_background(&self, regarding: ObjectReference, notes: Vec<Note>) {
-        if notes.is_empty() {
-            return;
-        }
-        let publisher = self.clone();
-        tokio::spawn(async move {
-            for note in &notes {
-                if let Err(e) = publisher.publish(&regarding, note).await {
-                    tracing::warn!(error = %e, reason = note.reason, "could not publish event");
-                }
-            }
-        });
     }
 }
 

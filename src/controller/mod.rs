@@ -110,17 +110,21 @@ impl Context {
         ark.status.clone()
     }
 
-    fn remember_write(&self, ark: &AzureRootKey, written: &AzureRootKey) {
-        if let (Some(rv), Some(status)) =
-            (written.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()), written.status.clone())
-        {
-            self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(ObjectRef::from(ark), (rv, status));
-        }
+    /// Remembers our write until the watch cache has it, when the object comes back soon (a
+    /// backoff). A Ready object comes back after its checkInterval, long after the cache caught up;
+    /// remembering every object's status would double the cache's size during a rollout.
+    fn remember_write(&self, ark: &AzureRootKey, written: &AzureRootKey, back_soon: bool) {
+        let object = ObjectRef::from(ark);
+        let mut remembered = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        match (written.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()), &written.status) {
+            (Some(rv), Some(status)) if back_soon => remembered.insert(object, (rv, status.clone())),
+            _ => remembered.remove(&object),
+        };
     }
 
     /// Drops remembered writes this watch cache has caught up with, so the copies do not outlive
     /// the moment they are needed. Objects the cache does not hold (another namespace's controller)
-    /// are left alone; deleted ones are forgotten by the cleanup.
+    /// are left alone; deleted ones are forgotten when the watch reports their deletion.
     pub fn forget_caught_up_writes(&self, cache: &Store<AzureRootKey>) {
         self.written.lock().unwrap_or_else(|p| p.into_inner()).retain(|object, (written_rv, _)| {
             cache.get(object).is_none_or(|ark| {
@@ -139,7 +143,7 @@ impl Context {
     }
 
     /// Drops what is kept per object once it is gone.
-    fn forget(&self, ark: &AzureRootKey) {
+    pub fn forget(&self, ark: &AzureRootKey) {
         let object = ObjectRef::from(ark);
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
         self.written.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
@@ -150,11 +154,8 @@ impl Context {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&ObjectRef::from(ark));
     }
 
-    async fn event(&self, ark: &AzureRootKey, type_: EventType, reason: &str, note: String) {
-        let note = Note { type_, reason: reason.to_owned(), note };
-        if let Err(e) = self.events.publish(&ark.object_ref(&()), &note).await {
-            tracing::warn!(error = %e, "could not publish event");
-        }
+    fn event(&self, ark: &AzureRootKey, type_: EventType, reason: &str, note: String) {
+        self.events.publish(ark.object_ref(&()), vec![Note { type_, reason: reason.to_owned(), note }]);
     }
 }
 
@@ -169,21 +170,42 @@ fn jittered_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
     backoff_delay(failures, retry_after).mul_f64(1.0 + fastrand::f64() * 0.2)
 }
 
-/// Reconciles one object: the finalizer decides between applying and cleaning up.
+/// Reconciles one object. Only `Revoke` has cleanup to do, so only `Revoke` objects carry the
+/// finalizer: deleting a `Retain` object never waits for the operator (nor for an extra write).
 pub async fn reconcile(ark: Arc<AzureRootKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = ark.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<AzureRootKey> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, ark, |event| async {
-        match event {
-            Finalized::Apply(ark) => apply(&api, &ark, &ctx).await,
-            Finalized::Cleanup(ark) => cleanup(&api, &ark, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let has_finalizer = ark.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = ark.metadata.deletion_timestamp.is_some();
+    let result = if ark.spec.deletion_policy == DeletionPolicy::Revoke || (has_finalizer && deleting) {
+        finalizer(&api, FINALIZER, ark, |event| async {
+            match event {
+                Finalized::Apply(ark) => apply(&api, &ark, &ctx).await,
+                Finalized::Cleanup(ark) => cleanup(&api, &ark, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    } else if has_finalizer {
+        release_finalizer(&api, &ark).await
+    } else if deleting {
+        Ok(Action::await_change())
+    } else {
+        apply(&api, &ark, &ctx).await
+    };
     metrics::record_reconcile(result.is_ok(), started.elapsed().as_secs_f64());
     result
+}
+
+/// Drops the finalizer from a live object that turned `Retain` (or was made by an older version).
+/// The resourceVersion makes the patch fail rather than drop a finalizer another writer just added.
+/// The watch event it causes brings the object back for the actual reconcile.
+async fn release_finalizer(api: &Api<AzureRootKey>, ark: &AzureRootKey) -> Result<Action, Error> {
+    let others: Vec<&String> = ark.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!({ "metadata": { "finalizers": others, "resourceVersion": ark.resource_version() } });
+    api.patch(&ark.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(Action::await_change())
 }
 
 /// Requeues a failed reconcile (a Kubernetes error) with the object's backoff.
@@ -276,7 +298,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         let written = api
             .patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
-        ctx.remember_write(ark, &written);
+        ctx.remember_write(ark, &written, !summary.is_true());
     }
     let changes = run.changes.iter().map(|(reason, note)| Note {
         type_: EventType::Normal,
@@ -291,7 +313,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         reason: c.reason.clone(),
         note: format!("{}: {}", c.type_, c.message),
     });
-    ctx.events.publish_in_background(ark.object_ref(&()), changes.chain(warnings).collect());
+    ctx.events.publish(ark.object_ref(&()), changes.chain(warnings).collect());
 
     if summary.is_true() {
         ctx.reset_backoff(ark);
@@ -362,8 +384,7 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
                 EventType::Normal,
                 "Revoked",
                 "Removed Antimatter's access to the key; the key itself is kept.".to_owned(),
-            )
-            .await;
+            );
             ctx.forget(ark);
             Ok(Action::await_change())
         }
@@ -386,7 +407,7 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
                 let patch = json!({ "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "status": status });
                 api.patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
                     .await?;
-                ctx.event(ark, EventType::Warning, &outcome.reason, format!("Revoke blocked: {message}")).await;
+                ctx.event(ark, EventType::Warning, &outcome.reason, format!("Revoke blocked: {message}"));
             }
             // An error keeps the finalizer (Ok would release the object); error_policy backs off.
             Err(Error::RevokeBlocked(outcome.reason))
