@@ -65,11 +65,40 @@ impl ControlPlane {
             apiserver: None,
             apiserver_port,
         };
-        std::fs::write(&cp.kubeconfig, cp.kubeconfig_yaml())?;
-        cp.start_etcd()?;
-        cp.start_apiserver()?;
-        cp.wait_ready(Duration::from_secs(90)).await?;
+        for attempt in 1.. {
+            std::fs::write(&cp.kubeconfig, cp.kubeconfig_yaml())?;
+            cp.start_etcd()?;
+            cp.start_apiserver()?;
+            match cp.wait_ready(Duration::from_secs(90)).await {
+                Ok(()) => break,
+                // A port found free can be taken before the server binds it (any outgoing
+                // connection's ephemeral port may land on it): start over on new ports.
+                Err(_) if attempt < 3 && cp.lost_port_race() => cp.move_to_new_ports()?,
+                Err(e) => return Err(e),
+            }
+        }
         Ok(cp)
+    }
+
+    fn lost_port_race(&self) -> bool {
+        ["etcd.log", "kube-apiserver.log"].iter().any(|log| {
+            std::fs::read_to_string(self.dir.path().join(log)).is_ok_and(|text| text.contains("address already in use"))
+        })
+    }
+
+    /// Stops both servers, forgets etcd's data (its member record names the old ports) and the
+    /// logs, and picks new ports.
+    fn move_to_new_ports(&mut self) -> anyhow::Result<()> {
+        stop(&mut self.apiserver);
+        stop(&mut self.etcd);
+        for stale in ["etcd-data", "etcd.log", "kube-apiserver.log"] {
+            let path = self.dir.path().join(stale);
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+        self.apiserver_port = free_port()?;
+        self.etcd_port = free_port()?;
+        self.etcd_peer_port = free_port()?;
+        Ok(())
     }
 
     /// Path of an admin kubeconfig for this control plane.
