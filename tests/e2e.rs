@@ -5,7 +5,7 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use kube::ResourceExt;
-use rootkey_operator::api::{AzureRootKey, PairingState};
+use rootkey_operator::api::{AzureRootKey, ConditionStatus, PairingState};
 use rootkey_sandbox::KeyPatch;
 use serde_json::json;
 use support::env::{
@@ -94,7 +94,7 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
         ["KeyReady", "TagApplied", "ServicePrincipalReady", "RoleAssigned", "Registered", "Paired", "Active", "Ready"]
     {
         let c = condition(&obj, kind).unwrap_or_else(|| panic!("{kind} condition"));
-        assert_eq!(c.status, "True", "{kind}: {}", c.message);
+        assert_eq!(c.status, ConditionStatus::True, "{kind}: {}", c.message);
         assert_eq!(c.observed_generation, obj.metadata.generation);
     }
 
@@ -135,12 +135,12 @@ async fn existing_key_keeps_foreign_tags_and_a_new_version_is_registered() {
     env.api_key_secret("api-key", API_KEY).await;
     env.apply("root", env.spec("existing-key", json!({"key": {"create": "Never"}}))).await;
     let first = env.wait_ready("root").await;
-    assert_eq!(condition(&first, "KeyReady").map(|c| c.reason.as_str()), Some("KeyUsable"));
+    assert_eq!(condition(&first, "KeyReady").map(|c| &*c.reason), Some("KeyUsable"));
     let tags = latest_tags(&env, "existing-key");
     assert_eq!(tags.get("owner").map(String::as_str), Some("platform"), "foreign tag kept");
     assert_eq!(tags.get(DOMAIN).map(String::as_str), Some("allow"));
     assert_eq!(env.sandbox.count("hsm", "key.create"), 0, "existing key not recreated");
-    assert_eq!(condition(&first, "Active").map(|c| c.reason.as_str()), Some("ActivationNotRequested"));
+    assert_eq!(condition(&first, "Active").map(|c| &*c.reason), Some("ActivationNotRequested"));
     let ours = first.status.as_ref().and_then(|s| s.root_encryption_key_id.clone()).expect("registered");
     assert_ne!(env.sandbox.active_key(DOMAIN), Some(ours), "not activated");
 
@@ -150,7 +150,7 @@ async fn existing_key_keeps_foreign_tags_and_a_new_version_is_registered() {
     let rotated = env
         .wait_for("root", Duration::from_secs(30), "new version registered", |o| {
             o.status.as_ref().and_then(|s| s.key_version.as_deref()) == Some(version.as_str())
-                && condition(o, "Ready").is_some_and(|c| c.status == "True")
+                && condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
         })
         .await;
     let kid = rotated.status.and_then(|s| s.key_url).expect("key url");
@@ -164,9 +164,9 @@ async fn unusable_keys_are_reported_and_never_replaced() {
     env.api_key_secret("api-key", API_KEY).await;
     // Missing with create: Never.
     env.apply("missing", env.spec("no-such-key", json!({"key": {"create": "Never"}}))).await;
-    let o = env.wait_condition("missing", "KeyReady", "False", Some("KeyNotFound")).await;
-    assert_eq!(condition(&o, "Ready").map(|c| c.reason.as_str()), Some("KeyNotFound"));
-    assert_eq!(condition(&o, "TagApplied").map(|c| c.reason.as_str()), Some("WaitingKeyReady"));
+    let o = env.wait_condition("missing", "KeyReady", ConditionStatus::False, Some("KeyNotFound")).await;
+    assert_eq!(condition(&o, "Ready").map(|c| &*c.reason), Some("KeyNotFound"));
+    assert_eq!(condition(&o, "TagApplied").map(|c| &*c.reason), Some("WaitingKeyReady"));
     // RSA.
     env.sandbox
         .create_key(
@@ -175,7 +175,7 @@ async fn unusable_keys_are_reported_and_never_replaced() {
         )
         .expect("rsa key");
     env.apply("rsa", env.spec("rsa-key", json!({}))).await;
-    let o = env.wait_condition("rsa", "KeyReady", "False", Some("UnsupportedKeyType")).await;
+    let o = env.wait_condition("rsa", "KeyReady", ConditionStatus::False, Some("UnsupportedKeyType")).await;
     assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("RSA-HSM")));
     // Disabled.
     env.sandbox
@@ -186,7 +186,7 @@ async fn unusable_keys_are_reported_and_never_replaced() {
         )
         .expect("disabled key");
     env.apply("off", env.spec("off-key", json!({}))).await;
-    env.wait_condition("off", "KeyReady", "False", Some("KeyDisabled")).await;
+    env.wait_condition("off", "KeyReady", ConditionStatus::False, Some("KeyDisabled")).await;
     // Expired.
     env.sandbox
         .create_key(
@@ -198,13 +198,13 @@ async fn unusable_keys_are_reported_and_never_replaced() {
         )
         .expect("expired key");
     env.apply("old", env.spec("old-key", json!({}))).await;
-    env.wait_condition("old", "KeyReady", "False", Some("KeyNotUsable")).await;
+    env.wait_condition("old", "KeyReady", ConditionStatus::False, Some("KeyNotUsable")).await;
     // Wrong operations.
     env.sandbox
         .create_key(HSM, serde_json::from_value(json!({"name": "enc-key", "kty": "oct-HSM", "key_size": 256, "enabled": true, "key_ops": ["encrypt", "decrypt"]})).expect("spec"))
         .expect("enc key");
     env.apply("enc", env.spec("enc-key", json!({}))).await;
-    env.wait_condition("enc", "KeyReady", "False", Some("MissingKeyOperations")).await;
+    env.wait_condition("enc", "KeyReady", ConditionStatus::False, Some("MissingKeyOperations")).await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(env.sandbox.key(HSM, "no-such-key").is_none(), "create: Never creates nothing");
@@ -239,14 +239,14 @@ async fn given_principal_skips_graph_and_a_hand_made_assignment_is_adopted() {
     )
     .await;
     let o = env.wait_ready("root").await;
-    assert_eq!(condition(&o, "ServicePrincipalReady").map(|c| c.reason.as_str()), Some("ServicePrincipalGiven"));
+    assert_eq!(condition(&o, "ServicePrincipalReady").map(|c| &*c.reason), Some("ServicePrincipalGiven"));
     assert_eq!(env.sandbox.count("graph", "sp.get") + env.sandbox.count("graph", "sp.create"), 0, "no Graph calls");
     let assignments = crypto_user_assignments(&env, "hand-key");
     assert_eq!(assignments.len(), 1, "no second assignment: {assignments:?}");
     assert_eq!(o.status.as_ref().and_then(|s| s.role_assignment_name.as_deref()), Some(by_hand.as_str()));
     // Without an API key: the Azure side is Ready and the dashboard values are in the message.
     let paired = condition(&o, "Paired").expect("Paired");
-    assert_eq!((paired.status.as_str(), paired.reason.as_str()), ("Unknown", "ManualRegistrationRequired"));
+    assert_eq!((paired.status, &*paired.reason), (ConditionStatus::Unknown, "ManualRegistrationRequired"));
     let kid = o.status.as_ref().and_then(|s| s.key_url.clone()).expect("key url");
     assert!(paired.message.contains(&kid) && paired.message.contains(TENANT), "{}", paired.message);
     assert!(registrations(&env).is_empty());
@@ -262,24 +262,24 @@ async fn missing_rights_wrong_credentials_and_policy_are_clear_conditions() {
     env.api_key_secret("api-key", API_KEY).await;
     // Outside the tenancy policy, with no credentials of its own: refused before any remote call.
     env.apply("policy", env.spec("p-key", json!({}))).await;
-    let o = env.wait_condition("policy", "KeyReady", "False", Some("PolicyDenied")).await;
+    let o = env.wait_condition("policy", "KeyReady", ConditionStatus::False, Some("PolicyDenied")).await;
     assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("azureCredentialsSecretRef")));
     assert_eq!(env.sandbox.counters().iter().map(|c| c.count).sum::<u64>(), 0, "no remote call at all");
 
     // Its own identity without HSM roles: Forbidden, naming the permission.
     env.secret("weak", json!({"clientId": NO_ROLES_CLIENT, "clientSecret": NO_ROLES_SECRET})).await;
     env.apply("weak", env.spec("w-key", json!({"azureCredentialsSecretRef": {"name": "weak"}}))).await;
-    let o = env.wait_condition("weak", "KeyReady", "False", Some("Forbidden")).await;
+    let o = env.wait_condition("weak", "KeyReady", ConditionStatus::False, Some("Forbidden")).await;
     assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("Managed HSM Crypto User")), "{o:?}");
 
     // A wrong client secret.
     env.secret("wrong", json!({"clientId": NO_ROLES_CLIENT, "clientSecret": "not-the-secret"})).await;
     env.apply("wrong", env.spec("x-key", json!({"azureCredentialsSecretRef": {"name": "wrong"}}))).await;
-    env.wait_condition("wrong", "KeyReady", "False", Some("InvalidCredentials")).await;
+    env.wait_condition("wrong", "KeyReady", ConditionStatus::False, Some("InvalidCredentials")).await;
 
     // A missing Secret.
     env.apply("nosecret", env.spec("y-key", json!({"azureCredentialsSecretRef": {"name": "absent"}}))).await;
-    env.wait_condition("nosecret", "KeyReady", "False", Some("SecretNotFound")).await;
+    env.wait_condition("nosecret", "KeyReady", ConditionStatus::False, Some("SecretNotFound")).await;
     assert!(env.sandbox.key(HSM, "w-key").is_none() && env.sandbox.key(HSM, "p-key").is_none());
 }
 
@@ -289,7 +289,7 @@ async fn wrong_api_key_and_foreign_urls_are_refused() {
     env.api_key_secret("api-key", "not-the-api-key").await;
     env.apply("badkey", env.spec("b-key", json!({}))).await;
     // Without spec.antimatter.applicationId the operator asks Antimatter for it: refused first there.
-    let o = env.wait_condition("badkey", "Ready", "False", Some("InvalidCredentials")).await;
+    let o = env.wait_condition("badkey", "Ready", ConditionStatus::False, Some("InvalidCredentials")).await;
     assert!(condition(&o, "Ready").is_some_and(|c| c.message.contains("apiKeySecretRef")));
     // The fixed API key is picked up when the Secret changes (Secrets are watched).
     env.api_key_secret("api-key", API_KEY).await;
@@ -301,10 +301,10 @@ async fn wrong_api_key_and_foreign_urls_are_refused() {
         env.spec("f-key", json!({"hsm": {"name": null, "url": "https://contoso-hsm.managedhsm.azure.net"}})),
     )
     .await;
-    let o = env.wait_condition("foreign", "KeyReady", "False", Some("InvalidSpec")).await;
+    let o = env.wait_condition("foreign", "KeyReady", ConditionStatus::False, Some("InvalidSpec")).await;
     assert!(condition(&o, "KeyReady").is_some_and(|c| c.message.contains("no token is sent")));
     env.apply("ip", env.spec("i-key", json!({"hsm": {"name": null, "url": "https://127.0.0.1"}}))).await;
-    env.wait_condition("ip", "KeyReady", "False", Some("InvalidSpec")).await;
+    env.wait_condition("ip", "KeyReady", ConditionStatus::False, Some("InvalidSpec")).await;
     let logs = env.logs();
     assert!(logs.contains("performing request"), "requests are logged at debug level");
     assert!(
@@ -338,7 +338,7 @@ async fn drift_is_repaired() {
     // Someone disables the key: reported, not "fixed".
     env.sandbox.patch_key(HSM, "drift-key", KeyPatch { enabled: Some(false), ..Default::default() }).expect("disable");
     env.poke("root").await;
-    env.wait_condition("root", "Ready", "False", Some("KeyDisabled")).await;
+    env.wait_condition("root", "Ready", ConditionStatus::False, Some("KeyDisabled")).await;
     assert!(!env.sandbox.key(HSM, "drift-key").and_then(|k| k.latest().map(|v| v.enabled)).unwrap_or(true));
 }
 
@@ -351,7 +351,7 @@ async fn suspend_changes_nothing_and_deletion_never_hangs() {
     let env = Env::start("e2e-suspend").await;
     env.api_key_secret("api-key", API_KEY).await;
     env.apply("sleepy", env.spec("s-key", json!({"suspend": true}))).await;
-    env.wait_condition("sleepy", "KeyReady", "False", Some("KeyNotFound")).await;
+    env.wait_condition("sleepy", "KeyReady", ConditionStatus::False, Some("KeyNotFound")).await;
     assert!(env.sandbox.key(HSM, "s-key").is_none(), "suspended: nothing created");
     assert_eq!(writes(&env), 0);
     env.delete("sleepy").await;
@@ -394,7 +394,7 @@ async fn revoke_removes_access_but_never_the_key_and_is_refused_for_the_active_k
         .await;
     env.wait_ready("active").await;
     env.delete("active").await;
-    env.wait_condition("active", "Deleting", "False", Some("KeyIsActive")).await;
+    env.wait_condition("active", "Deleting", ConditionStatus::False, Some("KeyIsActive")).await;
     assert_eq!(crypto_user_assignments(&env, "act-key").len(), 1, "nothing revoked while active");
     env.apply("active", env.spec("act-key", json!({"deletionPolicy": "Retain", "antimatter": {"activate": true}})))
         .await;
@@ -433,7 +433,7 @@ async fn two_replicas_with_leader_election_make_no_duplicates() {
     env.kill_operator(leader);
     env.apply("after", env.spec("le-after", json!({}))).await;
     env.wait_for("after", Duration::from_secs(40), "standby took over", |o| {
-        condition(o, "Ready").is_some_and(|c| c.status == "True")
+        condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
     })
     .await;
     assert_eq!(env.logs().matches("\"leading\"").count(), 2);
@@ -447,7 +447,7 @@ async fn no_secret_reaches_logs_events_or_status() {
     env.apply("ok", env.spec("sec-key", json!({"antimatter": {"activate": true}}))).await;
     env.apply("weak", env.spec("sec-key-2", json!({"azureCredentialsSecretRef": {"name": "creds"}}))).await;
     env.wait_ready("ok").await;
-    env.wait_condition("weak", "KeyReady", "False", Some("Forbidden")).await;
+    env.wait_condition("weak", "KeyReady", ConditionStatus::False, Some("Forbidden")).await;
 
     let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.client.clone(), &env.ns);
     let events = serde_json::to_string(&events.list(&Default::default()).await.expect("events")).expect("json");
@@ -478,10 +478,10 @@ async fn an_identity_that_cannot_assign_roles_gets_a_clear_forbidden() {
         }),
     );
     env.apply("nr", spec).await;
-    let o = env.wait_condition("nr", "RoleAssigned", "False", Some("Forbidden")).await;
+    let o = env.wait_condition("nr", "RoleAssigned", ConditionStatus::False, Some("Forbidden")).await;
     let message = &condition(&o, "RoleAssigned").expect("RoleAssigned").message;
     assert!(message.contains("Managed HSM Policy Administrator"), "{message}");
-    assert_eq!(condition(&o, "KeyReady").map(|c| c.status.as_str()), Some("True"), "keys were fine");
+    assert_eq!(condition(&o, "KeyReady").map(|c| c.status), Some(ConditionStatus::True), "keys were fine");
     assert!(crypto_user_assignments(&env, "nr-key").is_empty());
 }
 

@@ -11,6 +11,7 @@ use kube::{
     Api,
     api::{DynamicObject, Patch, PatchParams, PostParams},
 };
+use rootkey_operator::api::ConditionStatus;
 use rootkey_sandbox::{FaultAction, FaultSpec};
 use serde_json::json;
 use support::{
@@ -248,7 +249,7 @@ async fn hostile_urls_secrets_and_objects_get_clear_conditions_and_no_credential
         .expect("huge object");
 
     for (name, _, reason) in &hostile_hsm {
-        let o = env.wait_condition(name, "Ready", "False", None).await;
+        let o = env.wait_condition(name, "Ready", ConditionStatus::False, None).await;
         let c = condition(&o, "Ready").expect("Ready");
         let all: Vec<_> = o
             .status
@@ -260,7 +261,7 @@ async fn hostile_urls_secrets_and_objects_get_clear_conditions_and_no_credential
     match http {
         Err(e) => eprintln!("http HSM URL refused at admission: {e}"),
         Ok(_) => {
-            let o = env.wait_condition("hsm-http", "Ready", "False", None).await;
+            let o = env.wait_condition("hsm-http", "Ready", ConditionStatus::False, None).await;
             eprintln!("http HSM URL: {:?}", condition(&o, "Ready").map(|c| &c.message));
         }
     }
@@ -299,7 +300,7 @@ async fn hostile_urls_secrets_and_objects_get_clear_conditions_and_no_credential
     }
     env.apply("redirected", env.spec("k-redirect", json!({}))).await;
     env.wait_for("redirected", Duration::from_secs(90), "Ready after redirects", |o| {
-        condition(o, "Ready").is_some_and(|c| c.status == "True")
+        condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
     })
     .await;
     let log = env.sandbox.requests();
@@ -356,15 +357,21 @@ async fn malformed_and_oversized_responses_get_a_clear_condition_then_recover() 
         let o = env
             .wait_for(&name, Duration::from_secs(45), &format!("{svc} {op}: a failure condition"), |o| {
                 condition(o, "Ready").is_some_and(|c| {
-                    c.status == "False" && !c.reason.starts_with("Waiting") && c.reason != "Progressing"
-                }) || condition(o, "Ready").is_some_and(|c| c.status == "True")
+                    c.status == ConditionStatus::False && !c.reason.starts_with("Waiting") && c.reason != "Progressing"
+                }) || condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
             })
             .await;
         let c = condition(&o, "Ready").expect("Ready").clone();
-        eprintln!("{svc} {op} {action:?}: Ready={} {} {:?} after {:?}", c.status, c.reason, c.message, start.elapsed());
+        eprintln!(
+            "{svc} {op} {action:?}: Ready={:?} {} {:?} after {:?}",
+            c.status,
+            c.reason,
+            c.message,
+            start.elapsed()
+        );
         env.sandbox.clear_faults();
         env.wait_for(&name, Duration::from_secs(60), "Ready after the fault", |o| {
-            condition(o, "Ready").is_some_and(|c| c.status == "True")
+            condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
         })
         .await;
     }

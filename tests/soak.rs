@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use rootkey_operator::api::ConditionStatus;
 use rootkey_sandbox::{FaultAction, FaultSpec};
 use support::{
     checks::{self, Row},
@@ -177,14 +178,14 @@ async fn d_slow_loris_and_huge_bodies_on_every_remote() {
             let start = Instant::now();
             env.wait_for(&name, Duration::from_secs(90), "a condition under the fault", |o| {
                 support::env::condition(o, "Ready")
-                    .is_some_and(|c| c.status == "False" && !c.reason.starts_with("Waiting"))
-                    || support::env::condition(o, "Ready").is_some_and(|c| c.status == "True")
+                    .is_some_and(|c| c.status == ConditionStatus::False && !c.reason.starts_with("Waiting"))
+                    || support::env::condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
             })
             .await;
             worst = worst.max(start.elapsed());
             env.sandbox.clear_faults();
             env.wait_for(&name, Duration::from_secs(330), "Ready after", |o| {
-                support::env::condition(o, "Ready").is_some_and(|c| c.status == "True")
+                support::env::condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
             })
             .await;
         }

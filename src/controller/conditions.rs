@@ -1,7 +1,11 @@
 //! Conditions: one per pipeline step plus the summary `Ready`, in the standard shape, following the
 //! kstatus conventions so `kubectl wait`, Flux and Argo CD read them.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{Condition, ConditionStatus, vocabulary};
 
 /// The pipeline's condition types, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,54 +45,36 @@ impl Step {
 
 pub const READY: &str = "Ready";
 
-/// `True`, `False` or `Unknown`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    True,
-    False,
-    Unknown,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::True => "True",
-            Status::False => "False",
-            Status::Unknown => "Unknown",
-        }
-    }
-}
-
 /// A step's outcome before it becomes a [`Condition`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    pub status: Status,
+    pub status: ConditionStatus,
     pub reason: String,
     pub message: String,
 }
 
 impl Outcome {
     pub fn ok(reason: &str, message: impl Into<String>) -> Self {
-        Self { status: Status::True, reason: reason.to_owned(), message: message.into() }
+        Self { status: ConditionStatus::True, reason: reason.to_owned(), message: message.into() }
     }
 
     pub fn failed(reason: &str, message: impl Into<String>) -> Self {
-        Self { status: Status::False, reason: reason.to_owned(), message: message.into() }
+        Self { status: ConditionStatus::False, reason: reason.to_owned(), message: message.into() }
     }
 
     pub fn unknown(reason: &str, message: impl Into<String>) -> Self {
-        Self { status: Status::Unknown, reason: reason.to_owned(), message: message.into() }
+        Self { status: ConditionStatus::Unknown, reason: reason.to_owned(), message: message.into() }
     }
 
     pub fn is_true(&self) -> bool {
-        self.status == Status::True
+        self.status == ConditionStatus::True
     }
 }
 
 /// Builds the condition list, keeping `lastTransitionTime` from `previous` when a condition's status
 /// did not change (so an unchanged object produces an identical status and no write).
 pub fn to_conditions(
-    outcomes: &[(&str, &Outcome)],
+    outcomes: &[(&'static str, &Outcome)],
     previous: &[Condition],
     generation: Option<i64>,
     now: &Time,
@@ -98,13 +84,13 @@ pub fn to_conditions(
         .map(|(kind, o)| {
             let old = previous.iter().find(|c| c.type_ == *kind);
             let last_transition_time = match old {
-                Some(old) if old.status == o.status.as_str() => old.last_transition_time.clone(),
+                Some(old) if old.status == o.status => old.last_transition_time.clone(),
                 _ => now.clone(),
             };
             Condition {
-                type_: (*kind).to_owned(),
-                status: o.status.as_str().to_owned(),
-                reason: o.reason.clone(),
+                type_: Cow::Borrowed(kind),
+                status: o.status,
+                reason: vocabulary(&o.reason),
                 message: o.message.clone(),
                 last_transition_time,
                 observed_generation: generation,
@@ -118,7 +104,7 @@ pub fn to_conditions(
 pub fn ready(required: &[(Step, &Outcome)]) -> Outcome {
     match required.iter().find(|(_, o)| !o.is_true()) {
         None => Outcome::ok("Ready", "The key is delegated to Antimatter and every check passed."),
-        Some((step, o)) if o.status == Status::False => {
+        Some((step, o)) if o.status == ConditionStatus::False => {
             Outcome::failed(&o.reason, format!("{}: {}", step.as_str(), o.message))
         }
         Some((step, o)) => Outcome::unknown("Progressing", format!("{}: {}", step.as_str(), o.message)),
@@ -136,9 +122,9 @@ mod tests {
         let wait = Outcome::unknown("WaitingKeyReady", "waiting");
         assert!(ready(&[(Step::KeyReady, &ok), (Step::TagApplied, &ok)]).is_true());
         let r = ready(&[(Step::KeyReady, &bad), (Step::TagApplied, &wait)]);
-        assert_eq!((r.status, r.reason.as_str()), (Status::False, "KeyDisabled"));
+        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::False, "KeyDisabled"));
         let r = ready(&[(Step::KeyReady, &ok), (Step::TagApplied, &wait)]);
-        assert_eq!((r.status, r.reason.as_str()), (Status::Unknown, "Progressing"));
+        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::Unknown, "Progressing"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use self::{
 };
 use crate::{
     antimatter::{AntimatterClient, ApiKey, DomainTarget},
-    api::{AzureRootKey, AzureRootKeyStatus, DeletionPolicy, FINALIZER},
+    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, DeletionPolicy, FINALIZER},
     azure::{Azure, ClientSecret, Identity, graph::Graph, keys::KeyClients, rbac::Rbac},
     metrics,
     policy::TenancyPolicy,
@@ -305,12 +305,12 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         reason: (*reason).to_owned(),
         note: note.clone(),
     });
-    let new_failures = status.conditions.iter().filter(|c| c.status == "False").filter(|c| {
+    let new_failures = status.conditions.iter().filter(|c| c.status == ConditionStatus::False).filter(|c| {
         !prev.conditions.iter().any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
     });
     let warnings = new_failures.map(|c| Note {
         type_: EventType::Warning,
-        reason: c.reason.clone(),
+        reason: c.reason.to_string(),
         note: format!("{}: {}", c.type_, c.message),
     });
     ctx.events.publish(ark.object_ref(&()), changes.chain(warnings).collect());
@@ -331,7 +331,7 @@ fn build_status(
     hsm_url: Option<String>,
 ) -> AzureRootKeyStatus {
     let generation = ark.metadata.generation;
-    let mut outcomes: Vec<(&str, &Outcome)> =
+    let mut outcomes: Vec<(&'static str, &Outcome)> =
         Step::ALL.iter().filter_map(|s| run.outcomes.get(s.as_str()).map(|o| (s.as_str(), o))).collect();
     outcomes.push((READY, summary));
     // A new pairing result is recorded only when it differs, so steady checks write nothing.
@@ -460,9 +460,9 @@ async fn revoke(ark: &AzureRootKey, inputs: &Inputs, ctx: &Context) -> Result<()
 pub fn count_ready<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> (i64, i64, i64) {
     objects.fold((0, 0, 0), |(t, f, u), ark| {
         let ready = ark.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-        match ready.map(|c| c.status.as_str()) {
-            Some("True") => (t + 1, f, u),
-            Some("False") => (t, f + 1, u),
+        match ready.map(|c| c.status) {
+            Some(ConditionStatus::True) => (t + 1, f, u),
+            Some(ConditionStatus::False) => (t, f + 1, u),
             _ => (t, f, u + 1),
         }
     })

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     antimatter::DomainTarget,
-    api::{AzureRootKey, AzureRootKeyStatus, CreatePolicy, PairingState, PairingStatus},
+    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatePolicy, PairingState, PairingStatus},
     azure::{
         Identity,
         graph::{self, Found},
@@ -50,7 +50,7 @@ pub struct Run {
 
 impl Run {
     fn set(&mut self, step: Step, outcome: Outcome) {
-        if outcome.status == super::conditions::Status::False {
+        if outcome.status == ConditionStatus::False {
             self.failed = true;
         }
         self.outcomes.insert(step.as_str(), outcome);

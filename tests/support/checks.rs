@@ -11,6 +11,8 @@ use kube::{Api, api::ListParams};
 use rootkey_sandbox::{FaultAction, FaultSpec, RequestRecord};
 use serde_json::{Value, json};
 
+use rootkey_operator::api::ConditionStatus;
+
 use super::env::{DOMAIN, Env, HSM, SECRETS, TENANT, condition};
 
 pub const CRYPTO_USER: &str = "21dbd100-6940-42c2-9190-5d6cb909625b";
@@ -60,7 +62,7 @@ pub async fn wait_all_ready(env: &Env, objs: &[Obj], timeout: Duration) -> Resul
         let ready: std::collections::HashSet<String> = list
             .items
             .iter()
-            .filter(|o| condition(o, "Ready").is_some_and(|c| c.status == "True"))
+            .filter(|o| condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True))
             .filter_map(|o| o.metadata.name.clone())
             .collect();
         let missing: Vec<String> = objs.iter().filter(|o| !ready.contains(&o.name)).map(|o| o.name.clone()).collect();

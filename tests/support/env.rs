@@ -12,7 +12,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams},
 };
-use rootkey_operator::api::AzureRootKey;
+use rootkey_operator::api::{AzureRootKey, Condition, ConditionStatus};
 use rootkey_sandbox::{Sandbox, SandboxConfig, SandboxHandle, world::World};
 use serde_json::{Value, json};
 
@@ -312,8 +312,14 @@ impl Env {
         }
     }
 
-    pub async fn wait_condition(&self, name: &str, kind: &str, status: &str, reason: Option<&str>) -> AzureRootKey {
-        let what = format!("{kind}={status} {}", reason.unwrap_or(""));
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        kind: &str,
+        status: ConditionStatus,
+        reason: Option<&str>,
+    ) -> AzureRootKey {
+        let what = format!("{kind}={status:?} {}", reason.unwrap_or(""));
         self.wait_for(name, Duration::from_secs(30), &what, |o| {
             condition(o, kind).is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r))
         })
@@ -321,7 +327,7 @@ impl Env {
     }
 
     pub async fn wait_ready(&self, name: &str) -> AzureRootKey {
-        self.wait_condition(name, "Ready", "True", None).await
+        self.wait_condition(name, "Ready", ConditionStatus::True, None).await
     }
 
     /// Everything the operators logged so far.
@@ -345,10 +351,7 @@ impl Drop for Env {
     }
 }
 
-pub fn condition<'a>(
-    o: &'a AzureRootKey,
-    kind: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+pub fn condition<'a>(o: &'a AzureRootKey, kind: &str) -> Option<&'a Condition> {
     o.status.as_ref()?.conditions.iter().find(|c| c.type_ == kind)
 }
 
