@@ -795,10 +795,12 @@ def judge(results, binary):
     if idle:
         add("memory idle", f"{fmt(max(idle), 1)} MiB", "<= 20 MiB", max(idle) <= 20)
     for n, lim in ((1000, 40), (10000, 80)):
+        # The peak includes the relist: the restarted operator's, as it lists and re-checks everything.
         rs = [r for r in results if r["n"] == n and r.get("peak_rss_mib")]
         if rs:
-            m = max(r["peak_rss_mib"] for r in rs)
-            add(f"memory peak N={n}", f"{fmt(m, 1)} MiB", f"<= {lim} MiB", m <= lim)
+            m, where = max((p, f"{r['id']}{' relist' if i else ''}") for r in rs
+                           for i, p in enumerate((r["peak_rss_mib"], (r.get("relist") or {}).get("peak_rss_mib"))) if p)
+            add(f"memory peak N={n} (with relist)", f"{fmt(m, 1)} MiB ({where})", f"<= {lim} MiB", m <= lim)
     for r in results:
         rl = r.get("relist")
         if rl and r.get("settled_rss_mib"):
@@ -994,7 +996,15 @@ def main():
     ap.add_argument("--name", default=None, help="results file stem (default: quick or full)")
     ap.add_argument("--merge", action="store_true", help="merge into an existing results file (replace runs by id)")
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--judge-only", action="store_true",
+                    help="re-judge an existing results file (--name) against the current targets; runs nothing")
     args = ap.parse_args()
+    if args.judge_only:
+        path = pathlib.Path(args.out) / f"{args.name or 'full'}.json"
+        data = json.loads(path.read_text())
+        write_results(data["meta"], data["runs"], path.parent, path.stem)
+        print(path.with_suffix(".md").read_text())
+        return 0
     signal.signal(signal.SIGTERM, _on_signal)
     global BINS, STATIC_OPERATOR
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
@@ -1071,7 +1081,11 @@ def save(results, binary, args, stem, out_dir):
     results = sorted(results, key=lambda r: (not r["throttled"], r["latency_ms"], r["n"]))
     meta = {"mode": stem, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": f"{os.cpu_count()} cores",
             "concurrency": args.concurrency, "binary": binary, "targets": TARGETS}
-    judged = judge(results, binary)
+    write_results(meta, results, out_dir, stem)
+
+
+def write_results(meta, results, out_dir, stem):
+    judged = judge(results, meta["binary"])
     (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "runs": results, "targets": judged}, indent=1,
                                                       default=str))
     markdown(meta, results, judged, out_dir / f"{stem}.md")

@@ -2,7 +2,7 @@ use clap::{Args, Parser, Subcommand};
 use rootkey_operator::script::{ScriptParams, az_script};
 
 // jemalloc, configured in .cargo/config.toml to hand freed pages back within a second: glibc's
-// malloc kept a rollout's freed backlog resident (about 15 MiB more at 10,000 objects, bench/), and
+// malloc kept a rollout's freed backlog resident (9–14 MiB more at 10,000 objects, bench/), and
 // the musl image runs the same allocator as the benchmarked build.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
