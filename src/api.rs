@@ -312,8 +312,8 @@ pub struct AzureRootKeyStatus {
 
 /// One aspect of the object's state, in the shape of the standard `metav1.Condition`.
 // Not k8s-openapi's `Condition`: the watch cache holds one per step for every object, so the status
-// is an enum and the type and reason (a small vocabulary) are shared instead of allocated per
-// condition, about 1 KiB less per cached object.
+// is an enum and the type and reason (a small vocabulary) are shared: three allocations fewer per
+// condition. With jemalloc's size classes the resident size did not change measurably.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
