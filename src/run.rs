@@ -319,13 +319,13 @@ async fn run_controller(
             Default::default(),
         );
     let controller = Controller::for_stream(changes, store.clone());
-    let (gauge_store, gauge_ctx) = (store.clone(), ctx.clone());
+    let (gauge_store, gauge_ctx, gauge_ns) = (store.clone(), ctx.clone(), ns.clone());
     let housekeeping = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let (t, f, u) = controller::count_ready(gauge_store.state().iter().map(|a| a.as_ref()));
             metrics::set_objects(t, f, u);
-            gauge_ctx.forget_caught_up_writes(&gauge_store);
+            gauge_ctx.forget_stale(&gauge_store, gauge_ns.as_deref());
         }
     });
     let mut stop_signal = stop.clone();

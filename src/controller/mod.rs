@@ -122,15 +122,20 @@ impl Context {
         };
     }
 
-    /// Drops remembered writes this watch cache has caught up with, so the copies do not outlive
-    /// the moment they are needed. Objects the cache does not hold (another namespace's controller)
-    /// are left alone; deleted ones are forgotten when the watch reports their deletion.
-    pub fn forget_caught_up_writes(&self, cache: &Store<AzureRootKey>) {
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).retain(|object, (written_rv, _)| {
-            cache.get(object).is_none_or(|ark| {
+    /// Drops what is kept for objects the cache of `namespace` (all namespaces: `None`) no longer
+    /// holds — deleted while its watch was down, so no deletion was reported — and remembered
+    /// writes the cache has caught up with, so the copies do not outlive the moment they are needed.
+    pub fn forget_stale(&self, cache: &Store<AzureRootKey>, namespace: Option<&str>) {
+        retain_cached(&mut self.failures.lock().unwrap_or_else(|p| p.into_inner()), cache, namespace, |_, _| true);
+        retain_cached(&mut self.held.lock().unwrap_or_else(|p| p.into_inner()), cache, namespace, |_, _| true);
+        retain_cached(
+            &mut self.written.lock().unwrap_or_else(|p| p.into_inner()),
+            cache,
+            namespace,
+            |ark, (written_rv, _)| {
                 ark.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok()) < Some(*written_rv)
-            })
-        });
+            },
+        );
     }
 
     /// Exponential per-object backoff from 1 s to 5 min, or longer when the service asked for it.
@@ -157,6 +162,20 @@ impl Context {
     fn event(&self, ark: &AzureRootKey, type_: EventType, reason: &str, note: String) {
         self.events.publish(ark.object_ref(&()), vec![Note { type_, reason: reason.to_owned(), note }]);
     }
+}
+
+/// Keeps the entries whose object `cache` holds and `keep` accepts. Entries outside the cache's
+/// namespace are left alone: another namespace's controller, with its own cache, owns them.
+fn retain_cached<V>(
+    entries: &mut HashMap<ObjectRef<AzureRootKey>, V>,
+    cache: &Store<AzureRootKey>,
+    namespace: Option<&str>,
+    keep: impl Fn(&AzureRootKey, &V) -> bool,
+) {
+    entries.retain(|object, value| {
+        namespace.is_some_and(|ns| object.namespace.as_deref() != Some(ns))
+            || cache.get(object).is_some_and(|ark| keep(&ark, value))
+    });
 }
 
 /// The delay after `failures` consecutive failures: 1 s doubling to 5 min, never sooner than the
@@ -501,5 +520,35 @@ mod tests {
         assert_eq!(delays[11], 300);
         assert_eq!(backoff_delay(0, Some(Duration::from_secs(30))), Duration::from_secs(30));
         assert_eq!(backoff_delay(0, Some(Duration::from_secs(600))), Duration::from_secs(600));
+    }
+
+    fn object(namespace: &str, name: &str, resource_version: &str) -> AzureRootKey {
+        serde_json::from_value(json!({
+            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                     "hsm": {"name": "contoso"}, "key": {"name": "k"}}
+        }))
+        .expect("object")
+    }
+
+    /// A watch gap hides deletions: what is kept per object must go once the cache lost it, but
+    /// not what another namespace's controller keeps.
+    #[test]
+    fn entries_of_objects_the_cache_lost_are_dropped() {
+        let (cache, mut writer) = kube::runtime::reflector::store::<AzureRootKey>();
+        let kept = object("a", "kept", "7");
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(kept.clone()));
+        let (gone, elsewhere) = (object("a", "gone", "3"), object("b", "other", "5"));
+        let mut entries: HashMap<_, u32> =
+            [&kept, &gone, &elsewhere].into_iter().map(|o| (ObjectRef::from(o), 1)).collect();
+
+        retain_cached(&mut entries, &cache, Some("a"), |_, _| true);
+        let mut left: Vec<String> = entries.keys().map(|o| o.name.clone()).collect();
+        left.sort();
+        assert_eq!(left, ["kept", "other"]);
+
+        retain_cached(&mut entries, &cache, None, |ark, _| ark.resource_version().as_deref() != Some("7"));
+        assert!(entries.is_empty(), "{entries:?}");
     }
 }
