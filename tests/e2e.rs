@@ -9,8 +9,8 @@ use rootkey_operator::api::{AzureRootKey, ConditionStatus, PairingState};
 use rootkey_sandbox::KeyPatch;
 use serde_json::json;
 use support::env::{
-    ANTIMATTER_APP, API_KEY, DOMAIN, Env, HSM, NO_ROLES_CLIENT, NO_ROLES_SECRET, OperatorOptions, SECRETS, TENANT,
-    condition,
+    ANTIMATTER_APP, API_KEY, DOMAIN, Env, HSM, NO_ROLES_CLIENT, NO_ROLES_SECRET, OPERATOR_CLIENT, OPERATOR_SECRET,
+    OperatorOptions, SECRETS, TENANT, condition,
 };
 
 const CRYPTO_USER: &str = "21dbd100-6940-42c2-9190-5d6cb909625b";
@@ -250,6 +250,64 @@ async fn given_principal_skips_graph_and_a_hand_made_assignment_is_adopted() {
     let kid = o.status.as_ref().and_then(|s| s.key_url.clone()).expect("key url");
     assert!(paired.message.contains(&kid) && paired.message.contains(TENANT), "{}", paired.message);
     assert!(registrations(&env).is_empty());
+}
+
+/// Someone else (another cluster, an admin) creates Antimatter's principal between the operator's
+/// read and its create: Graph answers 409 and the operator adopts that principal.
+#[tokio::test]
+async fn a_principal_created_by_someone_else_meanwhile_is_read_back() {
+    let env = Env::start("e2e-sp-race").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    // The operator's create is held 3 s in the sandbox; the principal is created meanwhile.
+    env.sandbox.add_fault(rootkey_sandbox::FaultSpec {
+        service: "graph".into(),
+        operation: Some("sp.create".into()),
+        hsm: None,
+        action: rootkey_sandbox::FaultAction::Latency { ms: 3000 },
+        count: Some(1),
+        probability: None,
+    });
+    env.apply("root", env.spec("race-key", json!({}))).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !env.sandbox.faults().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the operator never tried to create the principal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = env.sandbox.client();
+    let graph = env.sandbox.graph_url();
+    let token = client
+        .token(&env.sandbox.authority_url(), TENANT, OPERATOR_CLIENT, OPERATOR_SECRET, &format!("{graph}/.default"))
+        .await
+        .expect("token");
+    let token = token.json()["access_token"].as_str().expect("access_token").to_owned();
+    let created = client
+        .post_json(&format!("{graph}/v1.0/servicePrincipals"), Some(&token), &json!({"appId": ANTIMATTER_APP}))
+        .await
+        .expect("create");
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let theirs = created.json()["id"].as_str().expect("id").to_owned();
+
+    let o = env.wait_ready("root").await;
+    assert_eq!(env.sandbox.count_status("graph", "sp.create", 409), 1, "the operator's create met the conflict");
+    // Read back at once: no failed reconcile (each new failure is a Warning event) before Ready.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let warnings: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() != Some("ActivationNotRequested"))
+        .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(o.status.as_ref().and_then(|s| s.service_principal_object_id.as_deref()), Some(theirs.as_str()));
+    let principals = env.sandbox.service_principals(TENANT);
+    assert_eq!(principals.iter().filter(|p| p.app_id == ANTIMATTER_APP).count(), 1, "{principals:?}");
+    let assignments = crypto_user_assignments(&env, "race-key");
+    assert_eq!(assignments.len(), 1, "{assignments:?}");
+    assert_eq!(assignments[0].principal_id, theirs);
 }
 
 #[tokio::test]
