@@ -259,14 +259,12 @@ async fn a_principal_created_by_someone_else_meanwhile_is_read_back() {
     let env = Env::start("e2e-sp-race").await;
     env.api_key_secret("api-key", API_KEY).await;
     // The operator's create is held 3 s in the sandbox; the principal is created meanwhile.
-    env.sandbox.add_fault(rootkey_sandbox::FaultSpec {
-        service: "graph".into(),
-        operation: Some("sp.create".into()),
-        hsm: None,
-        action: rootkey_sandbox::FaultAction::Latency { ms: 3000 },
-        count: Some(1),
-        probability: None,
-    });
+    env.sandbox.add_fault(support::checks::fault(
+        "graph",
+        Some("sp.create"),
+        rootkey_sandbox::FaultAction::Latency { ms: 3000 },
+        Some(1),
+    ));
     env.apply("root", env.spec("race-key", json!({}))).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !env.sandbox.faults().is_empty() {

@@ -12,23 +12,12 @@ use kube::{
     api::{DynamicObject, Patch, PatchParams, PostParams},
 };
 use rootkey_operator::api::ConditionStatus;
-use rootkey_sandbox::{FaultAction, FaultSpec};
+use rootkey_sandbox::FaultAction;
 use serde_json::json;
 use support::{
-    checks,
+    checks::{self, fault},
     env::{Env, OperatorOptions, SpawnExtra, condition},
 };
-
-fn fault(service: &str, operation: Option<&str>, action: FaultAction, count: Option<u64>) -> FaultSpec {
-    FaultSpec {
-        service: service.into(),
-        operation: operation.map(Into::into),
-        hsm: None,
-        action,
-        count,
-        probability: None,
-    }
-}
 
 async fn operator_env(prefix: &str) -> Env {
     let mut env = Env::without_operator(prefix).await;

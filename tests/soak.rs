@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rootkey_operator::api::ConditionStatus;
-use rootkey_sandbox::{FaultAction, FaultSpec};
+use rootkey_sandbox::FaultAction;
 use support::{
     checks::{self, Row},
     env::{Env, OperatorOptions, SpawnExtra},
@@ -67,14 +67,7 @@ async fn a_faults_200_objects_30pct_for_60s() {
 async fn b_total_429_storm_on_every_hsm_call_for_2_minutes() {
     let env = operator_env("soak-429").await;
     let objs = checks::populate(&env, 50).await;
-    env.sandbox.add_fault(FaultSpec {
-        service: "hsm".into(),
-        operation: None,
-        hsm: None,
-        action: FaultAction::Status { status: 429, retry_after: Some(5) },
-        count: None,
-        probability: None,
-    });
+    env.sandbox.add_fault(checks::fault("hsm", None, FaultAction::Status { status: 429, retry_after: Some(5) }, None));
     checks::apply_all(&env, &objs).await;
     tokio::time::sleep(Duration::from_secs(120)).await;
     let storm_log = env.sandbox.requests();
@@ -166,14 +159,7 @@ async fn d_slow_loris_and_huge_bodies_on_every_remote() {
         for action in [FaultAction::Trickle { bytes: 200, every_ms: 500 }, FaultAction::Huge { bytes: 10 << 20 }] {
             n += 1;
             let name = format!("h{n}");
-            env.sandbox.add_fault(FaultSpec {
-                service: svc.into(),
-                operation: Some(op.into()),
-                hsm: None,
-                action,
-                count: None,
-                probability: None,
-            });
+            env.sandbox.add_fault(checks::fault(svc, Some(op), action, None));
             env.apply(&name, env.spec(&format!("k-h{n}"), serde_json::json!({}))).await;
             let start = Instant::now();
             env.wait_for(&name, Duration::from_secs(90), "a condition under the fault", |o| {

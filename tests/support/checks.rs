@@ -321,6 +321,18 @@ pub fn foreign_credential_requests(log: &[RequestRecord], foreign_hosts: &[&str]
         .collect()
 }
 
+/// A fault on `service` (and `operation`, if given) for `count` requests (all, if not given).
+pub fn fault(service: &str, operation: Option<&str>, action: FaultAction, count: Option<u64>) -> FaultSpec {
+    FaultSpec {
+        service: service.into(),
+        operation: operation.map(Into::into),
+        hsm: None,
+        action,
+        count,
+        probability: None,
+    }
+}
+
 /// A fault on every service with the given probability.
 pub fn storm(probability: f64) -> Vec<FaultSpec> {
     let actions = [
