@@ -349,7 +349,7 @@ static VOCABULARY: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Mutex:
 
 /// The one shared copy of a word of the conditions' vocabulary (or an owned one past the bound).
 pub fn vocabulary(word: &str) -> Cow<'static, str> {
-    let mut words = VOCABULARY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut words = crate::locks::lock(&VOCABULARY);
     if let Some(shared) = words.get(word) {
         return Cow::Borrowed(shared);
     }

@@ -1,5 +1,5 @@
-//! Values looked up once per key and then remembered (role definition per HSM, service principal
-//! per tenant and application, Antimatter's application per domain). Concurrent first lookups of the
+//! Values looked up once per key and then remembered (service principal per tenant and
+//! application, Antimatter's application per domain). Concurrent first lookups of the
 //! same key wait for one remote call instead of each making their own: at start-up every worker
 //! reconciles at once, and duplicate lookups would spend the HSM's RBAC budget or race to create the
 //! same service principal. A failed lookup is not remembered; the next caller tries again.
@@ -11,6 +11,8 @@ use std::{
 };
 
 use tokio::sync::OnceCell;
+
+use crate::locks::lock;
 
 pub struct Memo<K, V> {
     cells: Mutex<HashMap<K, Arc<OnceCell<V>>>>,
@@ -25,7 +27,7 @@ impl<K, V> Default for Memo<K, V> {
 impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     /// The remembered value for `key`, if there is one, without looking it up.
     pub fn peek(&self, key: &K) -> Option<V> {
-        self.cells.lock().unwrap_or_else(|p| p.into_inner()).get(key).and_then(|cell| cell.get().cloned())
+        lock(&self.cells).get(key).and_then(|cell| cell.get().cloned())
     }
 
     /// The remembered value for `key`, or the result of `lookup` (run by one caller at a time).
@@ -33,7 +35,7 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     where
         F: AsyncFnOnce() -> Result<V, E>,
     {
-        let cell = self.cells.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone();
+        let cell = lock(&self.cells).entry(key).or_default().clone();
         cell.get_or_try_init(|| lookup()).await.cloned()
     }
 }

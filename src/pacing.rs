@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::cloud::HsmEndpoint;
+use crate::{cloud::HsmEndpoint, locks::lock};
 
 /// Evenly spaced slots at most `rate` per second.
 struct Pacer {
@@ -54,7 +54,7 @@ impl Pacers {
             return;
         }
         let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slots = lock(&self.slots);
             let now = Instant::now();
             let pacer = slots.entry((class, hsm.url.clone())).or_insert(Pacer { interval, next: now });
             let slot = pacer.next.max(now);
@@ -67,7 +67,7 @@ impl Pacers {
     /// After a 429, no slot of `class` on this HSM is handed out before `retry_after` has passed.
     pub fn pause(&self, class: Class, hsm: &HsmEndpoint, retry_after: Duration) {
         let interval = self.interval(class);
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = lock(&self.slots);
         let resume = Instant::now() + retry_after;
         let pacer = slots.entry((class, hsm.url.clone())).or_insert(Pacer { interval, next: resume });
         pacer.next = pacer.next.max(resume);

@@ -144,9 +144,18 @@ fn same_parent_domain_https(attempt: redirect::Attempt<'_>) -> redirect::Action 
     if allowed { attempt.follow() } else { attempt.stop() }
 }
 
-/// Parses `Retry-After` given in seconds (the form Azure and Antimatter use).
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(3600)))
+/// The longest wait any service can ask for; a larger `Retry-After` is cut to it, so no answer can
+/// park an object for days or overflow a deadline.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Parses a `Retry-After` value given in seconds (the form Azure and Antimatter use), capped at
+/// [`MAX_RETRY_AFTER`]. Every client reads it through here.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
 }
 
 /// Reads a body of at most [`MAX_BODY_BYTES`].
@@ -211,20 +220,40 @@ pub async fn send(
         operation,
         status: status.as_u16(),
         code: if code.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { code },
-        message: truncate(message, 512),
+        message: truncate(&message, 512),
         retry_after: retry_after.or((status == StatusCode::TOO_MANY_REQUESTS).then_some(Duration::from_secs(1))),
     })
 }
 
-/// Cuts a remote message to a readable length on a character boundary.
-pub fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
+/// `text` cut to at most `max` bytes on a character boundary, marked with an ellipsis when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
     }
-    s
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_capped_and_odd_values_are_ignored() {
+        assert_eq!(parse_retry_after(" 30 "), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after(&(1u64 << 63).to_string()), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after(&u64::MAX.to_string()), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn truncation_stays_within_the_bound_on_a_character_boundary() {
+        assert_eq!(truncate("short", 1024), "short");
+        let cut = truncate(&"é".repeat(600), 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
+    }
 }

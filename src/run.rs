@@ -35,6 +35,7 @@ use crate::{
     pacing::Pacers,
     policy::TenancyPolicy,
     remote,
+    remotes::Services,
 };
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,15 +213,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let pod = args.pod_name.clone().unwrap_or_else(|| format!("rootkey-operator-{}", std::process::id()));
     let events = Publisher::start(client.clone(), controller::FIELD_MANAGER, &pod);
+    let azure = Azure::new(
+        cloud,
+        args.azure_identity,
+        azure_http,
+        Pacers::new(args.hsm_key_creates_per_second, args.hsm_rbac_per_second),
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Azure::new(
-            cloud,
-            args.azure_identity,
-            azure_http,
-            Pacers::new(args.hsm_key_creates_per_second, args.hsm_rbac_per_second),
-        ),
-        AntimatterClient::new(antimatter_http),
+        Services::new(azure, AntimatterClient::new(antimatter_http)),
         policy,
         cluster_id,
         events,
@@ -309,7 +310,7 @@ async fn run_controller(
             let ctx = ctx.clone();
             move |event| {
                 if let Ok(watcher::Event::Delete(ark)) = event {
-                    ctx.forget(ark);
+                    ctx.memory.forget(ark);
                 }
             }
         })
@@ -325,7 +326,7 @@ async fn run_controller(
             tokio::time::sleep(Duration::from_secs(10)).await;
             let (t, f, u) = controller::count_ready(gauge_store.state().iter().map(|a| a.as_ref()));
             metrics::set_objects(t, f, u);
-            gauge_ctx.forget_stale(&gauge_store, gauge_ns.as_deref());
+            gauge_ctx.memory.forget_stale(&gauge_store, gauge_ns.as_deref());
         }
     });
     let mut stop_signal = stop.clone();

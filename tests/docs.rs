@@ -1,8 +1,14 @@
-//! Keeps docs/reference.md in step with the code: every CRD field, every condition reason the
-//! operator can set, and every metric.
+//! Keeps docs/reference.md in step with the code: every CRD field, every condition type and reason
+//! the operator can set, every event reason, and every metric.
 
 use std::collections::BTreeSet;
 
+use rootkey_operator::controller::{
+    conditions::READY,
+    reasons::{ChangeReason, Reason},
+    status::DELETING,
+    steps::Kind,
+};
 use serde_json::Value;
 
 fn reference() -> String {
@@ -34,45 +40,27 @@ fn every_crd_field_is_documented() {
     assert!(missing.is_empty(), "docs/reference.md lacks {missing:?}");
 }
 
-/// Capitalised one-word string literals in the controller (outside tests): condition types, reasons, event
-/// reasons and the Azure codes it reacts to. Each must be explained in the reference.
-fn reasons_in_code() -> BTreeSet<String> {
-    let mut reasons = BTreeSet::new();
-    for file in [
-        "src/controller/pipeline.rs",
-        "src/controller/mod.rs",
-        "src/controller/errors.rs",
-        "src/controller/conditions.rs",
-        "src/controller/secrets.rs",
-    ] {
-        let text = std::fs::read_to_string(file).expect("source");
-        let body = text.split("#[cfg(test)]").next().unwrap_or_default();
-        for (i, literal) in body.split('"').enumerate() {
-            let pascal = literal.len() > 3
-                && literal.chars().all(|c| c.is_ascii_alphanumeric())
-                && literal.starts_with(|c: char| c.is_ascii_uppercase())
-                && literal.chars().any(|c| c.is_ascii_lowercase())
-                && !["True", "False", "Unknown"].contains(&literal);
-            if i % 2 == 1 && pascal {
-                reasons.insert(literal.to_owned());
-            }
-        }
-    }
-    reasons
-}
-
 #[test]
 fn every_condition_reason_has_a_fix_in_the_troubleshooting_table() {
     let doc = reference();
-    let reasons = reasons_in_code();
-    for expected in
-        ["KeyNotFound", "Forbidden", "InvalidCredentials", "Throttled", "PolicyDenied", "KeyIsActive", "PairingHealthy"]
-    {
-        assert!(reasons.contains(expected), "the scan finds {expected}: {reasons:?}");
-    }
-    let missing: Vec<_> =
-        reasons.iter().filter(|r| !r.starts_with("Waiting") && !doc.contains(&format!("`{r}`"))).collect();
+    let missing: Vec<&str> = Reason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .filter(|r| !r.starts_with("Waiting") && !doc.contains(&format!("`{r}`")))
+        .collect();
     assert!(missing.is_empty(), "reasons without a row in docs/reference.md: {missing:?}");
+    assert!(doc.contains("`Waiting<Step>`"), "the waiting reasons are explained once");
+}
+
+#[test]
+fn every_condition_type_and_event_reason_is_documented() {
+    let doc = reference();
+    let types = Kind::ALL.iter().map(|k| k.as_str()).chain([READY, DELETING]);
+    let missing: Vec<&str> = types
+        .chain(ChangeReason::ALL.iter().map(|r| r.as_str()))
+        .filter(|t| !doc.contains(&format!("`{t}`")))
+        .collect();
+    assert!(missing.is_empty(), "docs/reference.md lacks {missing:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use azure_security_keyvault_keys::{
 use super::{Azure, Identity, from_azure};
 use crate::{
     cloud::HsmEndpoint,
+    locks::lock,
     pacing::Class,
     remote::{RemoteError, Service},
 };
@@ -46,7 +47,7 @@ pub struct KeyClients {
 
 impl KeyClients {
     fn client(&self, azure: &Azure, hsm: &HsmEndpoint, identity: &Identity) -> Result<Arc<KeyClient>, RemoteError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = lock(&self.clients);
         let key = (hsm.clone(), identity.clone());
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());

@@ -26,9 +26,10 @@ use serde::Deserialize;
 
 use crate::{
     cloud::{Cloud, HsmEndpoint},
+    locks::lock,
     metrics::record_call,
     pacing::{Class, Pacers},
-    remote::{RemoteError, Service, truncate},
+    remote::{RemoteError, Service, parse_retry_after, truncate},
 };
 
 /// How the operator authenticates as itself (objects may bring their own client secret instead).
@@ -119,7 +120,7 @@ impl Azure {
     /// token cache is shared. One per scope: a credential's cache holds one lock for all its scopes
     /// while it fetches a token, which would make the HSM and Graph tokens wait for each other.
     pub fn credential(&self, identity: &Identity, scope: &str) -> Result<Arc<dyn TokenCredential>, RemoteError> {
-        let mut cache = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = lock(&self.credentials);
         let key = (identity.clone(), scope.to_owned());
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
@@ -232,8 +233,7 @@ pub fn from_azure(service: Service, operation: &'static str, e: azure_core::Erro
             let retry_after = raw_response
                 .as_ref()
                 .and_then(|r| r.headers().get_optional_str(&azure_core::http::headers::RETRY_AFTER))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(parse_retry_after);
             RemoteError::Status {
                 service,
                 operation,
@@ -243,9 +243,9 @@ pub fn from_azure(service: Service, operation: &'static str, e: azure_core::Erro
                 retry_after,
             }
         }
-        ErrorKind::Credential => RemoteError::Credentials { detail: truncate(e.to_string(), 512) },
+        ErrorKind::Credential => RemoteError::Credentials { detail: truncate(&e.to_string(), 512) },
         ErrorKind::Connection | ErrorKind::Io => RemoteError::Unreachable { service, operation, detail: e.to_string() },
-        _ => RemoteError::Malformed { service, operation, detail: truncate(e.to_string(), 512) },
+        _ => RemoteError::Malformed { service, operation, detail: truncate(&e.to_string(), 512) },
     }
 }
 

@@ -1,47 +1,12 @@
-//! Conditions: one per pipeline step plus the summary `Ready`, in the standard shape, following the
+//! Conditions: one per step plus the summary `Ready`, in the standard shape, following the
 //! kstatus conventions so `kubectl wait`, Flux and Argo CD read them.
 
 use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{Condition, ConditionStatus, vocabulary};
-
-/// The pipeline's condition types, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Step {
-    KeyReady,
-    TagApplied,
-    ServicePrincipalReady,
-    RoleAssigned,
-    Registered,
-    Paired,
-    Active,
-}
-
-impl Step {
-    pub const ALL: [Step; 7] = [
-        Step::KeyReady,
-        Step::TagApplied,
-        Step::ServicePrincipalReady,
-        Step::RoleAssigned,
-        Step::Registered,
-        Step::Paired,
-        Step::Active,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::KeyReady => "KeyReady",
-            Step::TagApplied => "TagApplied",
-            Step::ServicePrincipalReady => "ServicePrincipalReady",
-            Step::RoleAssigned => "RoleAssigned",
-            Step::Registered => "Registered",
-            Step::Paired => "Paired",
-            Step::Active => "Active",
-        }
-    }
-}
+use super::{reasons::Reason, steps::Kind};
+use crate::api::{Condition, ConditionStatus};
 
 pub const READY: &str = "Ready";
 
@@ -49,21 +14,26 @@ pub const READY: &str = "Ready";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub status: ConditionStatus,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Outcome {
-    pub fn ok(reason: &str, message: impl Into<String>) -> Self {
-        Self { status: ConditionStatus::True, reason: reason.to_owned(), message: message.into() }
+    pub fn ok(reason: Reason, message: impl Into<String>) -> Self {
+        Self { status: ConditionStatus::True, reason, message: message.into() }
     }
 
-    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
-        Self { status: ConditionStatus::False, reason: reason.to_owned(), message: message.into() }
+    pub fn failed(reason: Reason, message: impl Into<String>) -> Self {
+        Self { status: ConditionStatus::False, reason, message: message.into() }
     }
 
-    pub fn unknown(reason: &str, message: impl Into<String>) -> Self {
-        Self { status: ConditionStatus::Unknown, reason: reason.to_owned(), message: message.into() }
+    pub fn unknown(reason: Reason, message: impl Into<String>) -> Self {
+        Self { status: ConditionStatus::Unknown, reason, message: message.into() }
+    }
+
+    /// A step that has not run because `on`, which it needs, has not succeeded.
+    pub fn waiting(on: Kind) -> Self {
+        Self::unknown(Reason::waiting(on), format!("waiting for {}", on.as_str()))
     }
 
     pub fn is_true(&self) -> bool {
@@ -90,7 +60,7 @@ pub fn to_conditions(
             Condition {
                 type_: Cow::Borrowed(kind),
                 status: o.status,
-                reason: vocabulary(&o.reason),
+                reason: Cow::Borrowed(o.reason.as_str()),
                 message: o.message.clone(),
                 last_transition_time,
                 observed_generation: generation,
@@ -101,13 +71,13 @@ pub fn to_conditions(
 
 /// The summary: `True` when every required step is `True`; otherwise the first required step that
 /// is not, with its reason (`False`) or `Progressing` (`Unknown`).
-pub fn ready(required: &[(Step, &Outcome)]) -> Outcome {
-    match required.iter().find(|(_, o)| !o.is_true()) {
-        None => Outcome::ok("Ready", "The key is delegated to Antimatter and every check passed."),
+pub fn ready<'a>(required: impl IntoIterator<Item = (Kind, &'a Outcome)>) -> Outcome {
+    match required.into_iter().find(|(_, o)| !o.is_true()) {
+        None => Outcome::ok(Reason::Ready, "The key is delegated to Antimatter and every check passed."),
         Some((step, o)) if o.status == ConditionStatus::False => {
-            Outcome::failed(&o.reason, format!("{}: {}", step.as_str(), o.message))
+            Outcome::failed(o.reason, format!("{}: {}", step.as_str(), o.message))
         }
-        Some((step, o)) => Outcome::unknown("Progressing", format!("{}: {}", step.as_str(), o.message)),
+        Some((step, o)) => Outcome::unknown(Reason::Progressing, format!("{}: {}", step.as_str(), o.message)),
     }
 }
 
@@ -117,25 +87,25 @@ mod tests {
 
     #[test]
     fn ready_needs_every_required_step() {
-        let ok = Outcome::ok("A", "a");
-        let bad = Outcome::failed("KeyDisabled", "disabled");
-        let wait = Outcome::unknown("WaitingKeyReady", "waiting");
-        assert!(ready(&[(Step::KeyReady, &ok), (Step::TagApplied, &ok)]).is_true());
-        let r = ready(&[(Step::KeyReady, &bad), (Step::TagApplied, &wait)]);
-        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::False, "KeyDisabled"));
-        let r = ready(&[(Step::KeyReady, &ok), (Step::TagApplied, &wait)]);
-        assert_eq!((r.status, r.reason.as_str()), (ConditionStatus::Unknown, "Progressing"));
+        let ok = Outcome::ok(Reason::KeyUsable, "a");
+        let bad = Outcome::failed(Reason::KeyDisabled, "disabled");
+        let wait = Outcome::waiting(Kind::KeyReady);
+        assert!(ready([(Kind::KeyReady, &ok), (Kind::TagApplied, &ok)]).is_true());
+        let r = ready([(Kind::KeyReady, &bad), (Kind::TagApplied, &wait)]);
+        assert_eq!((r.status, r.reason), (ConditionStatus::False, Reason::KeyDisabled));
+        let r = ready([(Kind::KeyReady, &ok), (Kind::TagApplied, &wait)]);
+        assert_eq!((r.status, r.reason), (ConditionStatus::Unknown, Reason::Progressing));
     }
 
     #[test]
     fn unchanged_status_keeps_its_transition_time() {
         let t0 = Time(jiff::Timestamp::from_second(1_000).expect("ts"));
         let t1 = Time(jiff::Timestamp::from_second(2_000).expect("ts"));
-        let ok = Outcome::ok("A", "a");
+        let ok = Outcome::ok(Reason::KeyUsable, "a");
         let first = to_conditions(&[("KeyReady", &ok)], &[], Some(1), &t0);
         let again = to_conditions(&[("KeyReady", &ok)], &first, Some(1), &t1);
         assert_eq!(first, again);
-        let bad = Outcome::failed("B", "b");
+        let bad = Outcome::failed(Reason::KeyDisabled, "b");
         let changed = to_conditions(&[("KeyReady", &bad)], &first, Some(1), &t1);
         assert_eq!(changed[0].last_transition_time, t1);
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::conditions::Outcome;
+use super::{conditions::Outcome, reasons::Reason};
 use crate::remote::{RemoteError, Service};
 
 /// Errors that end a reconcile early (the Kubernetes side); remote failures become conditions.
@@ -16,70 +16,84 @@ pub enum Error {
     NoNamespace,
     /// Revoking was refused or failed; the finalizer stays until it succeeds or the policy is Retain.
     #[error("revoke blocked: {0}")]
-    RevokeBlocked(String),
+    RevokeBlocked(Reason),
 }
 
-/// What the reconciler needs from a failure: a condition, and how soon to try again.
+/// What a step makes of a failure: its condition, and how soon to try again. Remote errors become
+/// one with `?`.
+#[derive(Debug)]
 pub struct Failure {
     pub outcome: Outcome,
     pub retry_after: Option<Duration>,
 }
 
-/// Where a failure happened, to name the missing permission.
-#[derive(Clone, Copy)]
-pub enum Area {
-    Keys,
-    Rbac,
-    Graph,
-    Antimatter,
+impl From<Outcome> for Failure {
+    fn from(outcome: Outcome) -> Self {
+        Self { outcome, retry_after: None }
+    }
 }
 
-fn permission_hint(area: Area) -> &'static str {
-    match area {
-        Area::Keys => {
-            "the Azure identity needs \"Managed HSM Crypto User\" (or a custom role with keys read, create and write) at scope /keys on the HSM"
-        }
-        Area::Rbac => {
+impl From<RemoteError> for Failure {
+    fn from(e: RemoteError) -> Self {
+        classify(&e)
+    }
+}
+
+/// The permission a refused call needs, named after the API it called.
+fn permission_hint(e: &RemoteError) -> &'static str {
+    match e {
+        RemoteError::Status { service: Service::Hsm, operation, .. } if operation.starts_with("rbac.") => {
             "the Azure identity needs \"Managed HSM Policy Administrator\" (role assignments read and write) on the HSM"
         }
-        Area::Graph => {
+        RemoteError::Status { service: Service::Graph, .. } => {
             "the Azure identity needs the Microsoft Graph application permission Application.ReadWrite.OwnedBy or Application.ReadWrite.All; or set spec.antimatter.servicePrincipalObjectId to skip Graph"
         }
-        Area::Antimatter => "the domain API key is not allowed to manage root encryption keys",
+        RemoteError::Status { service: Service::Antimatter, .. } => {
+            "the domain API key is not allowed to manage root encryption keys"
+        }
+        _ => {
+            "the Azure identity needs \"Managed HSM Crypto User\" (or a custom role with keys read, create and write) at scope /keys on the HSM"
+        }
     }
 }
 
 /// Classifies a remote failure into one of the documented reasons.
-pub fn classify(area: Area, e: &RemoteError) -> Failure {
-    let unreachable = if e.service() == Service::Antimatter { "AntimatterUnreachable" } else { "AzureUnreachable" };
+fn classify(e: &RemoteError) -> Failure {
+    let unreachable =
+        if e.service() == Service::Antimatter { Reason::AntimatterUnreachable } else { Reason::AzureUnreachable };
     let outcome = match e {
         RemoteError::Credentials { detail } => Outcome::failed(
-            "InvalidCredentials",
+            Reason::InvalidCredentials,
             format!(
                 "Entra ID refused the credentials: {detail}. Check the client ID and secret (spec.azureCredentialsSecretRef or the operator's identity)."
             ),
         ),
         RemoteError::Status { status: 401, service: Service::Antimatter, message, .. } => Outcome::failed(
-            "InvalidCredentials",
+            Reason::InvalidCredentials,
             format!(
                 "Antimatter refused the domain API key: {message}. Check the Secret named by spec.antimatter.apiKeySecretRef."
             ),
         ),
-        RemoteError::Status { status: 401, .. } => {
-            Outcome::failed("InvalidCredentials", format!("{e}. The token was not accepted; check the Azure identity."))
-        }
+        RemoteError::Status { status: 401, .. } => Outcome::failed(
+            Reason::InvalidCredentials,
+            format!("{e}. The token was not accepted; check the Azure identity."),
+        ),
         RemoteError::Status { status: 403, .. } => {
-            Outcome::failed("Forbidden", format!("{e}. Fix: {}.", permission_hint(area)))
+            Outcome::failed(Reason::Forbidden, format!("{e}. Fix: {}.", permission_hint(e)))
         }
         RemoteError::Status { status: 429, .. } => Outcome::failed(
-            "Throttled",
+            Reason::Throttled,
             format!("{e}. Retrying after {}s.", e.retry_after().unwrap_or_default().as_secs()),
         ),
         RemoteError::Status { status, .. } if *status >= 500 || *status == 408 => {
             Outcome::failed(unreachable, format!("{e}. Retrying with backoff."))
         }
         RemoteError::Status { .. } => Outcome::failed(
-            if e.service() == Service::Antimatter { "AntimatterRequestRejected" } else { "AzureRequestRejected" },
+            if e.service() == Service::Antimatter {
+                Reason::AntimatterRequestRejected
+            } else {
+                Reason::AzureRequestRejected
+            },
             e.to_string(),
         ),
         RemoteError::Unreachable { .. } | RemoteError::Malformed { .. } => {

@@ -12,6 +12,8 @@ use k8s_openapi::{
 };
 use kube::{Api, Client, api::PostParams};
 
+use crate::remote::truncate;
+
 /// The API server refuses notes longer than this many bytes.
 const MAX_NOTE_BYTES: usize = 1024;
 
@@ -103,31 +105,5 @@ impl Writer {
             ..Event::default()
         };
         Api::<Event>::namespaced(self.client.clone(), &ns).create(&PostParams::default(), &event).await.map(drop)
-    }
-}
-
-/// `text` cut to at most `max` bytes on a character boundary, marked with an ellipsis when cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max - '…'.len_utf8();
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_notes_are_cut_on_a_character_boundary() {
-        assert_eq!(truncate("short", 1024), "short");
-        let long = "é".repeat(600);
-        let cut = truncate(&long, MAX_NOTE_BYTES);
-        assert!(cut.len() <= MAX_NOTE_BYTES);
-        assert!(cut.ends_with('…'));
     }
 }

@@ -7,7 +7,8 @@ use std::{collections::HashMap, sync::Mutex};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Api, Client};
 
-use super::conditions::Outcome;
+use super::{conditions::Outcome, reasons::Reason};
+use crate::locks::lock;
 
 type SecretRef = (String, String);
 /// (namespace, name, key)
@@ -33,45 +34,42 @@ impl SecretValues {
 
     /// Records what the Secret watch reported; a remembered value of an older version is read again.
     pub fn observe(&self, ns: &str, name: &str, resource_version: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((ns.to_owned(), name.to_owned()), resource_version.to_owned());
+        lock(&self.seen).insert((ns.to_owned(), name.to_owned()), resource_version.to_owned());
     }
 
     /// One key of a Secret in the object's namespace: a single line of text.
     pub async fn value(&self, ns: &str, name: &str, key: &str) -> Result<String, Outcome> {
         let id = (ns.to_owned(), name.to_owned(), key.to_owned());
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&(id.0.clone(), id.1.clone())).cloned();
-        if let Some(remembered) = self.values.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
+        let seen = lock(&self.seen).get(&(id.0.clone(), id.1.clone())).cloned();
+        if let Some(remembered) = lock(&self.values).get(&id)
             && seen.as_ref() == Some(&remembered.version)
         {
             return Ok(remembered.value.clone());
         }
         let secret = Api::<Secret>::namespaced(self.client.clone(), ns).get_opt(name).await.map_err(|e| {
-            Outcome::failed("SecretUnreadable", format!("Could not read Secret {ns}/{name}: {}", kube_reason(&e)))
+            Outcome::failed(Reason::SecretUnreadable, format!("Could not read Secret {ns}/{name}: {}", kube_reason(&e)))
         })?;
-        let secret =
-            secret.ok_or_else(|| Outcome::failed("SecretNotFound", format!("Secret {ns}/{name} does not exist.")))?;
+        let secret = secret
+            .ok_or_else(|| Outcome::failed(Reason::SecretNotFound, format!("Secret {ns}/{name} does not exist.")))?;
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
-        let value = secret
-            .data
-            .and_then(|mut d| d.remove(key))
-            .ok_or_else(|| Outcome::failed("SecretNotFound", format!("Secret {ns}/{name} has no key {key:?}.")))?;
+        let value = secret.data.and_then(|mut d| d.remove(key)).ok_or_else(|| {
+            Outcome::failed(Reason::SecretNotFound, format!("Secret {ns}/{name} has no key {key:?}."))
+        })?;
         let text = checked(ns, name, key, value)?;
-        self.values.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Remembered { version, value: text.clone() });
+        lock(&self.values).insert(id, Remembered { version, value: text.clone() });
         Ok(text)
     }
 }
 
 fn checked(ns: &str, name: &str, key: &str, value: ByteString) -> Result<String, Outcome> {
     let ByteString(bytes) = value;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Outcome::failed("InvalidSpec", format!("Secret {ns}/{name} key {key:?} is not UTF-8 text.")))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Outcome::failed(Reason::InvalidSpec, format!("Secret {ns}/{name} key {key:?} is not UTF-8 text."))
+    })?;
     let text = text.trim().to_owned();
     if text.is_empty() || text.len() > 8192 || text.chars().any(char::is_control) {
         return Err(Outcome::failed(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             format!("Secret {ns}/{name} key {key:?} is empty, too long or not a single line."),
         ));
     }
@@ -134,12 +132,12 @@ mod tests {
         let values = SecretValues::new(client);
         let read = || values.value("ns", "s", "apiKey");
         let forbidden = read().await.expect_err("403");
-        assert_eq!(forbidden.reason, "SecretUnreadable");
+        assert_eq!(forbidden.reason, Reason::SecretUnreadable);
         assert!(!forbidden.message.contains("echoed-request-detail"), "{}", forbidden.message);
-        assert_eq!(read().await.expect_err("404").reason, "SecretNotFound");
-        assert_eq!(read().await.expect_err("binary").reason, "InvalidSpec");
-        assert_eq!(read().await.expect_err("two lines").reason, "InvalidSpec");
-        assert_eq!(read().await.expect_err("no such key").reason, "SecretNotFound");
+        assert_eq!(read().await.expect_err("404").reason, Reason::SecretNotFound);
+        assert_eq!(read().await.expect_err("binary").reason, Reason::InvalidSpec);
+        assert_eq!(read().await.expect_err("two lines").reason, Reason::InvalidSpec);
+        assert_eq!(read().await.expect_err("no such key").reason, Reason::SecretNotFound);
         assert_eq!(read().await.expect("trimmed"), "s3cret");
         values.observe("ns", "s", "7");
         assert_eq!(read().await.expect("remembered: no request"), "s3cret");

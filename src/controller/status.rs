@@ -1,0 +1,109 @@
+//! `.status`: built from what the steps found, and written by the one server-side-apply writer.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+use super::{
+    FIELD_MANAGER,
+    conditions::{Outcome, READY, to_conditions},
+    steps::{Found, Report},
+};
+use crate::api::{AzureRootKey, AzureRootKeyStatus};
+
+/// The condition type shown while a `Revoke` deletion is blocked.
+pub const DELETING: &str = "Deleting";
+
+/// The current time at the API server's precision (seconds), so statuses compare equal.
+fn now() -> Time {
+    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
+}
+
+/// The status after one run: the steps' conditions and `Ready`, and what they found, keeping
+/// what they did not look at this time from the status before.
+pub fn build(
+    ark: &AzureRootKey,
+    prev: &AzureRootKeyStatus,
+    report: &Report,
+    found: &Found,
+    ready: &Outcome,
+    hsm_url: Option<String>,
+) -> AzureRootKeyStatus {
+    let generation = ark.metadata.generation;
+    let mut outcomes: Vec<(&'static str, &Outcome)> = report.outcomes().map(|(k, o)| (k.as_str(), o)).collect();
+    outcomes.push((READY, ready));
+    // A new pairing result is recorded only when it differs, so steady checks write nothing.
+    let pairing = match (&found.pairing, &prev.pairing) {
+        (Some(new), Some(old)) if new.status == old.status && new.message == old.message => Some(old.clone()),
+        (Some(new), _) => Some(new.clone()),
+        (None, old) => old.clone(),
+    };
+    let rek_id = if found.registration_gone {
+        None
+    } else {
+        found.rek_id.clone().or_else(|| prev.root_encryption_key_id.clone())
+    };
+    AzureRootKeyStatus {
+        observed_generation: generation,
+        conditions: to_conditions(&outcomes, &prev.conditions, generation, &now()),
+        hsm_url: hsm_url.or_else(|| prev.hsm_url.clone()),
+        key_url: found.key.as_ref().map(|k| k.kid.clone()).or_else(|| prev.key_url.clone()),
+        key_version: found.key.as_ref().map(|k| k.version.clone()).or_else(|| prev.key_version.clone()),
+        tenant_id: Some(ark.spec.tenant_id.clone()),
+        service_principal_object_id: found.principal.clone().or_else(|| prev.service_principal_object_id.clone()),
+        role_assignment_name: found.assignment.clone().or_else(|| prev.role_assignment_name.clone()),
+        root_encryption_key_id: rek_id,
+        pairing,
+    }
+}
+
+/// The status with the `Deleting` condition set to `blocked`, every other field as it was.
+pub fn with_deleting(ark: &AzureRootKey, prev: &AzureRootKeyStatus, blocked: &Outcome) -> AzureRootKeyStatus {
+    let mut conditions = prev.conditions.clone();
+    conditions.retain(|c| c.type_ != DELETING);
+    conditions.extend(to_conditions(&[(DELETING, blocked)], &prev.conditions, ark.metadata.generation, &now()));
+    AzureRootKeyStatus { conditions, ..prev.clone() }
+}
+
+/// Writes the whole status by server-side apply (fields left out would be dropped).
+pub async fn write(
+    api: &Api<AzureRootKey>,
+    ark: &AzureRootKey,
+    status: &AzureRootKeyStatus,
+) -> Result<AzureRootKey, kube::Error> {
+    let patch = json!({
+        "apiVersion": AzureRootKey::api_version(&()),
+        "kind": AzureRootKey::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&ark.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{reasons::Reason, steps::Report};
+
+    #[test]
+    fn status_does_not_change_when_nothing_did() {
+        let ark: AzureRootKey = serde_json::from_value(json!({
+            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
+            "metadata": {"name": "a", "namespace": "n", "generation": 2},
+            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                     "hsm": {"name": "contoso"}, "key": {"name": "k"}}
+        }))
+        .expect("object");
+        let report = Report::refused(Outcome::failed(Reason::PolicyDenied, "no"));
+        let ready = Outcome::ok(Reason::Ready, "ready");
+        let found = Found::default();
+        let first = build(&ark, &AzureRootKeyStatus::default(), &report, &found, &ready, Some("https://h".into()));
+        let second = build(&ark, &first, &report, &found, &ready, Some("https://h".into()));
+        assert_eq!(first, second);
+        assert_eq!(first.observed_generation, Some(2));
+        assert!(first.conditions.iter().all(|c| c.observed_generation == Some(2)));
+        assert_eq!(first.conditions.len(), 8);
+    }
+}

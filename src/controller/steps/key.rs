@@ -1,0 +1,97 @@
+//! `KeyReady`: the key exists (created `oct-HSM` when allowed) and can serve as a root key.
+
+use std::collections::BTreeMap;
+
+use super::{Step, tag::DOMAIN_TAG_VALUE};
+use crate::{
+    api::{AzureRootKeySpec, CreatePolicy},
+    azure::keys::KeyInfo,
+    cloud::HsmEndpoint,
+    controller::{
+        conditions::Outcome,
+        errors::Failure,
+        reasons::{ChangeReason, Reason},
+    },
+    remotes::ManagedHsm,
+};
+
+pub async fn ensure(
+    hsm: &dyn ManagedHsm,
+    endpoint: &HsmEndpoint,
+    spec: &AzureRootKeySpec,
+) -> Result<Step<KeyInfo>, Failure> {
+    let name = &spec.key.name;
+    let (key, created) = match hsm.key(name).await? {
+        Some(key) => (key, None),
+        None if spec.key.create == CreatePolicy::Never => {
+            return Ok(Step::stopped(Outcome::failed(
+                Reason::KeyNotFound,
+                format!(
+                    "The HSM {} has no key named {name}, and spec.key.create is Never. Create the key or set create: IfMissing.",
+                    endpoint.url
+                ),
+            )));
+        }
+        None if spec.suspend => {
+            return Ok(Step::stopped(Outcome::failed(
+                Reason::KeyNotFound,
+                format!("The HSM {} has no key named {name}; suspended, so not creating it.", endpoint.url),
+            )));
+        }
+        None => {
+            // Created with the domain tag, so the tag step has nothing to do.
+            let tags = BTreeMap::from([(spec.domain_id.clone(), DOMAIN_TAG_VALUE.to_owned())]);
+            let key = hsm.create_key(name, spec.key.size, tags).await?;
+            let note = format!("Created oct-HSM key {name} ({} bits) in {}", spec.key.size, endpoint.url);
+            (key, Some(note))
+        }
+    };
+    // Conditions describe the state, the same after the change as before it (no status churn);
+    // what the operator changed is told by events.
+    let outcome = usable(&key).unwrap_or_else(|| {
+        Outcome::ok(Reason::KeyUsable, format!("Key {name} is enabled, oct-HSM, and allows wrapKey and unwrapKey."))
+    });
+    let step = Step::found(outcome, key);
+    Ok(match created {
+        Some(note) => step.changed(ChangeReason::KeyCreated, note),
+        None => step,
+    })
+}
+
+/// Why a key cannot serve as a root key, if it cannot. Reported, never "fixed" by replacing it.
+pub fn usable(key: &KeyInfo) -> Option<Outcome> {
+    if !key.kty.eq_ignore_ascii_case("oct-HSM") {
+        return Some(Outcome::failed(
+            Reason::UnsupportedKeyType,
+            format!(
+                "The key is of type {}; Antimatter needs a symmetric oct-HSM key. Use another key name (the operator never replaces keys).",
+                key.kty
+            ),
+        ));
+    }
+    if !key.enabled {
+        return Some(Outcome::failed(
+            Reason::KeyDisabled,
+            "The key is disabled. Enable it in the HSM (az keyvault key set-attributes --enabled true); the operator never changes it.",
+        ));
+    }
+    let now = jiff::Timestamp::now();
+    if key.expires.is_some_and(|t| t <= now) {
+        return Some(Outcome::failed(Reason::KeyNotUsable, "The key has expired (attributes.exp is in the past)."));
+    }
+    if key.not_before.is_some_and(|t| t > now) {
+        return Some(Outcome::failed(
+            Reason::KeyNotUsable,
+            "The key is not yet valid (attributes.nbf is in the future).",
+        ));
+    }
+    let missing: Vec<&str> =
+        ["wrapKey", "unwrapKey"].into_iter().filter(|op| !key.ops.iter().any(|o| o == op)).collect();
+    if !missing.is_empty() {
+        return Some(Outcome::failed(
+            Reason::MissingKeyOperations,
+            format!("The key does not allow {}; Antimatter wraps and unwraps with it.", missing.join(" and ")),
+        ));
+    }
+    None
+}

@@ -1,0 +1,353 @@
+//! The reconcile steps and the order they run in. Each step is a module with one `ensure` (and,
+//! where it makes something `Revoke` undoes, the undo beside it); each takes what it needs and
+//! returns a [`Step`]: its condition, the value later steps need, the changes it made. Which step
+//! needs which is one table, [`Kind::needs`], read by the gating, the `Ready` summary, the fill after
+//! a refused spec and the route without an API key.
+
+mod activate;
+mod key;
+mod pair;
+mod principal;
+mod register;
+mod role;
+mod tag;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use super::{
+    conditions::Outcome,
+    errors::Failure,
+    inputs::Inputs,
+    reasons::{ChangeReason, Reason},
+};
+use crate::{
+    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, PairingStatus},
+    azure::keys::KeyInfo,
+    remotes::Remotes,
+};
+
+pub use key::usable;
+pub use register::same_rek;
+pub use role::assignment_name;
+
+/// The steps, in the order their conditions are listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    KeyReady,
+    TagApplied,
+    ServicePrincipalReady,
+    RoleAssigned,
+    Registered,
+    Paired,
+    Active,
+}
+
+/// Which side a step acts on, and so when it is required for `Ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Azure only: always required.
+    Azure,
+    /// Antimatter: needs an API key; without one the person registers by hand.
+    Antimatter,
+    /// Antimatter's active key: required only with `activate: true`.
+    Activation,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::KeyReady,
+        Kind::TagApplied,
+        Kind::ServicePrincipalReady,
+        Kind::RoleAssigned,
+        Kind::Registered,
+        Kind::Paired,
+        Kind::Active,
+    ];
+
+    /// The one dependency table: the steps that must be `True` before this one acts, and its route.
+    fn row(self) -> (&'static [Kind], Route) {
+        match self {
+            Kind::KeyReady => (&[], Route::Azure),
+            Kind::TagApplied => (&[Kind::KeyReady], Route::Azure),
+            Kind::ServicePrincipalReady => (&[], Route::Azure),
+            Kind::RoleAssigned => (&[Kind::KeyReady, Kind::ServicePrincipalReady], Route::Azure),
+            Kind::Registered => (&[Kind::KeyReady, Kind::TagApplied], Route::Antimatter),
+            Kind::Paired => (&[Kind::Registered, Kind::RoleAssigned, Kind::TagApplied], Route::Antimatter),
+            Kind::Active => (&[Kind::Paired], Route::Activation),
+        }
+    }
+
+    pub fn needs(self) -> &'static [Kind] {
+        self.row().0
+    }
+
+    pub fn route(self) -> Route {
+        self.row().1
+    }
+
+    /// Whether `Ready` waits for this step.
+    pub fn required(self, has_api_key: bool, activate: bool) -> bool {
+        match self.route() {
+            Route::Azure => true,
+            Route::Antimatter => has_api_key,
+            Route::Activation => has_api_key && activate,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::KeyReady => "KeyReady",
+            Kind::TagApplied => "TagApplied",
+            Kind::ServicePrincipalReady => "ServicePrincipalReady",
+            Kind::RoleAssigned => "RoleAssigned",
+            Kind::Registered => "Registered",
+            Kind::Paired => "Paired",
+            Kind::Active => "Active",
+        }
+    }
+}
+
+/// A change made outside the cluster, told by a `Normal` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub reason: ChangeReason,
+    pub note: String,
+}
+
+/// What one step found: its condition, the value the steps after it need (when it got that far),
+/// the changes it made and how long a service asked it to wait.
+#[derive(Debug)]
+pub struct Step<T> {
+    pub outcome: Outcome,
+    pub value: Option<T>,
+    pub changes: Vec<Change>,
+    pub retry_after: Option<Duration>,
+}
+
+impl<T> Step<T> {
+    /// The step got as far as `value`; `outcome` says whether it passed.
+    pub fn found(outcome: Outcome, value: T) -> Self {
+        Self { outcome, value: Some(value), changes: Vec::new(), retry_after: None }
+    }
+
+    /// The step stopped short of a value.
+    pub fn stopped(outcome: Outcome) -> Self {
+        Self { outcome, value: None, changes: Vec::new(), retry_after: None }
+    }
+
+    pub fn changed(mut self, reason: ChangeReason, note: String) -> Self {
+        self.changes.push(Change { reason, note });
+        self
+    }
+
+    /// A step's result with its failure, if any, as the step's condition.
+    fn settle(result: Result<Self, Failure>) -> Self {
+        result.unwrap_or_else(|f| Self { retry_after: f.retry_after, ..Self::stopped(f.outcome) })
+    }
+}
+
+/// The conditions, changes and `Retry-After` of one run, apart from the data the steps hand on.
+#[derive(Debug, Default)]
+pub struct Report {
+    outcomes: BTreeMap<Kind, Outcome>,
+    pub changes: Vec<Change>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Report {
+    /// Records a step and hands on its value.
+    fn take<T>(&mut self, kind: Kind, step: Step<T>) -> Option<T> {
+        self.outcomes.insert(kind, step.outcome);
+        self.changes.extend(step.changes);
+        self.retry_after = self.retry_after.max(step.retry_after);
+        step.value
+    }
+
+    /// The report of an object refused before any remote call: the first step carries why, and
+    /// every other waits for it.
+    pub fn refused(outcome: Outcome) -> Self {
+        let [first, rest @ ..] = Kind::ALL;
+        let mut report = Report::default();
+        report.outcomes.insert(first, outcome);
+        for kind in rest {
+            report.outcomes.insert(kind, Outcome::waiting(first));
+        }
+        report
+    }
+
+    pub fn outcome(&self, kind: Kind) -> Option<&Outcome> {
+        self.outcomes.get(&kind)
+    }
+
+    pub fn passed(&self, kind: Kind) -> bool {
+        self.outcome(kind).is_some_and(Outcome::is_true)
+    }
+
+    /// Every recorded condition, in step order.
+    pub fn outcomes(&self) -> impl Iterator<Item = (Kind, &Outcome)> {
+        self.outcomes.iter().map(|(k, o)| (*k, o))
+    }
+
+    /// The first step `kind` needs that has not passed.
+    fn unmet(&self, kind: Kind) -> Option<Kind> {
+        kind.needs().iter().copied().find(|need| !self.passed(*need))
+    }
+
+    /// The inputs of `kind` when every step it needs passed, else the condition it waits with.
+    fn gate<T>(&self, kind: Kind, inputs: Option<T>) -> Result<T, Outcome> {
+        let first_need = kind.needs().first().copied().unwrap_or(kind);
+        match self.unmet(kind) {
+            Some(need) => Err(Outcome::waiting(need)),
+            None => inputs.ok_or_else(|| Outcome::waiting(first_need)),
+        }
+    }
+
+    /// The `Ready` summary over the required steps.
+    pub fn ready(&self, has_api_key: bool, activate: bool) -> Outcome {
+        super::conditions::ready(self.outcomes().filter(|(kind, _)| kind.required(has_api_key, activate)))
+    }
+
+    pub fn any_failed(&self) -> bool {
+        self.outcomes.values().any(|o| o.status == ConditionStatus::False)
+    }
+
+    /// Without an API key the Antimatter steps are left to the person: say what to enter, or which
+    /// Azure step must pass first.
+    fn manual(&mut self, key: Option<&KeyInfo>, tenant_id: &str) {
+        let blocker = Kind::ALL.into_iter().find(|k| k.route() == Route::Azure && !self.passed(*k));
+        let message = match (key, blocker) {
+            (Some(key), None) => format!(
+                "No Antimatter API key configured: enter Key URL {} and Tenant ID {tenant_id} in the Antimatter dashboard (Domain Configuration > Encryption Rotation), or set spec.antimatter.apiKeySecretRef.",
+                key.kid
+            ),
+            (_, Some(step)) => {
+                format!("Pre-check failed at {}; fix it before registering the key with Antimatter.", step.as_str())
+            }
+            (None, None) => "The key is not known yet.".to_owned(),
+        };
+        for kind in Kind::ALL {
+            let outcome = match kind.route() {
+                Route::Azure => continue,
+                Route::Antimatter => Outcome::unknown(Reason::ManualRegistrationRequired, message.clone()),
+                Route::Activation => Outcome::unknown(
+                    Reason::ManualRegistrationRequired,
+                    "Activation needs spec.antimatter.apiKeySecretRef.",
+                ),
+            };
+            self.outcomes.insert(kind, outcome);
+        }
+    }
+}
+
+/// The data the steps found, for `.status`.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub key: Option<KeyInfo>,
+    pub principal: Option<String>,
+    pub assignment: Option<String>,
+    pub rek_id: Option<String>,
+    /// Antimatter no longer knows the recorded root key: forget it, so the next run registers again.
+    pub registration_gone: bool,
+    pub pairing: Option<PairingStatus>,
+}
+
+/// Runs every step for one object; nothing here writes to Kubernetes. Steps that do not need each
+/// other run at once: the key and its tag beside Antimatter's application and service principal,
+/// then the role assignment beside the registration.
+pub async fn run(
+    remotes: &dyn Remotes,
+    cluster_id: &str,
+    ark: &AzureRootKey,
+    known: &AzureRootKeyStatus,
+    inputs: &Inputs,
+) -> (Report, Found) {
+    let spec = &ark.spec;
+    let hsm = remotes.hsm(&inputs.hsm, &inputs.identity);
+    let directory = remotes.directory(&inputs.identity);
+    let domain = inputs.domain.as_ref().map(|d| remotes.antimatter(d));
+    let mut report = Report::default();
+    let mut found = Found::default();
+
+    let key_chain = async {
+        let key = report.take(Kind::KeyReady, Step::settle(key::ensure(&*hsm, &inputs.hsm, spec).await));
+        let tagged = match &key {
+            Some(key) => Step::settle(tag::ensure(&*hsm, key, spec, report.unmet(Kind::TagApplied)).await),
+            None => Step::stopped(Outcome::waiting(Kind::KeyReady)),
+        };
+        report.take(Kind::TagApplied, tagged).or(key)
+    };
+    let (key, principal) = tokio::join!(key_chain, principal::ensure(&*directory, domain.as_deref(), spec));
+    found.key = key;
+    found.principal = report.take(Kind::ServicePrincipalReady, principal);
+
+    let role_inputs = report.gate(Kind::RoleAssigned, found.principal.as_deref());
+    let register_inputs = domain.as_deref().map(|d| report.gate(Kind::Registered, found.key.as_ref()).map(|k| (d, k)));
+    let (role, registered) = tokio::join!(
+        async {
+            match role_inputs {
+                Ok(principal) => Step::settle(
+                    role::ensure(
+                        &*hsm,
+                        cluster_id,
+                        &inputs.hsm,
+                        spec,
+                        principal,
+                        known.role_assignment_name.as_deref(),
+                    )
+                    .await,
+                ),
+                Err(waiting) => Step::stopped(waiting),
+            }
+        },
+        async {
+            match register_inputs {
+                Some(Ok((domain, key))) => Some(Step::settle(register::ensure(domain, ark, known, key).await)),
+                Some(Err(waiting)) => Some(Step::stopped(waiting)),
+                None => None,
+            }
+        }
+    );
+    found.assignment = report.take(Kind::RoleAssigned, role);
+
+    let (Some(domain), Some(registered)) = (domain, registered) else {
+        report.manual(found.key.as_ref(), &spec.tenant_id);
+        return (report, found);
+    };
+    found.rek_id = report.take(Kind::Registered, registered);
+
+    let paired = match report.gate(Kind::Paired, found.rek_id.as_deref()) {
+        Ok(rek_id) => Step::settle(pair::check(&*domain, rek_id).await),
+        Err(waiting) => Step::stopped(waiting),
+    };
+    found.registration_gone = paired.outcome.reason == Reason::RegistrationMissing;
+    found.pairing = report.take(Kind::Paired, paired);
+
+    let active = if !spec.antimatter.activate {
+        Step::stopped(Outcome::failed(
+            Reason::ActivationNotRequested,
+            "spec.antimatter.activate is false; the key is registered but not made active.",
+        ))
+    } else {
+        match report.gate(Kind::Active, found.rek_id.as_deref()) {
+            Ok(rek_id) => Step::settle(activate::ensure(&*domain, spec, rek_id).await),
+            Err(waiting) => Step::stopped(waiting),
+        }
+    };
+    report.take(Kind::Active, active);
+    (report, found)
+}
+
+/// Undoes what `Revoke` removes, each beside the step that made it: the Antimatter registration
+/// first (refused while it is the active key), then the role assignment, then the tag. The key
+/// itself is never touched. Absent things count as removed.
+pub async fn revoke(remotes: &dyn Remotes, ark: &AzureRootKey, inputs: &Inputs) -> Result<(), Failure> {
+    let status = ark.status.clone().unwrap_or_default();
+    let hsm = remotes.hsm(&inputs.hsm, &inputs.identity);
+    if let (Some(domain), Some(rek_id)) = (&inputs.domain, &status.root_encryption_key_id) {
+        register::unregister(&*remotes.antimatter(domain), rek_id).await?;
+    }
+    if let Some(name) = &status.role_assignment_name {
+        role::unassign(&*hsm, &ark.spec.key.name, name).await?;
+    }
+    tag::remove(&*hsm, &ark.spec.key.name, &ark.spec.domain_id).await
+}

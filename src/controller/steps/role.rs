@@ -1,0 +1,83 @@
+//! `RoleAssigned`: the principal holds "Managed HSM Crypto User" at `/keys/<key-name>` exactly
+//! once; and its undo.
+
+use uuid::Uuid;
+
+use super::Step;
+use crate::{
+    api::AzureRootKeySpec,
+    azure::rbac::{CRYPTO_USER_ROLE, CRYPTO_USER_ROLE_DEFINITION, RoleAssignmentProperties, is_crypto_user},
+    cloud::HsmEndpoint,
+    controller::{
+        conditions::Outcome,
+        errors::Failure,
+        reasons::{ChangeReason, Reason},
+    },
+    remotes::ManagedHsm,
+};
+
+/// Namespace of the deterministic role-assignment names (UUIDv5).
+const ASSIGNMENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c7e_2a94_4d1b_9e08_5f7a_c3d2_e1b0);
+
+/// The RBAC scope of one key.
+fn key_scope(key_name: &str) -> String {
+    format!("/keys/{key_name}")
+}
+
+/// The deterministic assignment name: the same for retries and replicas of this cluster, different
+/// for other clusters.
+pub fn assignment_name(cluster_id: &str, hsm: &HsmEndpoint, scope: &str, role_id: &str, principal: &str) -> String {
+    Uuid::new_v5(&ASSIGNMENT_NAMESPACE, format!("{cluster_id}|{}|{scope}|{role_id}|{principal}", hsm.url).as_bytes())
+        .to_string()
+}
+
+pub async fn ensure(
+    hsm: &dyn ManagedHsm,
+    cluster_id: &str,
+    endpoint: &HsmEndpoint,
+    spec: &AzureRootKeySpec,
+    principal: &str,
+    recorded: Option<&str>,
+) -> Result<Step<String>, Failure> {
+    let scope = key_scope(&spec.key.name);
+    let ours = assignment_name(cluster_id, endpoint, &scope, CRYPTO_USER_ROLE_DEFINITION, principal);
+    let matches = |p: &RoleAssignmentProperties| p.principal_id == principal && is_crypto_user(&p.role_definition_id);
+    let holds = || Outcome::ok(Reason::RoleAssigned, format!("{principal} holds {CRYPTO_USER_ROLE} at {scope}."));
+
+    // The assignment recorded in status (ours or one made by hand) is checked with one read. With none
+    // recorded, the PUT below is the check: under our deterministic name it is idempotent.
+    let name = recorded.unwrap_or(&ours);
+    let read = if recorded.is_some() || spec.suspend { hsm.assignment(&scope, name).await? } else { None };
+    if let Some(a) = read.filter(|a| matches(&a.properties)) {
+        return Ok(Step::found(holds(), a.name));
+    }
+    if spec.suspend {
+        return Ok(Step::stopped(Outcome::failed(
+            Reason::Suspended,
+            format!("{principal} does not hold {CRYPTO_USER_ROLE} at {scope}; suspended, so not assigning it."),
+        )));
+    }
+    let properties = RoleAssignmentProperties {
+        scope: None,
+        role_definition_id: CRYPTO_USER_ROLE_DEFINITION.to_owned(),
+        principal_id: principal.to_owned(),
+    };
+    match hsm.put_assignment(&scope, &ours, &properties).await {
+        Ok(a) => {
+            let note = format!("Assigned {CRYPTO_USER_ROLE} at {scope} to {principal} ({})", a.name);
+            Ok(Step::found(holds(), a.name).changed(ChangeReason::RoleAssigned, note))
+        }
+        // Someone already assigned the same role at the same scope under another name: adopt it.
+        Err(e) if e.code() == Some("MatchingRoleAssignmentExists") || e.status() == Some(409) => {
+            let existing = hsm.assignments_at(&scope).await?;
+            let found = existing.into_iter().find(|a| matches(&a.properties)).ok_or(e)?;
+            Ok(Step::found(holds(), found.name))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the assignment `name` at the key's scope.
+pub async fn unassign(hsm: &dyn ManagedHsm, key_name: &str, name: &str) -> Result<(), Failure> {
+    Ok(hsm.delete_assignment(&key_scope(key_name), name).await?)
+}

@@ -1,0 +1,220 @@
+//! The seam between the reconcile steps and the services they call: narrow traits for one Managed
+//! HSM (as one identity), one tenant's directory and one Antimatter domain, handed out by
+//! [`Remotes`]. Production implements them with the Azure and Antimatter clients; the tests implement
+//! them in memory, so every branch of the steps runs in milliseconds.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::{
+    antimatter::{AntimatterClient, DomainTarget, PairingResult, RootKey},
+    azure::{
+        Azure, Identity,
+        graph::{self, Found, Graph},
+        keys::{KeyClients, KeyInfo},
+        rbac::{Rbac, RoleAssignment, RoleAssignmentProperties},
+    },
+    cloud::HsmEndpoint,
+    remote::RemoteError,
+};
+
+pub type Tags = BTreeMap<String, String>;
+
+/// One Managed HSM's keys and local RBAC, reached as one identity.
+#[async_trait]
+pub trait ManagedHsm: Send + Sync {
+    /// The latest version of a key, or `None` when the HSM has no such key.
+    async fn key(&self, name: &str) -> Result<Option<KeyInfo>, RemoteError>;
+    /// Creates an `oct-HSM` key allowing wrapKey and unwrapKey, with these tags.
+    async fn create_key(&self, name: &str, size: u16, tags: Tags) -> Result<KeyInfo, RemoteError>;
+    /// Replaces the tags of one key version (the HSM replaces the whole map: merge first).
+    async fn set_key_tags(&self, name: &str, version: &str, tags: Tags) -> Result<KeyInfo, RemoteError>;
+    /// One role assignment by name, or `None` when it does not exist.
+    async fn assignment(&self, scope: &str, name: &str) -> Result<Option<RoleAssignment>, RemoteError>;
+    /// Creates (or re-puts) a role assignment under `name`.
+    async fn put_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+        properties: &RoleAssignmentProperties,
+    ) -> Result<RoleAssignment, RemoteError>;
+    /// Deletes a role assignment; an absent one counts as deleted.
+    async fn delete_assignment(&self, scope: &str, name: &str) -> Result<(), RemoteError>;
+    /// The role assignments at exactly `scope`.
+    async fn assignments_at(&self, scope: &str) -> Result<Vec<RoleAssignment>, RemoteError>;
+}
+
+/// One tenant's directory (Microsoft Graph), reached as one identity.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// The object ID of the application's service principal, creating the principal if absent.
+    async fn service_principal(&self, app_id: &str) -> Result<(String, Found), RemoteError>;
+    /// Fetches the directory token ahead of a lookup, so the lookup does not wait for it.
+    async fn warm_up(&self);
+}
+
+/// One Antimatter domain at one API endpoint, reached with one API key.
+#[async_trait]
+pub trait AntimatterDomain: Send + Sync {
+    /// Antimatter's Azure application ID if it has been looked up already (no call).
+    fn known_application_id(&self) -> Option<String>;
+    /// Antimatter's Azure application ID from the `azure_am` provider; `None` when it names none.
+    async fn application_id(&self) -> Result<Option<String>, RemoteError>;
+    async fn root_keys(&self) -> Result<Vec<RootKey>, RemoteError>;
+    /// Registers an Azure key URL; returns its root encryption key ID.
+    async fn register(&self, description: &str, tenant_id: &str, key_url: &str) -> Result<String, RemoteError>;
+    async fn unregister(&self, rek_id: &str) -> Result<(), RemoteError>;
+    async fn pairing_check(&self, rek_id: &str) -> Result<PairingResult, RemoteError>;
+    /// The domain's active key, or `None` when it has none.
+    async fn active_key(&self) -> Result<Option<RootKey>, RemoteError>;
+    /// Makes a key active; `true` while Antimatter has more data keys to re-wrap.
+    async fn activate(&self, rek_id: &str, rotate_batch: bool) -> Result<bool, RemoteError>;
+    /// Re-wraps one batch of data keys under the active key; `true` while there is more.
+    async fn rotate(&self) -> Result<bool, RemoteError>;
+}
+
+/// Hands out the sessions the steps use.
+pub trait Remotes: Send + Sync {
+    fn hsm<'a>(&'a self, endpoint: &'a HsmEndpoint, identity: &'a Identity) -> Box<dyn ManagedHsm + 'a>;
+    fn directory<'a>(&'a self, identity: &'a Identity) -> Box<dyn Directory + 'a>;
+    fn antimatter<'a>(&'a self, domain: &'a DomainTarget) -> Box<dyn AntimatterDomain + 'a>;
+}
+
+/// The real services: Azure (keys through the SDK, RBAC and Graph hand-written) and Antimatter.
+pub struct Services {
+    pub azure: Azure,
+    pub keys: KeyClients,
+    pub rbac: Rbac,
+    pub graph: Graph,
+    pub antimatter: AntimatterClient,
+}
+
+impl Services {
+    pub fn new(azure: Azure, antimatter: AntimatterClient) -> Self {
+        Self { azure, keys: KeyClients::default(), rbac: Rbac, graph: Graph::default(), antimatter }
+    }
+}
+
+impl Remotes for Services {
+    fn hsm<'a>(&'a self, endpoint: &'a HsmEndpoint, identity: &'a Identity) -> Box<dyn ManagedHsm + 'a> {
+        Box::new(HsmSession { services: self, endpoint, identity })
+    }
+
+    fn directory<'a>(&'a self, identity: &'a Identity) -> Box<dyn Directory + 'a> {
+        Box::new(DirectorySession { services: self, identity })
+    }
+
+    fn antimatter<'a>(&'a self, domain: &'a DomainTarget) -> Box<dyn AntimatterDomain + 'a> {
+        Box::new(DomainSession { client: &self.antimatter, domain })
+    }
+}
+
+struct HsmSession<'a> {
+    services: &'a Services,
+    endpoint: &'a HsmEndpoint,
+    identity: &'a Identity,
+}
+
+#[async_trait]
+impl ManagedHsm for HsmSession<'_> {
+    async fn key(&self, name: &str) -> Result<Option<KeyInfo>, RemoteError> {
+        let s = self.services;
+        s.keys.get(&s.azure, self.endpoint, self.identity, name).await
+    }
+
+    async fn create_key(&self, name: &str, size: u16, tags: Tags) -> Result<KeyInfo, RemoteError> {
+        let s = self.services;
+        s.keys.create(&s.azure, self.endpoint, self.identity, name, size, tags).await
+    }
+
+    async fn set_key_tags(&self, name: &str, version: &str, tags: Tags) -> Result<KeyInfo, RemoteError> {
+        let s = self.services;
+        s.keys.set_tags(&s.azure, self.endpoint, self.identity, name, version, tags).await
+    }
+
+    async fn assignment(&self, scope: &str, name: &str) -> Result<Option<RoleAssignment>, RemoteError> {
+        let s = self.services;
+        s.rbac.get(&s.azure, self.endpoint, self.identity, scope, name).await
+    }
+
+    async fn put_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+        properties: &RoleAssignmentProperties,
+    ) -> Result<RoleAssignment, RemoteError> {
+        let s = self.services;
+        s.rbac.put(&s.azure, self.endpoint, self.identity, scope, name, properties).await
+    }
+
+    async fn delete_assignment(&self, scope: &str, name: &str) -> Result<(), RemoteError> {
+        let s = self.services;
+        s.rbac.delete(&s.azure, self.endpoint, self.identity, scope, name).await
+    }
+
+    async fn assignments_at(&self, scope: &str) -> Result<Vec<RoleAssignment>, RemoteError> {
+        let s = self.services;
+        s.rbac.list_at_scope(&s.azure, self.endpoint, self.identity, scope).await
+    }
+}
+
+struct DirectorySession<'a> {
+    services: &'a Services,
+    identity: &'a Identity,
+}
+
+#[async_trait]
+impl Directory for DirectorySession<'_> {
+    async fn service_principal(&self, app_id: &str) -> Result<(String, Found), RemoteError> {
+        self.services.graph.ensure_service_principal(&self.services.azure, self.identity, app_id).await
+    }
+
+    async fn warm_up(&self) {
+        graph::warm_token(&self.services.azure, self.identity).await;
+    }
+}
+
+struct DomainSession<'a> {
+    client: &'a AntimatterClient,
+    domain: &'a DomainTarget,
+}
+
+#[async_trait]
+impl AntimatterDomain for DomainSession<'_> {
+    fn known_application_id(&self) -> Option<String> {
+        self.client.known_application_id(self.domain)
+    }
+
+    async fn application_id(&self) -> Result<Option<String>, RemoteError> {
+        self.client.application_id(self.domain).await
+    }
+
+    async fn root_keys(&self) -> Result<Vec<RootKey>, RemoteError> {
+        self.client.list_keys(self.domain).await
+    }
+
+    async fn register(&self, description: &str, tenant_id: &str, key_url: &str) -> Result<String, RemoteError> {
+        self.client.add_key(self.domain, description, tenant_id, key_url).await
+    }
+
+    async fn unregister(&self, rek_id: &str) -> Result<(), RemoteError> {
+        self.client.delete_key(self.domain, rek_id).await
+    }
+
+    async fn pairing_check(&self, rek_id: &str) -> Result<PairingResult, RemoteError> {
+        self.client.test_key(self.domain, rek_id).await
+    }
+
+    async fn active_key(&self) -> Result<Option<RootKey>, RemoteError> {
+        self.client.active_key(self.domain).await
+    }
+
+    async fn activate(&self, rek_id: &str, rotate_batch: bool) -> Result<bool, RemoteError> {
+        self.client.set_active(self.domain, rek_id, rotate_batch).await
+    }
+
+    async fn rotate(&self) -> Result<bool, RemoteError> {
+        self.client.rotate(self.domain).await
+    }
+}

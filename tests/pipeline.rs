@@ -1,0 +1,878 @@
+//! The reconcile steps against in-memory services: every step's success, each failure class, the
+//! adoption paths, suspend, the route without an API key, `Retry-After`, and that a second run over
+//! an unchanged world changes nothing. No API server, no sandbox: milliseconds per case.
+
+#[path = "support/fakes.rs"]
+mod fakes;
+
+use fakes::{APP_ID, Fake, Fault, HSM_URL, World};
+use rootkey_operator::{
+    antimatter::{ApiKey, DomainTarget},
+    api::{AzureRootKey, AzureRootKeySpec, AzureRootKeyStatus, ConditionStatus, CreatePolicy},
+    azure::{
+        Identity,
+        rbac::{CRYPTO_USER_ROLE_DEFINITION, RoleAssignment, RoleAssignmentProperties},
+    },
+    cloud::HsmEndpoint,
+    controller::{
+        conditions::Outcome,
+        inputs::Inputs,
+        reasons::Reason,
+        status,
+        steps::{self, Found, Kind, Report},
+    },
+};
+use serde_json::json;
+
+use ConditionStatus::{False as F, True as T, Unknown as U};
+
+const DOMAIN: &str = "dm-AbCdEfGhJkL";
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLUSTER: &str = "cluster-uid";
+
+fn object(tweak: impl FnOnce(&mut AzureRootKeySpec)) -> AzureRootKey {
+    let mut ark: AzureRootKey = serde_json::from_value(json!({
+        "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
+        "metadata": {"name": "root", "namespace": "team-a", "generation": 1},
+        "spec": {"domainId": DOMAIN, "tenantId": TENANT, "hsm": {"name": "contoso"}, "key": {"name": "k"},
+                 "antimatter": {"apiKeySecretRef": {"name": "am"}, "activate": true}}
+    }))
+    .expect("object");
+    tweak(&mut ark.spec);
+    ark
+}
+
+fn inputs(api_key: bool) -> Inputs {
+    Inputs {
+        hsm: HsmEndpoint { url: HSM_URL.to_owned(), scope: "https://managedhsm.azure.net/.default".to_owned() },
+        identity: Identity { tenant_id: TENANT.to_owned(), secret: None },
+        domain: api_key.then(|| DomainTarget {
+            api_url: "https://api.antimatter.io/v2".parse().expect("url"),
+            domain_id: DOMAIN.to_owned(),
+            api_key: ApiKey::new("not-a-real-key".to_owned()),
+        }),
+    }
+}
+
+struct Run {
+    report: Report,
+    found: Found,
+    ready: Outcome,
+    status: AzureRootKeyStatus,
+}
+
+async fn run_once(fake: &Fake, ark: &AzureRootKey, known: &AzureRootKeyStatus, api_key: bool) -> Run {
+    let (report, found) = steps::run(fake, CLUSTER, ark, known, &inputs(api_key)).await;
+    let ready = report.ready(api_key, ark.spec.antimatter.activate);
+    let status = status::build(ark, known, &report, &found, &ready, Some(HSM_URL.to_owned()));
+    Run { report, found, ready, status }
+}
+
+/// One table row: a world and a spec, and what the run must report.
+struct Case {
+    name: &'static str,
+    world: fn(&mut World),
+    spec: fn(&mut AzureRootKeySpec),
+    api_key: bool,
+    /// Conditions that must be reported (others are not checked).
+    expect: &'static [(Kind, ConditionStatus, Reason)],
+    ready: (ConditionStatus, Reason),
+    /// The changes made, as event reasons, in order.
+    changes: &'static [&'static str],
+    /// Calls that must not have been made.
+    never: &'static [&'static str],
+    retry_after_secs: Option<u64>,
+    /// Text the message of the first expected condition must contain.
+    message: Option<&'static str>,
+}
+
+const BASE: Case = Case {
+    name: "",
+    world: |_| {},
+    spec: |_| {},
+    api_key: true,
+    expect: &[],
+    ready: (T, Reason::Ready),
+    changes: &[],
+    never: &[],
+    retry_after_secs: None,
+    message: None,
+};
+
+fn tagged_key(w: &mut World) {
+    w.keys.insert("k".into(), World::key("k", &[(DOMAIN, "allow")]));
+}
+
+fn untagged_key(w: &mut World) {
+    w.keys.insert("k".into(), World::key("k", &[("owner", "platform")]));
+}
+
+fn existing_principal(w: &mut World) {
+    tagged_key(w);
+    w.principals.insert(APP_ID.into(), "sp-existing".into());
+}
+
+const ALL_TRUE: &[(Kind, ConditionStatus, Reason)] = &[
+    (Kind::KeyReady, T, Reason::KeyUsable),
+    (Kind::TagApplied, T, Reason::TagPresent),
+    (Kind::ServicePrincipalReady, T, Reason::ServicePrincipalFound),
+    (Kind::RoleAssigned, T, Reason::RoleAssigned),
+    (Kind::Registered, T, Reason::Registered),
+    (Kind::Paired, T, Reason::PairingHealthy),
+    (Kind::Active, T, Reason::KeyActive),
+];
+
+fn cases() -> Vec<Case> {
+    vec![
+        // Every step succeeds.
+        Case {
+            name: "new key: created, principal created, assigned, registered, paired, activated",
+            expect: ALL_TRUE,
+            changes: &["KeyCreated", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            never: &["key.tags", "rbac.get", "rbac.list", "am.list"],
+            ..BASE
+        },
+        Case {
+            name: "existing untagged key is tagged, not created",
+            world: untagged_key,
+            expect: ALL_TRUE,
+            changes: &["TagAdded", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            never: &["key.create"],
+            ..BASE
+        },
+        Case {
+            name: "existing tagged key and principal: only the role, registration and activation change",
+            world: existing_principal,
+            expect: ALL_TRUE,
+            changes: &["RoleAssigned", "Registered", "Activated"],
+            never: &["key.create", "key.tags"],
+            ..BASE
+        },
+        Case {
+            name: "a tag with another value is replaced by allow",
+            world: |w| {
+                w.keys.insert("k".into(), World::key("k", &[(DOMAIN, "deny")]));
+            },
+            expect: &[(Kind::TagApplied, T, Reason::TagPresent)],
+            changes: &["TagAdded", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            ..BASE
+        },
+        // KeyReady failures.
+        Case {
+            name: "missing key with create Never",
+            spec: |s| s.key.create = CreatePolicy::Never,
+            expect: &[
+                (Kind::KeyReady, F, Reason::KeyNotFound),
+                (Kind::TagApplied, U, Reason::WaitingKeyReady),
+                (Kind::ServicePrincipalReady, T, Reason::ServicePrincipalFound),
+                (Kind::RoleAssigned, U, Reason::WaitingKeyReady),
+                (Kind::Registered, U, Reason::WaitingKeyReady),
+                (Kind::Paired, U, Reason::WaitingRegistered),
+                (Kind::Active, U, Reason::WaitingPaired),
+            ],
+            ready: (F, Reason::KeyNotFound),
+            changes: &["ServicePrincipalCreated"],
+            never: &["key.create", "rbac.put", "am.add", "am.test"],
+            message: Some("spec.key.create is Never"),
+            ..BASE
+        },
+        Case {
+            name: "an RSA key is reported, never replaced or tagged",
+            world: |w| {
+                w.keys.insert("k".into(), fakes::World::key("k", &[]));
+                w.keys.get_mut("k").expect("k").kty = "RSA-HSM".into();
+            },
+            expect: &[(Kind::KeyReady, F, Reason::UnsupportedKeyType), (Kind::TagApplied, U, Reason::WaitingKeyReady)],
+            ready: (F, Reason::UnsupportedKeyType),
+            changes: &["ServicePrincipalCreated"],
+            never: &["key.create", "key.tags", "rbac.put"],
+            ..BASE
+        },
+        Case {
+            name: "a disabled key",
+            world: |w| {
+                untagged_key(w);
+                w.keys.get_mut("k").expect("k").enabled = false;
+            },
+            expect: &[(Kind::KeyReady, F, Reason::KeyDisabled)],
+            ready: (F, Reason::KeyDisabled),
+            changes: &["ServicePrincipalCreated"],
+            never: &["key.tags"],
+            ..BASE
+        },
+        Case {
+            name: "an expired key",
+            world: |w| {
+                tagged_key(w);
+                w.keys.get_mut("k").expect("k").expires = Some(jiff::Timestamp::from_second(1_000).expect("ts"));
+            },
+            expect: &[(Kind::KeyReady, F, Reason::KeyNotUsable)],
+            ready: (F, Reason::KeyNotUsable),
+            changes: &["ServicePrincipalCreated"],
+            message: Some("expired"),
+            ..BASE
+        },
+        Case {
+            name: "a key not valid yet",
+            world: |w| {
+                tagged_key(w);
+                w.keys.get_mut("k").expect("k").not_before = Some(jiff::Timestamp::MAX);
+            },
+            expect: &[(Kind::KeyReady, F, Reason::KeyNotUsable)],
+            ready: (F, Reason::KeyNotUsable),
+            changes: &["ServicePrincipalCreated"],
+            message: Some("not yet valid"),
+            ..BASE
+        },
+        Case {
+            name: "a key without unwrapKey",
+            world: |w| {
+                tagged_key(w);
+                w.keys.get_mut("k").expect("k").ops = vec!["wrapKey".into()];
+            },
+            expect: &[(Kind::KeyReady, F, Reason::MissingKeyOperations)],
+            ready: (F, Reason::MissingKeyOperations),
+            changes: &["ServicePrincipalCreated"],
+            message: Some("unwrapKey"),
+            ..BASE
+        },
+        Case {
+            name: "an unusable key that carries the tag reports the tag",
+            world: |w| {
+                tagged_key(w);
+                w.keys.get_mut("k").expect("k").enabled = false;
+            },
+            expect: &[(Kind::KeyReady, F, Reason::KeyDisabled), (Kind::TagApplied, T, Reason::TagPresent)],
+            ready: (F, Reason::KeyDisabled),
+            changes: &["ServicePrincipalCreated"],
+            never: &["rbac.put", "am.add"],
+            ..BASE
+        },
+        Case {
+            name: "no rights on keys: Forbidden names Crypto User",
+            world: |w| {
+                w.faults.insert("key.get", Fault::Status(403, "Forbidden", None));
+            },
+            expect: &[(Kind::KeyReady, F, Reason::Forbidden), (Kind::TagApplied, U, Reason::WaitingKeyReady)],
+            ready: (F, Reason::Forbidden),
+            changes: &["ServicePrincipalCreated"],
+            never: &["key.create"],
+            message: Some("Managed HSM Crypto User"),
+            ..BASE
+        },
+        Case {
+            name: "a throttled key read honours Retry-After",
+            world: |w| {
+                w.faults.insert("key.get", Fault::Status(429, "Throttled", Some(7)));
+            },
+            expect: &[(Kind::KeyReady, F, Reason::Throttled)],
+            ready: (F, Reason::Throttled),
+            changes: &["ServicePrincipalCreated"],
+            retry_after_secs: Some(7),
+            ..BASE
+        },
+        Case {
+            name: "an unreachable HSM",
+            world: |w| {
+                w.faults.insert("key.get", Fault::Unreachable);
+            },
+            expect: &[(Kind::KeyReady, F, Reason::AzureUnreachable)],
+            ready: (F, Reason::AzureUnreachable),
+            changes: &["ServicePrincipalCreated"],
+            ..BASE
+        },
+        Case {
+            name: "refused credentials",
+            world: |w| {
+                w.faults.insert("key.get", Fault::Credentials);
+                w.faults.insert("graph.sp", Fault::Credentials);
+            },
+            expect: &[
+                (Kind::KeyReady, F, Reason::InvalidCredentials),
+                (Kind::ServicePrincipalReady, F, Reason::InvalidCredentials),
+                (Kind::RoleAssigned, U, Reason::WaitingKeyReady),
+            ],
+            ready: (F, Reason::InvalidCredentials),
+            ..BASE
+        },
+        Case {
+            name: "key creation failing with 500",
+            world: |w| {
+                w.faults.insert("key.create", Fault::Status(500, "InternalError", None));
+            },
+            expect: &[(Kind::KeyReady, F, Reason::AzureUnreachable)],
+            ready: (F, Reason::AzureUnreachable),
+            changes: &["ServicePrincipalCreated"],
+            ..BASE
+        },
+        Case {
+            name: "key creation refused with another 4xx",
+            world: |w| {
+                w.faults.insert("key.create", Fault::Status(400, "BadParameter", None));
+            },
+            expect: &[(Kind::KeyReady, F, Reason::AzureRequestRejected)],
+            ready: (F, Reason::AzureRequestRejected),
+            changes: &["ServicePrincipalCreated"],
+            message: Some("BadParameter"),
+            ..BASE
+        },
+        // TagApplied failures: the role does not need the tag; the registration does.
+        Case {
+            name: "tagging forbidden: the role is still assigned, registration waits",
+            world: |w| {
+                untagged_key(w);
+                w.faults.insert("key.tags", Fault::Status(403, "Forbidden", None));
+            },
+            expect: &[
+                (Kind::KeyReady, T, Reason::KeyUsable),
+                (Kind::TagApplied, F, Reason::Forbidden),
+                (Kind::RoleAssigned, T, Reason::RoleAssigned),
+                (Kind::Registered, U, Reason::WaitingTagApplied),
+                (Kind::Paired, U, Reason::WaitingRegistered),
+            ],
+            ready: (F, Reason::Forbidden),
+            changes: &["ServicePrincipalCreated", "RoleAssigned"],
+            never: &["am.add"],
+            ..BASE
+        },
+        // ServicePrincipalReady.
+        Case {
+            name: "a principal given in the spec: no Graph and no providers call",
+            world: tagged_key,
+            spec: |s| s.antimatter.service_principal_object_id = Some("sp-given".into()),
+            expect: &[(Kind::ServicePrincipalReady, T, Reason::ServicePrincipalGiven)],
+            changes: &["RoleAssigned", "Registered", "Activated"],
+            never: &["graph.sp", "graph.token", "am.providers"],
+            ..BASE
+        },
+        Case {
+            name: "an application ID in the spec: no providers call",
+            world: existing_principal,
+            spec: |s| s.antimatter.application_id = Some(APP_ID.into()),
+            expect: &[(Kind::ServicePrincipalReady, T, Reason::ServicePrincipalFound)],
+            changes: &["RoleAssigned", "Registered", "Activated"],
+            never: &["am.providers"],
+            ..BASE
+        },
+        Case {
+            name: "Antimatter names no application",
+            world: |w| {
+                tagged_key(w);
+                w.application_id = None;
+            },
+            expect: &[
+                (Kind::ServicePrincipalReady, F, Reason::InvalidSpec),
+                (Kind::RoleAssigned, U, Reason::WaitingServicePrincipalReady),
+                (Kind::Registered, T, Reason::Registered),
+                (Kind::Paired, U, Reason::WaitingRoleAssigned),
+            ],
+            ready: (F, Reason::InvalidSpec),
+            changes: &["Registered"],
+            never: &["graph.sp", "rbac.put"],
+            message: Some("applicationId"),
+            ..BASE
+        },
+        Case {
+            name: "Antimatter refuses the API key on the providers call",
+            world: |w| {
+                tagged_key(w);
+                w.faults.insert("am.providers", Fault::Status(401, "Unauthorized", None));
+            },
+            expect: &[(Kind::ServicePrincipalReady, F, Reason::InvalidCredentials)],
+            ready: (F, Reason::InvalidCredentials),
+            changes: &["Registered"],
+            message: Some("apiKeySecretRef"),
+            ..BASE
+        },
+        Case {
+            name: "Graph forbidden names the Graph permission",
+            world: |w| {
+                tagged_key(w);
+                w.faults.insert("graph.sp", Fault::Status(403, "Authorization_RequestDenied", None));
+            },
+            expect: &[(Kind::ServicePrincipalReady, F, Reason::Forbidden)],
+            ready: (F, Reason::Forbidden),
+            changes: &["Registered"],
+            message: Some("Application.ReadWrite.OwnedBy"),
+            ..BASE
+        },
+        Case {
+            name: "Graph throttled",
+            world: |w| {
+                tagged_key(w);
+                w.faults.insert("graph.sp", Fault::Status(429, "TooManyRequests", Some(20)));
+            },
+            expect: &[(Kind::ServicePrincipalReady, F, Reason::Throttled)],
+            ready: (F, Reason::Throttled),
+            changes: &["Registered"],
+            retry_after_secs: Some(20),
+            ..BASE
+        },
+        // RoleAssigned.
+        Case {
+            name: "no Policy Administrator: Forbidden names it; pairing waits for the role",
+            world: |w| {
+                existing_principal(w);
+                w.faults.insert("rbac.put", Fault::Status(403, "Forbidden", None));
+            },
+            expect: &[
+                (Kind::RoleAssigned, F, Reason::Forbidden),
+                (Kind::Registered, T, Reason::Registered),
+                (Kind::Paired, U, Reason::WaitingRoleAssigned),
+                (Kind::Active, U, Reason::WaitingPaired),
+            ],
+            ready: (F, Reason::Forbidden),
+            changes: &["Registered"],
+            never: &["am.test", "am.activate"],
+            message: Some("Managed HSM Policy Administrator"),
+            ..BASE
+        },
+        Case {
+            name: "MatchingRoleAssignmentExists: the assignment made by hand is adopted",
+            world: |w| {
+                existing_principal(w);
+                w.assignments.insert(
+                    ("/keys/k".into(), "by-hand".into()),
+                    RoleAssignment {
+                        name: "by-hand".into(),
+                        properties: RoleAssignmentProperties {
+                            scope: Some("/keys/k".into()),
+                            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
+                            principal_id: "sp-existing".into(),
+                        },
+                    },
+                );
+            },
+            expect: &[(Kind::RoleAssigned, T, Reason::RoleAssigned)],
+            changes: &["Registered", "Activated"],
+            ..BASE
+        },
+        Case {
+            name: "RBAC throttled",
+            world: |w| {
+                existing_principal(w);
+                w.faults.insert("rbac.put", Fault::Status(429, "Throttled", Some(3)));
+            },
+            expect: &[(Kind::RoleAssigned, F, Reason::Throttled)],
+            ready: (F, Reason::Throttled),
+            changes: &["Registered"],
+            retry_after_secs: Some(3),
+            ..BASE
+        },
+        // Registered.
+        Case {
+            name: "a key URL Antimatter already has (409) is found in its list",
+            world: |w| {
+                existing_principal(w);
+                w.registrations.insert("rek-known".into(), format!("{HSM_URL}/keys/k/v1"));
+            },
+            expect: &[(Kind::Registered, T, Reason::Registered)],
+            changes: &["RoleAssigned", "Activated"],
+            message: Some("rek-known"),
+            ..BASE
+        },
+        Case {
+            name: "registration failing with 503",
+            world: |w| {
+                existing_principal(w);
+                w.faults.insert("am.add", Fault::Status(503, "Unavailable", None));
+            },
+            expect: &[
+                (Kind::Registered, F, Reason::AntimatterUnreachable),
+                (Kind::Paired, U, Reason::WaitingRegistered),
+            ],
+            ready: (F, Reason::AntimatterUnreachable),
+            changes: &["RoleAssigned"],
+            ..BASE
+        },
+        Case {
+            name: "registration refused with another 4xx",
+            world: |w| {
+                existing_principal(w);
+                w.faults.insert("am.add", Fault::Status(400, "keyURL", None));
+            },
+            expect: &[(Kind::Registered, F, Reason::AntimatterRequestRejected)],
+            ready: (F, Reason::AntimatterRequestRejected),
+            changes: &["RoleAssigned"],
+            ..BASE
+        },
+        Case {
+            name: "Antimatter unreachable",
+            world: |w| {
+                existing_principal(w);
+                w.faults.insert("am.add", Fault::Unreachable);
+            },
+            expect: &[(Kind::Registered, F, Reason::AntimatterUnreachable)],
+            ready: (F, Reason::AntimatterUnreachable),
+            changes: &["RoleAssigned"],
+            ..BASE
+        },
+        // Paired.
+        Case {
+            name: "pairing misconfigured: activation waits",
+            world: |w| {
+                existing_principal(w);
+                w.pairing = "MISCONFIGURED";
+            },
+            expect: &[(Kind::Paired, F, Reason::PairingMisconfigured), (Kind::Active, U, Reason::WaitingPaired)],
+            ready: (F, Reason::PairingMisconfigured),
+            changes: &["RoleAssigned", "Registered"],
+            never: &["am.activate", "am.active"],
+            ..BASE
+        },
+        Case {
+            name: "pairing unreachable",
+            world: |w| {
+                existing_principal(w);
+                w.pairing = "UNREACHABLE";
+            },
+            expect: &[(Kind::Paired, F, Reason::PairingUnreachable)],
+            ready: (F, Reason::PairingUnreachable),
+            changes: &["RoleAssigned", "Registered"],
+            ..BASE
+        },
+        Case {
+            name: "pairing check throttled",
+            world: |w| {
+                existing_principal(w);
+                w.faults.insert("am.test", Fault::Status(429, "TooManyRequests", Some(9)));
+            },
+            expect: &[(Kind::Paired, F, Reason::Throttled)],
+            ready: (F, Reason::Throttled),
+            changes: &["RoleAssigned", "Registered"],
+            retry_after_secs: Some(9),
+            ..BASE
+        },
+        // Active.
+        Case {
+            name: "activate false: not required for Ready, no active-key calls",
+            world: existing_principal,
+            spec: |s| s.antimatter.activate = false,
+            expect: &[(Kind::Paired, T, Reason::PairingHealthy), (Kind::Active, F, Reason::ActivationNotRequested)],
+            changes: &["RoleAssigned", "Registered"],
+            never: &["am.active", "am.activate"],
+            ..BASE
+        },
+        Case {
+            name: "many rotation batches: active, still rotating, back in a second",
+            world: |w| {
+                existing_principal(w);
+                w.rotation_batches = 50;
+            },
+            expect: &[(Kind::Active, U, Reason::Rotating)],
+            ready: (U, Reason::Progressing),
+            changes: &["RoleAssigned", "Registered", "Activated"],
+            retry_after_secs: Some(1),
+            ..BASE
+        },
+        Case {
+            name: "a few rotation batches finish in the same run",
+            world: |w| {
+                existing_principal(w);
+                w.rotation_batches = 3;
+            },
+            expect: &[(Kind::Active, T, Reason::KeyActive)],
+            changes: &["RoleAssigned", "Registered", "Activated"],
+            ..BASE
+        },
+        Case {
+            name: "a rotate failure after activating keeps the activation's change",
+            world: |w| {
+                existing_principal(w);
+                w.rotation_batches = 5;
+                w.faults.insert("am.rotate", Fault::Status(502, "BadGateway", None));
+            },
+            expect: &[(Kind::Active, F, Reason::AntimatterUnreachable)],
+            ready: (F, Reason::AntimatterUnreachable),
+            changes: &["RoleAssigned", "Registered", "Activated"],
+            ..BASE
+        },
+        Case {
+            name: "activation refused",
+            world: |w| {
+                existing_principal(w);
+                w.faults.insert("am.activate", Fault::Status(403, "Forbidden", None));
+            },
+            expect: &[(Kind::Active, F, Reason::Forbidden)],
+            ready: (F, Reason::Forbidden),
+            changes: &["RoleAssigned", "Registered"],
+            message: Some("API key is not allowed"),
+            ..BASE
+        },
+        // Without an API key: the Azure side only, and what to paste into the dashboard.
+        Case {
+            name: "no API key: Azure side done, the dashboard route is described",
+            world: existing_principal,
+            spec: |s| s.antimatter.application_id = Some(APP_ID.into()),
+            api_key: false,
+            expect: &[
+                (Kind::RoleAssigned, T, Reason::RoleAssigned),
+                (Kind::Registered, U, Reason::ManualRegistrationRequired),
+                (Kind::Paired, U, Reason::ManualRegistrationRequired),
+                (Kind::Active, U, Reason::ManualRegistrationRequired),
+            ],
+            changes: &["RoleAssigned"],
+            never: &["am.providers", "am.add", "am.test", "am.active"],
+            message: None,
+            ..BASE
+        },
+        Case {
+            name: "no API key and no application ID: the pre-check names the failing step",
+            world: tagged_key,
+            api_key: false,
+            expect: &[
+                (Kind::ServicePrincipalReady, F, Reason::InvalidSpec),
+                (Kind::Registered, U, Reason::ManualRegistrationRequired),
+            ],
+            ready: (F, Reason::InvalidSpec),
+            never: &["graph.sp", "rbac.put"],
+            ..BASE
+        },
+        // Suspended: observe only.
+        Case {
+            name: "suspended with no key: nothing is created",
+            spec: |s| s.suspend = true,
+            expect: &[(Kind::KeyReady, F, Reason::KeyNotFound), (Kind::ServicePrincipalReady, U, Reason::Suspended)],
+            ready: (F, Reason::KeyNotFound),
+            never: &["key.create", "graph.sp", "rbac.put", "am.add"],
+            message: Some("suspended"),
+            ..BASE
+        },
+        Case {
+            name: "suspended with an untagged key: not tagged, the role is read, not put",
+            world: untagged_key,
+            spec: |s| {
+                s.suspend = true;
+                s.antimatter.service_principal_object_id = Some("sp-given".into());
+            },
+            expect: &[
+                (Kind::TagApplied, F, Reason::Suspended),
+                (Kind::RoleAssigned, F, Reason::Suspended),
+                (Kind::Registered, U, Reason::WaitingTagApplied),
+            ],
+            ready: (F, Reason::Suspended),
+            never: &["key.tags", "rbac.put", "am.add"],
+            ..BASE
+        },
+        Case {
+            name: "suspended and not registered: the list is read, nothing added",
+            world: |w| {
+                tagged_key(w);
+                w.assignments.insert(
+                    ("/keys/k".into(), "by-hand".into()),
+                    RoleAssignment {
+                        name: "by-hand".into(),
+                        properties: RoleAssignmentProperties {
+                            scope: Some("/keys/k".into()),
+                            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
+                            principal_id: "sp-given".into(),
+                        },
+                    },
+                );
+            },
+            spec: |s| {
+                s.suspend = true;
+                s.antimatter.service_principal_object_id = Some("sp-given".into());
+            },
+            expect: &[(Kind::Registered, F, Reason::Suspended)],
+            ready: (F, Reason::Suspended),
+            never: &["am.add", "rbac.put"],
+            ..BASE
+        },
+        // Retry-After: the longest wait any step was asked for.
+        Case {
+            name: "the longest Retry-After of concurrent steps wins",
+            world: |w| {
+                w.faults.insert("key.get", Fault::Status(429, "Throttled", Some(7)));
+                w.faults.insert("am.providers", Fault::Status(429, "TooManyRequests", Some(30)));
+            },
+            expect: &[(Kind::KeyReady, F, Reason::Throttled), (Kind::ServicePrincipalReady, F, Reason::Throttled)],
+            ready: (F, Reason::Throttled),
+            retry_after_secs: Some(30),
+            ..BASE
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_case_reports_what_it_should() {
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let mut world = World::default();
+        (case.world)(&mut world);
+        let fake = Fake::new(world);
+        let ark = object(case.spec);
+        let run = run_once(&fake, &ark, &AzureRootKeyStatus::default(), case.api_key).await;
+        let mut wrong = Vec::new();
+        for (kind, status, reason) in case.expect {
+            match run.report.outcome(*kind) {
+                Some(o) if o.status == *status && o.reason == *reason => {}
+                other => wrong.push(format!("{kind:?}: want {status:?}/{reason}, got {other:?}")),
+            }
+        }
+        if let (Some(text), Some((kind, ..))) = (case.message, case.expect.first()) {
+            let message = run.report.outcome(*kind).map(|o| o.message.clone()).unwrap_or_default();
+            if !message.contains(text) {
+                wrong.push(format!("{kind:?} message {message:?} lacks {text:?}"));
+            }
+        }
+        if (run.ready.status, run.ready.reason) != case.ready {
+            wrong.push(format!("Ready: want {:?}, got {:?}/{}", case.ready, run.ready.status, run.ready.reason));
+        }
+        let changes: Vec<&str> = run.report.changes.iter().map(|c| c.reason.as_str()).collect();
+        if changes != case.changes {
+            wrong.push(format!("changes: want {:?}, got {changes:?}", case.changes));
+        }
+        let world = fake.world();
+        for call in case.never {
+            if world.count(call) > 0 {
+                wrong.push(format!("called {call}"));
+            }
+        }
+        let retry = run.report.retry_after.map(|d| d.as_secs());
+        if retry != case.retry_after_secs {
+            wrong.push(format!("retry_after: want {:?}, got {retry:?}", case.retry_after_secs));
+        }
+        if run.report.outcomes().count() != Kind::ALL.len() {
+            wrong.push(format!("{} conditions", run.report.outcomes().count()));
+        }
+        if !wrong.is_empty() {
+            failures.push(format!("{}:\n    {}", case.name, wrong.join("\n    ")));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// What a first run found is in the status; a second run over the same world makes no change, no
+/// write-worthy difference, and only the steady reads.
+#[tokio::test]
+async fn a_second_run_over_an_unchanged_world_changes_nothing() {
+    let fake = Fake::default();
+    let ark = object(|_| {});
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert!(first.ready.is_true(), "{:?}", first.ready);
+    let status = &first.status;
+    assert_eq!(status.key_url.as_deref(), Some(format!("{HSM_URL}/keys/k/v1").as_str()));
+    assert!(status.service_principal_object_id.is_some() && status.role_assignment_name.is_some());
+    assert!(status.root_encryption_key_id.is_some() && status.pairing.is_some());
+
+    fake.world().calls.clear();
+    let second = run_once(&fake, &ark, status, true).await;
+    assert!(second.report.changes.is_empty(), "{:?}", second.report.changes);
+    assert_eq!(&second.status, status, "no status write when nothing changed");
+    let calls = fake.world().calls.clone();
+    assert_eq!(calls.iter().copied().filter(|c| c.starts_with("key.")).collect::<Vec<_>>(), ["key.get"]);
+    assert_eq!(calls.iter().copied().filter(|c| c.starts_with("rbac.")).collect::<Vec<_>>(), ["rbac.get"]);
+    for op in ["am.add", "am.activate", "am.rotate", "key.create", "key.tags", "rbac.put"] {
+        assert_eq!(fake.world().count(op), 0, "{op} in {calls:?}");
+    }
+}
+
+/// Drift: a tag and an assignment removed by hand are put back on the next run.
+#[tokio::test]
+async fn drift_is_repaired_on_the_next_run() {
+    let fake = Fake::default();
+    let ark = object(|_| {});
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    {
+        let mut world = fake.world();
+        world.keys.get_mut("k").expect("k").tags.clear();
+        world.assignments.clear();
+    }
+    let second = run_once(&fake, &ark, &first.status, true).await;
+    let changes: Vec<&str> = second.report.changes.iter().map(|c| c.reason.as_str()).collect();
+    assert_eq!(changes, ["TagAdded", "RoleAssigned"]);
+    assert!(second.ready.is_true());
+    assert_eq!(fake.world().assignments.len(), 1, "exactly one assignment");
+}
+
+/// A registration deleted in Antimatter is forgotten and registered again on the next run.
+#[tokio::test]
+async fn a_lost_registration_is_registered_again() {
+    let fake = Fake::default();
+    let ark = object(|_| {});
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    let old = first.status.root_encryption_key_id.clone().expect("registered");
+    fake.world().registrations.clear();
+
+    let second = run_once(&fake, &ark, &first.status, true).await;
+    assert_eq!(second.report.outcome(Kind::Paired).map(|o| o.reason), Some(Reason::RegistrationMissing));
+    assert_eq!(second.report.retry_after.map(|d| d.as_secs()), Some(1));
+    assert_eq!(second.status.root_encryption_key_id, None, "the lost registration is forgotten");
+
+    let third = run_once(&fake, &ark, &second.status, true).await;
+    assert!(third.ready.is_true(), "{:?}", third.ready);
+    let new = third.status.root_encryption_key_id.expect("registered again");
+    assert_ne!(new, old);
+    assert!(fake.world().registrations.contains_key(&new));
+}
+
+/// The recorded assignment is checked with one read; gone, it is put again under our name.
+#[tokio::test]
+async fn a_recorded_assignment_is_read_and_restored_when_gone() {
+    let fake = Fake::default();
+    let ark = object(|_| {});
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    let name = first.status.role_assignment_name.clone().expect("assigned");
+    fake.world().assignments.clear();
+    fake.world().calls.clear();
+    let second = run_once(&fake, &ark, &first.status, true).await;
+    assert_eq!(second.found.assignment.as_deref(), Some(name.as_str()), "the same deterministic name");
+    let calls = fake.world().calls.clone();
+    assert_eq!(calls.iter().copied().filter(|c| c.starts_with("rbac.")).collect::<Vec<_>>(), ["rbac.get", "rbac.put"]);
+}
+
+/// An object refused before any call: the first step says why, every other waits for it.
+#[test]
+fn a_refused_object_reports_the_refusal_first_and_waits_everywhere_else() {
+    let report = Report::refused(Outcome::failed(Reason::PolicyDenied, "not this namespace"));
+    let ready = report.ready(true, true);
+    assert_eq!((ready.status, ready.reason), (F, Reason::PolicyDenied));
+    let reasons: Vec<Reason> = report.outcomes().map(|(_, o)| o.reason).collect();
+    assert_eq!(reasons[0], Reason::PolicyDenied);
+    assert!(reasons[1..].iter().all(|r| *r == Reason::WaitingKeyReady), "{reasons:?}");
+}
+
+/// The dependency table is the only source of gating: a step never acts before what it needs.
+#[test]
+fn the_dependency_table_orders_the_steps() {
+    for kind in Kind::ALL {
+        for need in kind.needs() {
+            assert!(need < &kind, "{kind:?} needs {need:?}, which runs after it");
+        }
+    }
+    assert!(Kind::Paired.needs().contains(&Kind::RoleAssigned), "Antimatter checks only with the role in place");
+    assert!(Kind::Registered.needs().contains(&Kind::TagApplied), "registered only once tagged");
+    assert!(!Kind::Active.required(true, false) && Kind::Active.required(true, true));
+    assert!(!Kind::Paired.required(false, true) && Kind::RoleAssigned.required(false, false));
+}
+
+/// Revoke removes the registration, then the assignment, then the tag; never the key; and is
+/// refused while the key is Antimatter's active key.
+#[tokio::test]
+async fn revoke_undoes_what_was_made_but_never_the_key() {
+    let fake = Fake::default();
+    let mut ark = object(|s| s.antimatter.activate = false);
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    fake.world().keys.get_mut("k").expect("k").tags.insert("owner".into(), "platform".into());
+    ark.status = Some(first.status.clone());
+
+    let rek = first.status.root_encryption_key_id.clone().expect("rek");
+    fake.world().active = Some(format!("{DOMAIN}::{rek}"));
+    let refused = steps::revoke(&fake, &ark, &inputs(true)).await.expect_err("active key");
+    assert_eq!(refused.outcome.reason, Reason::KeyIsActive);
+    assert_eq!(fake.world().assignments.len(), 1, "nothing removed while active");
+
+    fake.world().active = None;
+    steps::revoke(&fake, &ark, &inputs(true)).await.expect("revoked");
+    {
+        let world = fake.world();
+        assert!(world.registrations.is_empty() && world.assignments.is_empty());
+        let key = world.keys.get("k").expect("the key is kept");
+        assert_eq!(key.tags.get("owner").map(String::as_str), Some("platform"), "foreign tags kept");
+        assert!(!key.tags.contains_key(DOMAIN));
+    }
+    steps::revoke(&fake, &ark, &inputs(true)).await.expect("revoking again finds nothing to do");
+}
