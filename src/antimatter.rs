@@ -1,5 +1,5 @@
 //! Antimatter API v2 client: the calls that register, check and activate a root encryption key.
-//! Wire facts: `shared/reference/antimatter-api.md` (from the published `antimatter-api` client).
+//! Wire facts follow the published OpenAPI client `antimatter-api` 2.0.13 (its `api/` and `models/`).
 
 use std::{
     collections::HashMap,

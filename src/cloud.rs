@@ -57,7 +57,7 @@ pub enum HsmRefError {
 }
 
 impl Cloud {
-    /// Endpoints of a named cloud (see `shared/reference/azure-managed-hsm.md`).
+    /// Endpoints of a named cloud (Azure's published authority, Graph and Managed HSM DNS suffixes).
     pub fn named(name: CloudName) -> Option<Self> {
         let (authority, graph, suffix) = match name {
             CloudName::AzurePublic => {

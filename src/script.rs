@@ -15,6 +15,8 @@
 
 use std::fmt::Write as _;
 
+use crate::azure::rbac::CRYPTO_USER_ROLE;
+
 /// What the script is generated for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptParams {
@@ -31,9 +33,6 @@ pub struct ScriptParams {
     /// Key size in bits when the key is created (128, 192 or 256).
     pub key_size: u16,
 }
-
-/// The role that lets Antimatter read the key and wrap/unwrap with it, and nothing else.
-pub const CRYPTO_USER_ROLE: &str = "Managed HSM Crypto User";
 
 /// Quote `s` for a POSIX shell so that it is read back as exactly one word equal to `s`.
 ///

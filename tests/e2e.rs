@@ -5,15 +5,16 @@ mod support;
 use std::{collections::BTreeMap, time::Duration};
 
 use kube::ResourceExt;
-use rootkey_operator::api::{AzureRootKey, ConditionStatus, PairingState};
+use rootkey_operator::{
+    api::{AzureRootKey, ConditionStatus, PairingState},
+    azure::rbac::CRYPTO_USER_ROLE_ID as CRYPTO_USER,
+};
 use rootkey_sandbox::KeyPatch;
 use serde_json::json;
 use support::env::{
     ANTIMATTER_APP, API_KEY, DOMAIN, Env, HSM, NO_ROLES_CLIENT, NO_ROLES_SECRET, OPERATOR_CLIENT, OPERATOR_SECRET,
     OperatorOptions, SECRETS, TENANT, condition,
 };
-
-const CRYPTO_USER: &str = "21dbd100-6940-42c2-9190-5d6cb909625b";
 
 /// Role assignments of "Managed HSM Crypto User" at the key's scope.
 fn crypto_user_assignments(env: &Env, key: &str) -> Vec<rootkey_sandbox::RoleAssignment> {

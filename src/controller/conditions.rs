@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{reasons::Reason, steps::Kind};
+use super::{reasons::Reason, table::Kind};
 use crate::api::{Condition, ConditionStatus};
 
 pub const READY: &str = "Ready";

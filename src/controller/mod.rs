@@ -10,7 +10,9 @@ pub mod memory;
 pub mod reasons;
 pub mod secrets;
 pub mod status;
+pub mod step;
 pub mod steps;
+pub mod table;
 
 use std::{
     sync::Arc,

@@ -1,7 +1,7 @@
 //! Every reason a condition can carry and every reason of a `Normal` event: closed sets, so
 //! docs/reference.md is checked against them (`tests/docs.rs`) and status readers can rely on them.
 
-use super::steps::Kind;
+use super::table::Kind;
 
 /// An enum of names with `ALL` and `as_str` (the variant's name).
 macro_rules! closed_set {

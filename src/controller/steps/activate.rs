@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{Step, register::same_rek};
+use super::register::same_rek;
+use crate::controller::step::Step;
 use crate::{
     api::AzureRootKeySpec,
     controller::{

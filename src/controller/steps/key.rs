@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Step, tag::DOMAIN_TAG_VALUE};
+use super::tag::DOMAIN_TAG_VALUE;
+use crate::controller::step::Step;
 use crate::{
     api::{AzureRootKeySpec, CreatePolicy},
     azure::keys::KeyInfo,

@@ -1,8 +1,7 @@
 //! The reconcile steps and the order they run in. Each step is a module with one `ensure` (and,
 //! where it makes something `Revoke` undoes, the undo beside it); each takes what it needs and
 //! returns a [`Step`]: its condition, the value later steps need, the changes it made. Which step
-//! needs which is one table, [`Kind::needs`], read by the gating, the `Ready` summary, the fill after
-//! a refused spec and the route without an API key.
+//! needs which is one table, [`Kind::needs`] (in `table`), that the gating here reads.
 
 mod activate;
 mod key;
@@ -14,12 +13,7 @@ mod tag;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{
-    conditions::Outcome,
-    errors::Failure,
-    inputs::Inputs,
-    reasons::{ChangeReason, Reason},
-};
+use super::{conditions::Outcome, errors::Failure, inputs::Inputs, reasons::Reason, step::Change};
 use crate::{
     api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, PairingStatus},
     azure::keys::KeyInfo,
@@ -30,121 +24,8 @@ pub use key::usable;
 pub use register::same_rek;
 pub use role::assignment_name;
 
-/// The steps, in the order their conditions are listed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    KeyReady,
-    TagApplied,
-    ServicePrincipalReady,
-    RoleAssigned,
-    Registered,
-    Paired,
-    Active,
-}
-
-/// Which side a step acts on, and so when it is required for `Ready`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// Azure only: always required.
-    Azure,
-    /// Antimatter: needs an API key; without one the person registers by hand.
-    Antimatter,
-    /// Antimatter's active key: required only with `activate: true`.
-    Activation,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 7] = [
-        Kind::KeyReady,
-        Kind::TagApplied,
-        Kind::ServicePrincipalReady,
-        Kind::RoleAssigned,
-        Kind::Registered,
-        Kind::Paired,
-        Kind::Active,
-    ];
-
-    /// The one dependency table: the steps that must be `True` before this one acts, and its route.
-    fn row(self) -> (&'static [Kind], Route) {
-        match self {
-            Kind::KeyReady => (&[], Route::Azure),
-            Kind::TagApplied => (&[Kind::KeyReady], Route::Azure),
-            Kind::ServicePrincipalReady => (&[], Route::Azure),
-            Kind::RoleAssigned => (&[Kind::KeyReady, Kind::ServicePrincipalReady], Route::Azure),
-            Kind::Registered => (&[Kind::KeyReady, Kind::TagApplied], Route::Antimatter),
-            Kind::Paired => (&[Kind::Registered, Kind::RoleAssigned, Kind::TagApplied], Route::Antimatter),
-            Kind::Active => (&[Kind::Paired], Route::Activation),
-        }
-    }
-
-    pub fn needs(self) -> &'static [Kind] {
-        self.row().0
-    }
-
-    pub fn route(self) -> Route {
-        self.row().1
-    }
-
-    /// Whether `Ready` waits for this step.
-    pub fn required(self, has_api_key: bool, activate: bool) -> bool {
-        match self.route() {
-            Route::Azure => true,
-            Route::Antimatter => has_api_key,
-            Route::Activation => has_api_key && activate,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::KeyReady => "KeyReady",
-            Kind::TagApplied => "TagApplied",
-            Kind::ServicePrincipalReady => "ServicePrincipalReady",
-            Kind::RoleAssigned => "RoleAssigned",
-            Kind::Registered => "Registered",
-            Kind::Paired => "Paired",
-            Kind::Active => "Active",
-        }
-    }
-}
-
-/// A change made outside the cluster, told by a `Normal` event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub reason: ChangeReason,
-    pub note: String,
-}
-
-/// What one step found: its condition, the value the steps after it need (when it got that far),
-/// the changes it made and how long a service asked it to wait.
-#[derive(Debug)]
-pub struct Step<T> {
-    pub outcome: Outcome,
-    pub value: Option<T>,
-    pub changes: Vec<Change>,
-    pub retry_after: Option<Duration>,
-}
-
-impl<T> Step<T> {
-    /// The step got as far as `value`; `outcome` says whether it passed.
-    pub fn found(outcome: Outcome, value: T) -> Self {
-        Self { outcome, value: Some(value), changes: Vec::new(), retry_after: None }
-    }
-
-    /// The step stopped short of a value.
-    pub fn stopped(outcome: Outcome) -> Self {
-        Self { outcome, value: None, changes: Vec::new(), retry_after: None }
-    }
-
-    pub fn changed(mut self, reason: ChangeReason, note: String) -> Self {
-        self.changes.push(Change { reason, note });
-        self
-    }
-
-    /// A step's result with its failure, if any, as the step's condition.
-    fn settle(result: Result<Self, Failure>) -> Self {
-        result.unwrap_or_else(|f| Self { retry_after: f.retry_after, ..Self::stopped(f.outcome) })
-    }
-}
+use super::step::Step;
+pub use super::table::{Kind, Route};
 
 /// The conditions, changes and `Retry-After` of one run, apart from the data the steps hand on.
 #[derive(Debug, Default)]

@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::Step;
 use crate::{
     api::{PairingState, PairingStatus},
-    controller::{conditions::Outcome, errors::Failure, reasons::Reason},
+    controller::{conditions::Outcome, errors::Failure, reasons::Reason, step::Step},
     remotes::AntimatterDomain,
 };
 

@@ -1,6 +1,6 @@
 //! `ServicePrincipalReady`: Antimatter's application has a service principal in the tenant.
 
-use super::Step;
+use crate::controller::step::Step;
 use crate::{
     api::AzureRootKeySpec,
     azure::graph::Found,

@@ -1,6 +1,6 @@
 //! `Registered`: the versioned key URL is registered with Antimatter; and its undo.
 
-use super::Step;
+use crate::controller::step::Step;
 use crate::{
     api::{AzureRootKey, AzureRootKeyStatus},
     azure::keys::KeyInfo,

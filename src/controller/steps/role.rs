@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::Step;
+use crate::controller::step::Step;
 use crate::{
     api::AzureRootKeySpec,
     azure::rbac::{CRYPTO_USER_ROLE, CRYPTO_USER_ROLE_DEFINITION, RoleAssignmentProperties, is_crypto_user},

@@ -1,6 +1,6 @@
 //! `TagApplied`: the key version carries `<domain-id>=allow`, every other tag kept; and its undo.
 
-use super::{Kind, Step};
+use crate::controller::{step::Step, table::Kind};
 use crate::{
     api::AzureRootKeySpec,
     azure::keys::KeyInfo,
