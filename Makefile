@@ -51,10 +51,28 @@ host-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss-myhostname >/dev/null; \
 	  getent hosts probe.sandbox.localhost >/dev/null; }
 
+# Every generated file is checked in; `make verify` (CI) fails when one differs from what `make
+# generate` writes. A new generator: one line in generate's recipe, and its output in GENERATED.
+CRD := crds/antimatter.io_azurerootkeys.yaml
+GENERATED := $(CRD) charts/rootkey-operator/files/$(notdir $(CRD))
+
+.PHONY: generate
+generate: ## Regenerate every generated file (the CRD from the Rust types, the chart's copy)
+	cargo run -q --bin rootkey-operator -- crd > $(CRD)
+	cp $(CRD) charts/rootkey-operator/files/
+
 .PHONY: crds
-crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
-	cargo run -q --bin rootkey-operator -- crd > crds/antimatter.io_azurerootkeys.yaml
-	cp crds/antimatter.io_azurerootkeys.yaml charts/rootkey-operator/files/
+crds: generate
+
+.PHONY: verify
+verify: generate ## Fail when a checked-in generated file is stale or not committed
+	@stale=$$( { git diff --name-only -- $(GENERATED); git ls-files --others --exclude-standard -- $(GENERATED); } | sort -u); \
+	if [ -n "$$stale" ]; then \
+	  git --no-pager diff --stat -- $(GENERATED); \
+	  for f in $$stale; do echo "verify: $$f is stale or not committed: run \`make generate\` and commit it" >&2; done; \
+	  exit 1; \
+	fi; \
+	echo "verify: every generated file is up to date"
 
 .PHONY: build
 build: ## Build all Rust binaries (debug)
