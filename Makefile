@@ -51,10 +51,28 @@ host-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss-myhostname >/dev/null; \
 	  getent hosts probe.sandbox.localhost >/dev/null; }
 
+# Every generated file is checked in; `make verify` (CI) fails when one differs from what `make
+# generate` writes. A new generator: one line in generate's recipe, and its output in GENERATED.
+CRD := crds/antimatter.io_azurerootkeys.yaml
+GENERATED := $(CRD) charts/rootkey-operator/files/$(notdir $(CRD))
+
+.PHONY: generate
+generate: ## Regenerate every generated file (the CRD from the Rust types, the chart's copy)
+	cargo run -q --bin rootkey-operator -- crd > $(CRD)
+	cp $(CRD) charts/rootkey-operator/files/
+
 .PHONY: crds
-crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
-	cargo run -q --bin rootkey-operator -- crd > crds/antimatter.io_azurerootkeys.yaml
-	cp crds/antimatter.io_azurerootkeys.yaml charts/rootkey-operator/files/
+crds: generate
+
+.PHONY: verify
+verify: generate ## Fail when a checked-in generated file is stale or not committed
+	@stale=$$( { git diff --name-only -- $(GENERATED); git ls-files --others --exclude-standard -- $(GENERATED); } | sort -u); \
+	if [ -n "$$stale" ]; then \
+	  git --no-pager diff --stat -- $(GENERATED); \
+	  for f in $$stale; do echo "verify: $$f is stale or not committed: run \`make generate\` and commit it" >&2; done; \
+	  exit 1; \
+	fi; \
+	echo "verify: every generated file is up to date"
 
 .PHONY: build
 build: ## Build all Rust binaries (debug)
@@ -130,18 +148,37 @@ $(CARGO_TOOLS)/bin/cargo-deny:
 	cargo install --locked cargo-deny --root $(CARGO_TOOLS)
 
 .PHONY: deny
-deny: $(CARGO_TOOLS)/bin/cargo-deny ## Licences, bans and sources (advisories need the RustSec database)
+deny: $(CARGO_TOOLS)/bin/cargo-deny ## Licences, bans and sources (advisories: make audit)
 	$(CARGO_TOOLS)/bin/cargo-deny check licenses bans sources
 
 $(CARGO_TOOLS)/bin/cargo-audit:
 	cargo install --locked cargo-audit --root $(CARGO_TOOLS)
 
-# Needs the RustSec advisory database, which both tools fetch from GitHub: not reachable where only
-# package registries are (this project's CI), so CI runs `make deny` and not this.
+# Both checks read a snapshot of the RustSec advisory database beside the clone and never fetch it.
+# cargo audit reads the directory as it is. cargo-deny wants a git checkout named after the
+# database's URL under its db-path (deny.toml: $ROOTKEY_ADVISORY_DBS), so the recipe commits a copy
+# into a throwaway repository dated by the snapshot's newest advisory: deny.toml's
+# maximum-db-staleness measures that date. Crates come from the package registry as for any build.
+# Both tools run; either one's finding fails the target.
+ADVISORY_DB ?= ../shared/advisory-db
+# cargo-deny's directory for its default database: the URL's last segment and a hash of the URL.
+DENY_DB_NAME := advisory-db-3157b0e258782691
+
 .PHONY: audit
-audit: $(CARGO_TOOLS)/bin/cargo-deny $(CARGO_TOOLS)/bin/cargo-audit ## Known-vulnerability checks (cargo deny advisories + cargo audit; need network)
-	$(CARGO_TOOLS)/bin/cargo-deny check advisories
-	$(CARGO_TOOLS)/bin/cargo-audit audit --deny warnings
+audit: $(CARGO_TOOLS)/bin/cargo-deny $(CARGO_TOOLS)/bin/cargo-audit ## Known vulnerabilities: cargo deny advisories + cargo audit, offline against ADVISORY_DB
+	@test -d $(ADVISORY_DB)/crates || { echo "audit: no RustSec advisory database at $(ADVISORY_DB) (set ADVISORY_DB)" >&2; exit 1; }
+	cargo fetch --locked
+	@dbs=$$(mktemp -d); trap 'rm -rf "$$dbs"' EXIT; repo=$$dbs/$(DENY_DB_NAME); \
+	newest=$$(grep -rhoE '^date = "[0-9]{4}-[0-9]{2}-[0-9]{2}"' $(ADVISORY_DB)/crates | cut -d'"' -f2 | sort | tail -1); \
+	echo "audit: advisory database $(ADVISORY_DB), newest advisory $$newest ($$(( ($$(date +%s) - $$(date -d $$newest +%s)) / 86400 )) days ago)"; \
+	cp -R $(ADVISORY_DB) $$repo && chmod -R u+w $$repo; \
+	git -C $$repo -c init.defaultBranch=main init -q && git -C $$repo add -A; \
+	GIT_AUTHOR_DATE=$${newest}T00:00:00Z GIT_COMMITTER_DATE=$${newest}T00:00:00Z git -C $$repo \
+	  -c user.name=make-audit -c user.email=make-audit@invalid -c commit.gpgsign=false commit -q --no-verify -m snapshot; \
+	touch -d $${newest}T00:00:00Z $$repo/.git/HEAD; \
+	rc=0; ROOTKEY_ADVISORY_DBS=$$dbs $(CARGO_TOOLS)/bin/cargo-deny --offline check advisories || rc=1; \
+	$(CARGO_TOOLS)/bin/cargo-audit audit --db $(ADVISORY_DB) --no-fetch --deny warnings || rc=1; \
+	exit $$rc
 
 $(CARGO_TOOLS)/bin/cargo-cyclonedx:
 	cargo install --locked cargo-cyclonedx --root $(CARGO_TOOLS)

@@ -1,4 +1,4 @@
-//! Fuzz-style property tests on stable (see the issue-7 report: `cargo fuzz` needs nightly): random
+//! Fuzz-style property tests on stable (`cargo fuzz`, `make fuzz`, needs nightly): random
 //! and mutated inputs into the key-URL parsers, the cloud's HSM guard, and the serde models of remote
 //! responses. The properties: never panic, and the guard never accepts a URL outside the suffixes.
 

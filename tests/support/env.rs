@@ -97,21 +97,8 @@ impl Env {
     /// test owns and restarts). Installs the CRD there; operators started with
     /// [`Self::spawn_operator_ext`] get `KUBECONFIG=kubeconfig`.
     pub async fn on_control_plane(kubeconfig: &std::path::Path, prefix: &str) -> Self {
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        use kube::CustomResourceExt;
         let client = controlplane::client_for(kubeconfig).await.expect("client for the control plane");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let yaml = std::fs::read_to_string(rootkey_operator::crd::CRD_PATH).expect("read crds/");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("parse CRD");
-        let name = AzureRootKey::crd_name();
-        crds.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            kube::runtime::wait::await_condition(crds, name, kube::runtime::conditions::is_crd_established()),
-        )
-        .await
-        .expect("CRD established in time")
-        .expect("watch CRD");
+        super::apply_crd(&client).await;
         let ns = super::namespace(&client, prefix).await;
         let world = World::from_file("deploy/sandbox/world.yaml").expect("world");
         let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");

@@ -27,24 +27,22 @@ pub async fn client() -> Client {
 
 /// Applies the checked-in CRD (server-side) once per test binary and waits until it is established.
 pub async fn install_crd(client: &Client) {
-    CRD_INSTALLED
-        .get_or_init(|| async {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            let yaml = std::fs::read_to_string(rootkey_operator::crd::CRD_PATH).expect("read crds/");
-            let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("parse CRD");
-            let name = AzureRootKey::crd_name();
-            crds.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&crd))
-                .await
-                .expect("apply CRD");
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                await_condition(crds, name, conditions::is_crd_established()),
-            )
-            .await
-            .expect("CRD established in time")
-            .expect("watch CRD");
-        })
-        .await;
+    CRD_INSTALLED.get_or_init(|| apply_crd(client)).await;
+}
+
+/// Applies the checked-in CRD (server-side) on the control plane behind `client` and waits until it
+/// is established, every time it is called (for a control plane other than the shared one, use this;
+/// for the shared one, [`install_crd`]).
+pub async fn apply_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let yaml = std::fs::read_to_string(rootkey_operator::crd::CRD_PATH).expect("read crds/");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("parse CRD");
+    let name = AzureRootKey::crd_name();
+    crds.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+    tokio::time::timeout(Duration::from_secs(30), await_condition(crds, name, conditions::is_crd_established()))
+        .await
+        .expect("CRD established in time")
+        .expect("watch CRD");
 }
 
 /// Creates a fresh namespace named `<prefix>-<random>` and returns its name.
