@@ -54,12 +54,13 @@ host-deps:
 # Every generated file is checked in; `make verify` (CI) fails when one differs from what `make
 # generate` writes. A new generator: one line in generate's recipe, and its output in GENERATED.
 CRD := crds/antimatter.io_azurerootkeys.yaml
-GENERATED := $(CRD) charts/rootkey-operator/files/$(notdir $(CRD))
+GENERATED := $(CRD) charts/rootkey-operator/files/$(notdir $(CRD)) docs/reference.md
 
 .PHONY: generate
-generate: ## Regenerate every generated file (the CRD from the Rust types, the chart's copy)
+generate: ## Regenerate every generated file (the CRD from the Rust types, the chart's copy, the reference's tables)
 	cargo run -q --bin rootkey-operator -- crd > $(CRD)
 	cp $(CRD) charts/rootkey-operator/files/
+	cargo run -q --bin rootkey-operator -- reference-tables docs/reference.md
 
 .PHONY: crds
 crds: generate

@@ -14,6 +14,7 @@ pub mod memo;
 pub mod metrics;
 pub mod pacing;
 pub mod policy;
+pub mod reference;
 pub mod remote;
 pub mod remotes;
 pub mod run;

@@ -25,6 +25,9 @@ enum Command {
     Script(ScriptArgs),
     /// Print the version.
     Version,
+    /// Rewrite the generated tables of a docs/reference.md in place (`make generate`).
+    #[command(hide = true)]
+    ReferenceTables { path: std::path::PathBuf },
 }
 
 #[derive(Args)]
@@ -78,6 +81,10 @@ fn main() -> anyhow::Result<()> {
             })
         ),
         Command::Version => println!("rootkey-operator {}", env!("CARGO_PKG_VERSION")),
+        Command::ReferenceTables { path } => {
+            let doc = std::fs::read_to_string(&path)?;
+            std::fs::write(&path, rootkey_operator::reference::update(&doc)?)?;
+        }
     }
     Ok(())
 }

@@ -113,6 +113,177 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// (condition status, condition type, what it means and the fix): the troubleshooting table of
+    /// docs/reference.md is generated from this (`make generate`).
+    pub fn doc(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Reason::Ready => ("True", "Ready", "everything required passed"),
+            Reason::Progressing => ("Unknown", "Ready", "a required step is still waiting; see its condition"),
+            Reason::KeyUsable => (
+                "True",
+                "KeyReady",
+                "the key is an enabled `oct-HSM` key allowing wrapKey and unwrapKey (a creation is told by the `KeyCreated` event)",
+            ),
+            Reason::KeyNotFound => (
+                "False",
+                "KeyReady",
+                "no such key and `create: Never` (or suspended): create the key or set `create: IfMissing`",
+            ),
+            Reason::UnsupportedKeyType => (
+                "False",
+                "KeyReady",
+                "not `oct-HSM` (e.g. RSA): use another key name; the operator never replaces keys",
+            ),
+            Reason::KeyDisabled => (
+                "False",
+                "KeyReady",
+                "enable the key (`az keyvault key set-attributes --hsm-name … --name … --enabled true`)",
+            ),
+            Reason::KeyNotUsable => (
+                "False",
+                "KeyReady",
+                "the key expired or is not yet valid (`exp`/`nbf`): fix its attributes or use another key",
+            ),
+            Reason::MissingKeyOperations => (
+                "False",
+                "KeyReady",
+                "the key does not allow wrapKey/unwrapKey: update its `key_ops` or use another key",
+            ),
+            Reason::TagPresent => (
+                "True",
+                "TagApplied",
+                "the key version carries `<domainId>=allow` (added by read-merge-write, other tags kept)",
+            ),
+            Reason::ServicePrincipalGiven => (
+                "True",
+                "ServicePrincipalReady",
+                "the principal given in `spec.antimatter.servicePrincipalObjectId`; no Microsoft Graph calls are made",
+            ),
+            Reason::ServicePrincipalFound => (
+                "True",
+                "ServicePrincipalReady",
+                "the principal of Antimatter's application in your tenant, found or created through Graph (a creation is told by the `ServicePrincipalCreated` event)",
+            ),
+            Reason::RoleAssigned => (
+                "True",
+                "RoleAssigned",
+                "the principal holds \"Managed HSM Crypto User\" at `/keys/<name>` (exactly one assignment; when the HSM answers `MatchingRoleAssignmentExists`, the one made by hand is found and adopted)",
+            ),
+            Reason::Registered => ("True", "Registered", "the versioned key URL is registered with Antimatter"),
+            Reason::RegistrationMissing => {
+                ("False", "Paired", "Antimatter no longer knows the recorded root key; the operator registers it again")
+            }
+            Reason::PairingHealthy => ("True", "Paired", "Antimatter wrapped and unwrapped with the key"),
+            Reason::PairingMisconfigured => (
+                "False",
+                "Paired",
+                "reachable but unusable: the message says what (tag, role, type, disabled); the operator repairs tag and role drift itself",
+            ),
+            Reason::PairingUnreachable => {
+                ("False", "Paired", "Antimatter could not reach the key (network, HSM firewall, HSM down)")
+            }
+            Reason::ManualRegistrationRequired => (
+                "Unknown",
+                "Registered, Paired, Active",
+                "no API key: paste the key URL and tenant from the message into the dashboard, or set `apiKeySecretRef`",
+            ),
+            Reason::KeyActive => ("True", "Active", "the key is the domain's active root encryption key"),
+            Reason::Rotating => (
+                "Unknown",
+                "Active",
+                "active; Antimatter is still re-wrapping data keys (the operator keeps calling rotate)",
+            ),
+            Reason::ActivationNotRequested => ("False", "Active", "`activate: false` (not required for Ready)"),
+            Reason::Suspended => (
+                "False/Unknown",
+                "any",
+                "`suspend: true` and a change would be needed: unsuspend to let the operator act",
+            ),
+            Reason::InvalidSpec => (
+                "False",
+                "first failing step",
+                "the spec cannot be acted on (HSM URL outside the cloud's HSM domains, no application ID, a Secret value that is empty or not text) — the message says which",
+            ),
+            Reason::PolicyDenied => (
+                "False",
+                "KeyReady",
+                "the tenancy policy does not let this namespace use the operator's identity for this HSM: set `azureCredentialsSecretRef` or ask the cluster admin",
+            ),
+            Reason::SecretNotFound => {
+                ("False", "KeyReady", "a referenced Secret or key in it does not exist in the object's namespace")
+            }
+            Reason::SecretUnreadable => {
+                ("False", "KeyReady", "the operator may not read the Secret (RBAC) or the API server failed")
+            }
+            Reason::InvalidCredentials => (
+                "False",
+                "the failing step",
+                "Entra ID refused the client ID/secret or assertion, or Antimatter refused the API key: fix the Secret or the operator's identity",
+            ),
+            Reason::Forbidden => (
+                "False",
+                "the failing step",
+                "the identity lacks a permission; the message names it (Crypto User at `/keys` for keys, Policy Administrator for role assignments, Graph `Application.ReadWrite.OwnedBy`/`All` — or set `servicePrincipalObjectId`)",
+            ),
+            Reason::Throttled => {
+                ("False", "the failing step", "Azure or Antimatter answered 429; retried after `Retry-After`")
+            }
+            Reason::AzureUnreachable => (
+                "False",
+                "the failing step",
+                "Entra ID, Graph or the HSM could not be reached, answered 5xx or timed out, or sent an unreadable response; retried with backoff",
+            ),
+            Reason::AntimatterUnreachable => (
+                "False",
+                "the failing step",
+                "the Antimatter API could not be reached, answered 5xx or timed out, or sent an unreadable response; retried with backoff",
+            ),
+            Reason::AzureRequestRejected => (
+                "False",
+                "the failing step",
+                "Azure answered another 4xx; the message carries the service's code and message",
+            ),
+            Reason::AntimatterRequestRejected => (
+                "False",
+                "the failing step",
+                "Antimatter answered another 4xx; the message carries its field and message",
+            ),
+            Reason::KeyIsActive => (
+                "False",
+                "Deleting",
+                "`Revoke` refused: the key is Antimatter's active key. Activate another key, or set `deletionPolicy: Retain` to release the object",
+            ),
+            Reason::WaitingKeyReady
+            | Reason::WaitingTagApplied
+            | Reason::WaitingServicePrincipalReady
+            | Reason::WaitingRoleAssigned
+            | Reason::WaitingRegistered
+            | Reason::WaitingPaired
+            | Reason::WaitingActive => {
+                ("Unknown", "any", "an earlier step has not succeeded yet; see the step the reason names")
+            }
+        }
+    }
+}
+
+impl ChangeReason {
+    /// What the change was, for the events table of docs/reference.md.
+    pub fn doc(self) -> &'static str {
+        match self {
+            ChangeReason::KeyCreated => "the operator created the `oct-HSM` key",
+            ChangeReason::TagAdded => "the operator added `<domainId>=allow` to a key version",
+            ChangeReason::ServicePrincipalCreated => {
+                "the operator created Antimatter's service principal through Graph"
+            }
+            ChangeReason::RoleAssigned => "the operator assigned \"Managed HSM Crypto User\" at the key",
+            ChangeReason::Registered => "the operator registered the key URL with Antimatter",
+            ChangeReason::Activated => "the operator made the key active",
+            ChangeReason::Revoked => "`Revoke` deletion removed Antimatter's access (the key is kept)",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
