@@ -2,6 +2,33 @@
 //! events, requeueing) and [`error_policy`]. The steps live in [`steps`], per-object memory in
 //! [`memory`], the status in [`status`].
 
+/// An enum of names with `ALL` (in declaration order) and `as_str` (the variant's name).
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $set:ident { $($name:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $set {
+            $($name,)*
+        }
+
+        impl $set {
+            pub const ALL: [$set; [$(stringify!($name)),*].len()] = [$($set::$name,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($set::$name => stringify!($name),)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $set {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod conditions;
 pub mod errors;
 pub mod events;

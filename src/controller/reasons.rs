@@ -3,33 +3,6 @@
 
 use super::table::Kind;
 
-/// An enum of names with `ALL` and `as_str` (the variant's name).
-macro_rules! closed_set {
-    ($(#[$meta:meta])* $set:ident { $($name:ident),* $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $set {
-            $($name,)*
-        }
-
-        impl $set {
-            pub const ALL: &[$set] = &[$($set::$name,)*];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($set::$name => stringify!($name),)*
-                }
-            }
-        }
-
-        impl std::fmt::Display for $set {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 closed_set! {
 /// Why a condition has its status.
 Reason {

@@ -1,9 +1,9 @@
 //! The steps' names and the one table of which step needs which: read by the gating, the `Ready`
 //! summary, the fill after a refused spec and the route without an API key.
 
+closed_set! {
 /// The steps, in the order their conditions are listed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+Kind {
     KeyReady,
     TagApplied,
     ServicePrincipalReady,
@@ -11,7 +11,7 @@ pub enum Kind {
     Registered,
     Paired,
     Active,
-}
+}}
 
 /// Which side a step acts on, and so when it is required for `Ready`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,16 +25,6 @@ pub enum Route {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
-        Kind::KeyReady,
-        Kind::TagApplied,
-        Kind::ServicePrincipalReady,
-        Kind::RoleAssigned,
-        Kind::Registered,
-        Kind::Paired,
-        Kind::Active,
-    ];
-
     /// The one dependency table: the steps that must be `True` before this one acts, and its route.
     fn row(self) -> (&'static [Kind], Route) {
         match self {
@@ -62,18 +52,6 @@ impl Kind {
             Route::Azure => true,
             Route::Antimatter => has_api_key,
             Route::Activation => has_api_key && activate,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::KeyReady => "KeyReady",
-            Kind::TagApplied => "TagApplied",
-            Kind::ServicePrincipalReady => "ServicePrincipalReady",
-            Kind::RoleAssigned => "RoleAssigned",
-            Kind::Registered => "Registered",
-            Kind::Paired => "Paired",
-            Kind::Active => "Active",
         }
     }
 }
