@@ -85,7 +85,7 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::{reasons::Reason, steps::Report};
+    use crate::controller::{reasons::Reason, steps::Report, table::Kind};
 
     #[test]
     fn status_does_not_change_when_nothing_did() {
@@ -104,6 +104,6 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(first.observed_generation, Some(2));
         assert!(first.conditions.iter().all(|c| c.observed_generation == Some(2)));
-        assert_eq!(first.conditions.len(), 8);
+        assert_eq!(first.conditions.len(), Kind::ALL.len() + 1, "one per step and Ready");
     }
 }
