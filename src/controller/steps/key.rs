@@ -60,7 +60,7 @@ pub async fn ensure(
 }
 
 /// Why a key cannot serve as a root key, if it cannot. Reported, never "fixed" by replacing it.
-pub fn usable(key: &KeyInfo) -> Option<Outcome> {
+fn usable(key: &KeyInfo) -> Option<Outcome> {
     if !key.kty.eq_ignore_ascii_case("oct-HSM") {
         return Some(Outcome::failed(
             Reason::UnsupportedKeyType,

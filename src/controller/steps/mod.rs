@@ -13,19 +13,20 @@ mod tag;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::{conditions::Outcome, errors::Failure, inputs::Inputs, reasons::Reason, step::Change};
+pub use super::table::Kind;
+use super::{
+    conditions::Outcome,
+    errors::Failure,
+    inputs::Inputs,
+    reasons::Reason,
+    step::{Change, Step},
+    table::Route,
+};
 use crate::{
-    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, PairingStatus},
+    api::{AzureRootKey, AzureRootKeyStatus, PairingStatus},
     azure::keys::KeyInfo,
     remotes::Remotes,
 };
-
-pub use key::usable;
-pub use register::same_rek;
-pub use role::assignment_name;
-
-use super::step::Step;
-pub use super::table::{Kind, Route};
 
 /// The conditions, changes and `Retry-After` of one run, apart from the data the steps hand on.
 #[derive(Debug, Default)]
@@ -86,10 +87,6 @@ impl Report {
     /// The `Ready` summary over the required steps.
     pub fn ready(&self, has_api_key: bool, activate: bool) -> Outcome {
         super::conditions::ready(self.outcomes().filter(|(kind, _)| kind.required(has_api_key, activate)))
-    }
-
-    pub fn any_failed(&self) -> bool {
-        self.outcomes.values().any(|o| o.status == ConditionStatus::False)
     }
 
     /// Without an API key the Antimatter steps are left to the person: say what to enter, or which

@@ -76,7 +76,7 @@ pub async fn unregister(domain: &dyn AntimatterDomain, rek_id: &str) -> Result<(
 }
 
 /// Root key IDs may carry a `dm-…::` or `name::` prefix.
-pub fn same_rek(a: &str, b: &str) -> bool {
+pub(super) fn same_rek(a: &str, b: &str) -> bool {
     let bare = |s: &str| s.rsplit("::").next().unwrap_or(s).to_ascii_lowercase();
     bare(a) == bare(b)
 }

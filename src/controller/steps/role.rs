@@ -26,7 +26,7 @@ fn key_scope(key_name: &str) -> String {
 
 /// The deterministic assignment name: the same for retries and replicas of this cluster, different
 /// for other clusters.
-pub fn assignment_name(cluster_id: &str, hsm: &HsmEndpoint, scope: &str, role_id: &str, principal: &str) -> String {
+fn assignment_name(cluster_id: &str, hsm: &HsmEndpoint, scope: &str, role_id: &str, principal: &str) -> String {
     Uuid::new_v5(&ASSIGNMENT_NAMESPACE, format!("{cluster_id}|{}|{scope}|{role_id}|{principal}", hsm.url).as_bytes())
         .to_string()
 }
