@@ -104,8 +104,13 @@ pub fn az_script(p: &ScriptParams) -> String {
     s.push_str("fi\n\n");
 
     s.push_str("# 4. The tag <domain-id>=allow. Updating tags replaces them all, so send the existing ones too.\n");
-    s.push_str("mapfile -t TAG_KEYS < <(az keyvault key show --hsm-name \"$HSM_NAME\" --name \"$KEY_NAME\" --query 'keys(tags || `{}`)' -o tsv)\n");
-    s.push_str("mapfile -t TAG_VALUES < <(az keyvault key show --hsm-name \"$HSM_NAME\" --name \"$KEY_NAME\" --query 'values(tags || `{}`)' -o tsv)\n");
+    s.push_str("# Each read is its own assignment, so a failed read stops the script (set -e) before any write.\n");
+    s.push_str("TAG_KEYS_TSV=\"$(az keyvault key show --hsm-name \"$HSM_NAME\" --name \"$KEY_NAME\" --query 'keys(tags || `{}`)' -o tsv)\"\n");
+    s.push_str("TAG_VALUES_TSV=\"$(az keyvault key show --hsm-name \"$HSM_NAME\" --name \"$KEY_NAME\" --query 'values(tags || `{}`)' -o tsv)\"\n");
+    s.push_str("TAG_KEYS=()\n");
+    s.push_str("TAG_VALUES=()\n");
+    s.push_str("if [ -n \"$TAG_KEYS_TSV\" ]; then mapfile -t TAG_KEYS <<< \"$TAG_KEYS_TSV\"; fi\n");
+    s.push_str("if [ -n \"$TAG_VALUES_TSV\" ]; then mapfile -t TAG_VALUES <<< \"$TAG_VALUES_TSV\"; fi\n");
     s.push_str("if [ \"${#TAG_KEYS[@]}\" -ne \"${#TAG_VALUES[@]}\" ]; then\n");
     s.push_str("  echo \"The key's tags changed while they were read; run the script again.\" >&2\n");
     s.push_str("  exit 1\n");
@@ -274,41 +279,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn script_runs_against_a_fake_az() {
-        // A stand-in `az` that records its arguments and answers like a fresh tenant: no service
-        // principal, no role assignment, and a key with one unrelated tag.
-        let Some(bash) = bash() else { return };
-        let dir = std::env::temp_dir().join(format!("rootkey-script-test-{}", std::process::id()));
+    /// Runs the script with a stand-in `az` first on PATH that records its arguments and answers
+    /// with `arms` (bash `case` arms over "$*"); returns (success, stdout, the calls made).
+    fn run_with_fake_az(name: &str, arms: &str) -> Option<(bool, String, String)> {
+        let bash = bash()?;
+        let dir = std::env::temp_dir().join(format!("rootkey-script-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("calls.log");
+        std::fs::write(&log, "").unwrap();
         let fake = dir.join("az");
         std::fs::write(
             &fake,
-            format!(
-                r#"#!/bin/bash
-printf '%s\n' "$*" >> {log}
-case "$*" in
-  "ad sp show"*) exit 3 ;;
-  "ad sp create"*) echo 00000000-0000-0000-0000-0000000000aa ;;
-  "keyvault role assignment list"*) echo 0 ;;
-  *"keys(tags"*) printf 'env\n' ;;
-  *"values(tags"*) printf 'prod\n' ;;
-  *"key.kid"*) echo https://contoso-hsm.managedhsm.azure.net/keys/antimatter-root/abc ;;
-  "account show"*) echo 72f988bf-86f1-41af-91ab-2d7cd011db47 ;;
-esac
-"#,
-                log = log.display()
-            ),
+            format!("#!/bin/bash\nprintf '%s\\n' \"$*\" >> {}\ncase \"$*\" in\n{arms}\nesac\n", log.display()),
         )
         .unwrap();
         Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
         let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
         let out = Command::new(bash).arg("-c").arg(az_script(&params())).env("PATH", path).output().expect("bash runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let calls = std::fs::read_to_string(&log).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        Some((out.status.success(), stdout, calls))
+    }
+
+    #[test]
+    fn script_runs_against_a_fake_az() {
+        // A fresh tenant: no service principal, no role assignment, and a key with one unrelated tag.
+        let Some((ok, stdout, calls)) = run_with_fake_az(
+            "fresh",
+            r#"  "ad sp show"*) exit 3 ;;
+  "ad sp create"*) echo 00000000-0000-0000-0000-0000000000aa ;;
+  "keyvault role assignment list"*) echo 0 ;;
+  *"keys(tags"*) printf 'env\n' ;;
+  *"values(tags"*) printf 'prod\n' ;;
+  *"key.kid"*) echo https://contoso-hsm.managedhsm.azure.net/keys/antimatter-root/abc ;;
+  "account show"*) echo 72f988bf-86f1-41af-91ab-2d7cd011db47 ;;"#,
+        ) else {
+            return;
+        };
+        assert!(ok, "{stdout}");
         assert!(stdout.contains(
             "Key URL (save this for next step): https://contoso-hsm.managedhsm.azure.net/keys/antimatter-root/abc\n"
         ));
@@ -319,5 +328,39 @@ esac
         assert!(calls.contains("--tags env=prod dm-AbCdEfGhJkL=allow"), "{calls}");
         // The key exists (show answers), so it is not created.
         assert!(!calls.contains("keyvault key create"), "{calls}");
+    }
+
+    #[test]
+    fn a_key_without_tags_gets_only_the_domain_tag() {
+        let Some((ok, _, calls)) = run_with_fake_az(
+            "untagged",
+            r#"  "ad sp show"*) echo 00000000-0000-0000-0000-0000000000aa ;;
+  "keyvault role assignment list"*) echo 1 ;;
+  *"tags"*) ;;
+  *"key.kid"*) echo https://contoso-hsm.managedhsm.azure.net/keys/antimatter-root/abc ;;
+  "account show"*) echo 72f988bf-86f1-41af-91ab-2d7cd011db47 ;;"#,
+        ) else {
+            return;
+        };
+        assert!(ok, "{calls}");
+        assert!(calls.contains("--tags dm-AbCdEfGhJkL=allow --output none"), "{calls}");
+    }
+
+    /// A failed tag read must stop the script: writing then would replace every tag with the
+    /// domain tag alone.
+    #[test]
+    fn a_failed_tag_read_stops_before_any_tag_write() {
+        let Some((ok, _, calls)) = run_with_fake_az(
+            "tagread",
+            r#"  "ad sp show"*) echo 00000000-0000-0000-0000-0000000000aa ;;
+  "keyvault role assignment list"*) echo 1 ;;
+  *"keys(tags"*) echo "ERROR: (Forbidden) caller is not authorized" >&2; exit 1 ;;
+  *"values(tags"*) exit 1 ;;
+  *"key.kid"*) echo https://contoso-hsm.managedhsm.azure.net/keys/antimatter-root/abc ;;"#,
+        ) else {
+            return;
+        };
+        assert!(!ok, "the script must fail: {calls}");
+        assert!(!calls.contains("set-attributes"), "no tag write after a failed read: {calls}");
     }
 }
