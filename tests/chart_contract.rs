@@ -45,3 +45,16 @@ fn the_charts_tenancy_policy_parses() {
     assert!(policy.allows("team-a", Some("contoso-hsm"), "https://contoso-hsm.managedhsm.azure.net"));
     assert!(!policy.allows("team-c", Some("contoso-hsm"), "https://contoso-hsm.managedhsm.azure.net"));
 }
+
+/// NOTES.txt names the roles the operator needs, the same ones its Forbidden messages name:
+/// Crypto Officer cannot read or tag keys, so following it would fail every key.
+#[test]
+fn install_notes_name_the_roles_the_operator_needs() {
+    let notes = std::fs::read_to_string("charts/rootkey-operator/templates/NOTES.txt").expect("NOTES.txt");
+    let notes = notes.split_whitespace().collect::<Vec<_>>().join(" ");
+    for role in ["Managed HSM Crypto User at /keys", "Managed HSM Policy Administrator"] {
+        assert!(notes.contains(role), "NOTES.txt does not name {role}");
+    }
+    assert!(!notes.contains("Crypto Officer +"), "NOTES.txt asks for Crypto Officer");
+}
+
