@@ -1,7 +1,10 @@
 //! Prometheus metrics. Every label comes from a bounded set: services, fixed operation names, HTTP
 //! status codes, reconcile results and Ready states — never object names or URLs.
 
-use std::sync::LazyLock;
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -9,7 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::remote::Service;
+use crate::{locks::lock, remote::Service};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -67,11 +70,18 @@ pub fn record_reconcile(ok: bool, seconds: f64) {
     METRICS.duration.observe(seconds);
 }
 
-/// Sets how many objects are in each Ready state (`True`, `False`, `Unknown`).
-pub fn set_objects(ready_true: i64, ready_false: i64, unknown: i64) {
-    METRICS.objects.get_or_create(&ReadyLabels { ready: "True" }).set(ready_true);
-    METRICS.objects.get_or_create(&ReadyLabels { ready: "False" }).set(ready_false);
-    METRICS.objects.get_or_create(&ReadyLabels { ready: "Unknown" }).set(unknown);
+/// Objects per Ready state (`True`, `False`, `Unknown`) as counted by each watched namespace's
+/// controller (`None`: all namespaces); the gauge shows their sum.
+static OBJECTS_BY_SCOPE: LazyLock<Mutex<HashMap<Option<String>, [i64; 3]>>> = LazyLock::new(Mutex::default);
+
+/// Records how many objects one controller's cache holds in each Ready state.
+pub fn set_objects(scope: Option<&str>, counts: [i64; 3]) {
+    let mut by_scope = lock(&OBJECTS_BY_SCOPE);
+    by_scope.insert(scope.map(str::to_owned), counts);
+    let total = by_scope.values().fold([0; 3], |[t, f, u], [t2, f2, u2]| [t + t2, f + f2, u + u2]);
+    for (ready, n) in ["True", "False", "Unknown"].into_iter().zip(total) {
+        METRICS.objects.get_or_create(&ReadyLabels { ready }).set(n);
+    }
 }
 
 /// The metrics in the Prometheus text format.
@@ -80,4 +90,26 @@ pub fn render() -> String {
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &METRICS.registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With several watched namespaces, each controller reports its own cache: the gauge is their
+    /// sum, not whichever reported last.
+    #[test]
+    fn objects_from_every_watched_namespace_add_up() {
+        set_objects(Some("team-a"), [2, 1, 0]);
+        set_objects(Some("team-b"), [3, 0, 1]);
+        set_objects(Some("team-a"), [2, 0, 0]);
+        let text = render();
+        for line in [
+            "rootkey_operator_objects{ready=\"True\"} 5",
+            "rootkey_operator_objects{ready=\"False\"} 0",
+            "rootkey_operator_objects{ready=\"Unknown\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 }

@@ -131,9 +131,12 @@ impl RunArgs {
     }
 }
 
+/// The log filter when `RUST_LOG` is unset; the chart's default `logLevel` is the same.
+pub const DEFAULT_LOG_FILTER: &str = "info,kube=warn,azure_core=warn,azure_identity=warn";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,azure_core=warn,azure_identity=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -324,8 +327,8 @@ async fn run_controller(
     let housekeeping = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            let (t, f, u) = controller::count_ready(gauge_store.state().iter().map(|a| a.as_ref()));
-            metrics::set_objects(t, f, u);
+            let counts = controller::count_ready(gauge_store.state().iter().map(|a| a.as_ref()));
+            metrics::set_objects(gauge_ns.as_deref(), counts);
             gauge_ctx.memory.forget_stale(&gauge_store, gauge_ns.as_deref());
         }
     });

@@ -1,8 +1,12 @@
 //! The Helm chart and the binary agree: every environment variable the chart's Deployment sets is a
-//! flag of `rootkey-operator run`, and the chart's tenancy policy parses as the operator reads it.
+//! flag of `rootkey-operator run`, the chart's tenancy policy parses as the operator reads it, and the
+//! install notes name the roles the operator needs.
 
 use clap::{Args, Command};
-use rootkey_operator::{policy::TenancyPolicy, run::RunArgs};
+use rootkey_operator::{
+    policy::TenancyPolicy,
+    run::{DEFAULT_LOG_FILTER, RunArgs},
+};
 
 fn run_env_names() -> Vec<String> {
     RunArgs::augment_args(Command::new("run"))
@@ -58,3 +62,11 @@ fn install_notes_name_the_roles_the_operator_needs() {
     assert!(!notes.contains("Crypto Officer +"), "NOTES.txt asks for Crypto Officer");
 }
 
+/// The chart's default log filter is the binary's: installing with Helm logs what a plain run logs.
+#[test]
+fn the_charts_default_log_level_is_the_binarys() {
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("charts/rootkey-operator/values.yaml").expect("values.yaml"))
+            .expect("values.yaml parses");
+    assert_eq!(values["logLevel"].as_str(), Some(DEFAULT_LOG_FILTER));
+}

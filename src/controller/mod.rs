@@ -253,14 +253,14 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
     Err(Error::RevokeBlocked(blocked.reason))
 }
 
-/// Counts objects by Ready status for the `objects` gauge.
-pub fn count_ready<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> (i64, i64, i64) {
-    objects.fold((0, 0, 0), |(t, f, u), ark| {
+/// Counts objects by Ready status (`True`, `False`, `Unknown`) for the `objects` gauge.
+pub fn count_ready<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> [i64; 3] {
+    objects.fold([0; 3], |[t, f, u], ark| {
         let ready = ark.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
         match ready.map(|c| c.status) {
-            Some(ConditionStatus::True) => (t + 1, f, u),
-            Some(ConditionStatus::False) => (t, f + 1, u),
-            _ => (t, f, u + 1),
+            Some(ConditionStatus::True) => [t + 1, f, u],
+            Some(ConditionStatus::False) => [t, f + 1, u],
+            _ => [t, f, u + 1],
         }
     })
 }
