@@ -62,11 +62,16 @@ fn install_notes_name_the_roles_the_operator_needs() {
     assert!(!notes.contains("Crypto Officer +"), "NOTES.txt asks for Crypto Officer");
 }
 
-/// The chart's default log filter is the binary's: installing with Helm logs what a plain run logs.
+/// The chart's and the plain manifests' default log filter is the binary's: an install logs what a
+/// plain run logs.
 #[test]
-fn the_charts_default_log_level_is_the_binarys() {
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string("charts/rootkey-operator/values.yaml").expect("values.yaml"))
-            .expect("values.yaml parses");
-    assert_eq!(values["logLevel"].as_str(), Some(DEFAULT_LOG_FILTER));
+fn the_default_log_filter_is_the_binarys_everywhere() {
+    let yaml = |path: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect(path)).expect("YAML parses")
+    };
+    assert_eq!(yaml("charts/rootkey-operator/values.yaml")["logLevel"].as_str(), Some(DEFAULT_LOG_FILTER));
+    let deployment = yaml("deploy/base/deployment.yaml");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_sequence().expect("env");
+    let rust_log = env.iter().find(|e| e["name"] == "RUST_LOG").and_then(|e| e["value"].as_str());
+    assert_eq!(rust_log, Some(DEFAULT_LOG_FILTER), "deploy/base/deployment.yaml");
 }
