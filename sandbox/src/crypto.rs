@@ -1,4 +1,4 @@
-//! Symmetric cryptography of oct-HSM keys: AES key wrap and AES-GCM.
+//! Symmetric cryptography of oct-HSM keys: AES key wrap and AES-GCM. Imports nothing of the crate.
 
 /// AES key wrap (RFC 3394), or with padding (RFC 5649): wrap when `wrap`, else unwrap.
 pub(crate) fn key_wrap(key: &[u8], data: &[u8], wrap: bool, pad: bool) -> Result<Vec<u8>, String> {

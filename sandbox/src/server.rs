@@ -5,9 +5,9 @@
 
 use crate::context::{Context, Loopback};
 use crate::services::{admin, antimatter, entra, graph, hsm};
-use crate::util;
 use crate::wire::admin::{FaultAction, RequestRecord};
 use crate::wire::{INTERNAL_HEADER, MAX_BODY, Req, Resp, Service, code_message_error};
+use crate::{util, wire};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -155,7 +155,7 @@ async fn answer(cx: &Arc<Context>, req: Req, routed: Routed) -> Outcome {
             "Request was not processed because too many requests were received. Reason: HSM '{h}' {} rate limit exceeded.",
             class.as_str()
         );
-        return Outcome::Resp(code_message_error(429, "Throttled", msg).with("retry-after", retry_after.to_string()));
+        return Outcome::Resp(wire::hsm::error(429, "Throttled", msg).with("retry-after", retry_after.to_string()));
     }
     Outcome::Resp(match routed {
         Routed::Entra(r) => entra::handle(cx, &req, r),
@@ -217,7 +217,7 @@ fn fault_response(svc: Service, status: u16, retry_after: Option<u64>) -> Resp {
         }
         Service::Antimatter => {
             if status == 429 {
-                crate::wire::antimatter::resource_error(429, "request", "", reason)
+                wire::antimatter::resource_error(429, "request", "", reason)
             } else {
                 Resp::json(status, &json!({"traceID": util::uuid_v4(), "message": reason}))
             }

@@ -128,35 +128,69 @@ fn issue_token(cx: &Context, req: &Req, tenant_seg: &str) -> Result<Value, AadEr
     let now = cx.now();
     let lifetime = cx.control.settings().token_lifetime_secs;
     cx.model.read(|state| {
-    let tid = state.tenant_id(tenant_seg).ok_or_else(|| AadError::unknown_tenant(tenant_seg))?;
-    let grant = get("grant_type").ok_or_else(|| AadError::missing_parameter("grant_type"))?;
-    if grant != "client_credentials" {
-        return Err(AadError::new(
-            400,
-            "unsupported_grant_type",
-            70003,
-            format!(
-                "The app requested an unsupported grant type '{grant}'. The sandbox only issues client credential tokens."
-            ),
-        ));
-    }
-    let client_id = get("client_id").ok_or_else(|| AadError::missing_parameter("client_id"))?.to_ascii_lowercase();
-    let scope = get("scope").ok_or_else(|| AadError::missing_parameter("scope"))?;
-    let tenant = state.tenants.get(&tid).ok_or_else(|| AadError::unknown_tenant(tenant_seg))?;
-    let not_found = || {
-        AadError::new(
-            400,
-            "unauthorized_client",
-            700016,
-            format!(
-                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
-                if tenant.name.is_empty() { tid.clone() } else { tenant.name.clone() }
-            ),
-        )
-    };
-    let app = state.apps.get(&client_id).ok_or_else(not_found)?;
-    // Credentials belong to the app registration and are checked before the tenant's principal.
-    let acr = if let Some(secret) = get("client_secret") {
+        let tid = state.tenant_id(tenant_seg).ok_or_else(|| AadError::unknown_tenant(tenant_seg))?;
+        let grant = get("grant_type").ok_or_else(|| AadError::missing_parameter("grant_type"))?;
+        if grant != "client_credentials" {
+            return Err(AadError::new(
+                400,
+                "unsupported_grant_type",
+                70003,
+                format!(
+                    "The app requested an unsupported grant type '{grant}'. The sandbox only issues client credential tokens."
+                ),
+            ));
+        }
+        let client_id = get("client_id").ok_or_else(|| AadError::missing_parameter("client_id"))?.to_ascii_lowercase();
+        let scope = get("scope").ok_or_else(|| AadError::missing_parameter("scope"))?;
+        let tenant = state.tenants.get(&tid).ok_or_else(|| AadError::unknown_tenant(tenant_seg))?;
+        let directory = if tenant.name.is_empty() { tid.as_str() } else { tenant.name.as_str() };
+        let not_found = || {
+            AadError::new(
+                400,
+                "unauthorized_client",
+                700016,
+                format!(
+                    "Application with identifier '{client_id}' was not found in the directory '{directory}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+                ),
+            )
+        };
+        let app = state.apps.get(&client_id).ok_or_else(not_found)?;
+        // Credentials belong to the app registration and are checked before the tenant's principal.
+        let acr = authenticate_client(app, &client_id, &get, now)?;
+        let sp = tenant.sps.get(&client_id).ok_or_else(not_found)?;
+        let resource = token_resource(cx, scope, directory)?;
+        let mut claims = json!({
+            "aud": resource,
+            "iss": format!("https://sts.windows.net/{tid}/"),
+            "iat": now, "nbf": now, "exp": now + lifetime,
+            "aio": util::uuid_v4(),
+            "appid": client_id,
+            "appidacr": acr,
+            "idp": format!("https://sts.windows.net/{tid}/"),
+            "idtyp": "app",
+            "oid": sp.id,
+            "sub": sp.id,
+            "tid": tid,
+            "uti": util::b64url(&util::random_bytes(16)),
+            "ver": "1.0",
+            "app_displayname": app.name,
+        });
+        if resource == cx.endpoints.graph_url && !sp.graph_roles.is_empty() {
+            claims["roles"] = json!(sp.graph_roles);
+        }
+        let token = cx.tokens.sign("sandbox", &claims);
+        Ok(json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}))
+    })
+}
+
+/// The app's credential in the form: a secret (`appidacr` 1) or a federated assertion (2).
+fn authenticate_client<'a>(
+    app: &App,
+    client_id: &str,
+    get: &impl Fn(&str) -> Option<&'a str>,
+    now: i64,
+) -> Result<&'static str, AadError> {
+    if let Some(secret) = get("client_secret") {
         if !app.secrets.iter().any(|s| s == secret) {
             return Err(AadError::new(
                 401,
@@ -167,22 +201,25 @@ fn issue_token(cx: &Context, req: &Req, tenant_seg: &str) -> Result<Value, AadEr
                 ),
             ));
         }
-        "1"
-    } else if let Some(assertion) = get("client_assertion") {
+        return Ok("1");
+    }
+    if let Some(assertion) = get("client_assertion") {
         if get("client_assertion_type") != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") {
             return Err(AadError::missing_parameter("client_assertion_type"));
         }
         check_assertion(now, app, assertion)?;
-        "2"
-    } else {
-        return Err(AadError::new(
-            401,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        ));
-    };
-    let sp = tenant.sps.get(&client_id).ok_or_else(not_found)?;
+        return Ok("2");
+    }
+    Err(AadError::new(
+        401,
+        "invalid_client",
+        7000218,
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+    ))
+}
+
+/// The resource of a `<resource>/.default` scope: Graph or the HSMs (`directory` names the tenant).
+fn token_resource<'a>(cx: &Context, scope: &'a str, directory: &str) -> Result<&'a str, AadError> {
     if scope.split_whitespace().count() != 1 || !scope.ends_with("/.default") {
         return Err(AadError::new(
             400,
@@ -194,40 +231,17 @@ fn issue_token(cx: &Context, req: &Req, tenant_seg: &str) -> Result<Value, AadEr
         ));
     }
     let resource = scope.trim_end_matches("/.default");
-    let is_graph = resource == cx.endpoints.graph_url;
-    if !is_graph && resource != cx.endpoints.hsm_resource {
+    if resource != cx.endpoints.graph_url && resource != cx.endpoints.hsm_resource {
         return Err(AadError::new(
             400,
             "invalid_resource",
             500011,
             format!(
-                "The resource principal named {resource} was not found in the tenant named {}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
-                if tenant.name.is_empty() { &tid } else { &tenant.name }
+                "The resource principal named {resource} was not found in the tenant named {directory}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
             ),
         ));
     }
-    let mut claims = json!({
-        "aud": resource,
-        "iss": format!("https://sts.windows.net/{tid}/"),
-        "iat": now, "nbf": now, "exp": now + lifetime,
-        "aio": util::uuid_v4(),
-        "appid": client_id,
-        "appidacr": acr,
-        "idp": format!("https://sts.windows.net/{tid}/"),
-        "idtyp": "app",
-        "oid": sp.id,
-        "sub": sp.id,
-        "tid": tid,
-        "uti": util::b64url(&util::random_bytes(16)),
-        "ver": "1.0",
-        "app_displayname": app.name,
-    });
-    if is_graph && !sp.graph_roles.is_empty() {
-        claims["roles"] = json!(sp.graph_roles);
-    }
-    let token = cx.tokens.sign("sandbox", &claims);
-    Ok(json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}))
-    })
+    Ok(resource)
 }
 
 /// A federated assertion: in its time range, and an issuer, subject and audience the app trusts.

@@ -5,7 +5,10 @@
 use crate::context::Context;
 use crate::control::LimitClass;
 use crate::crypto;
-use crate::model::{AssignmentError, DeletedKey, Hsm, Key, KeyParams, KeyVersion, RECOVERABLE_DAYS, RoleAssignment};
+use crate::model::{
+    AssignmentError, DeletedKey, Hsm, Key, KeyParams, KeyVersion, ModelError, RECOVERABLE_DAYS, RoleAssignment,
+    default_key_ops,
+};
 use crate::roles::{self, ROLE_DEF_PREFIX, action};
 use crate::tokens::{Claims, TokenError};
 use crate::util;
@@ -409,10 +412,10 @@ fn recover(c: &Call, n: &str) -> Result<Resp, Resp> {
     c.authorize(action::DELETED_RECOVER, &format!("/keys/{n}"))?;
     match c.cx.model.recover_key(c.hsm, n) {
         Ok(key) => Ok(Resp::json(200, &key.latest().map(|v| bundle(&c.base, n, v)).unwrap_or_else(|| json!({})))),
-        Err(crate::model::ModelError::Invalid(_)) => {
+        Err(ModelError::Invalid(_)) => {
             Err(error(409, "Conflict", format!("Key {n} already exists and is not in a deleted state.")))
         }
-        Err(crate::model::ModelError::NotFound(_)) => Err(deleted_key_not_found(n)),
+        Err(ModelError::NotFound(_)) => Err(deleted_key_not_found(n)),
     }
 }
 
@@ -581,7 +584,7 @@ pub(crate) fn parse_new_key(body: &Value) -> Result<KeyParams, Resp> {
     };
     let key_ops = match body.get("key_ops") {
         Some(v) if !v.is_null() => parse_key_ops(v)?,
-        _ => crate::model::default_key_ops(kty),
+        _ => default_key_ops(kty),
     };
     let tags = match body.get("tags") {
         Some(v) if !v.is_null() => parse_tags(v)?,

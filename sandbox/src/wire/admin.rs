@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// A direct change to the latest version of a key (admin API `PATCH /hsms/{hsm}/keys/{name}`).
+/// A change to one version of a key: the body of admin `PATCH /hsms/{hsm}/keys/{name}` (applied to
+/// the latest version), and what an HSM key update parses into.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
