@@ -210,9 +210,15 @@ impl Call<'_> {
         })
     }
 
-    /// The page of `len` items the query asks for (`maxresults`, `$skiptoken`), and the next link
-    /// (`path` is the collection's path).
-    fn page(&self, len: usize, path: &str) -> Result<(usize, usize, Option<String>), Resp> {
+    /// The page of the collection at `path` the query asks for (`maxresults`, `$skiptoken`) as
+    /// `{"value", "nextLink"}`; `render` leaves out the items it maps to `None`.
+    fn page<T>(
+        &self,
+        items: impl ExactSizeIterator<Item = T>,
+        path: &str,
+        render: impl FnMut(T) -> Option<Value>,
+    ) -> Result<Resp, Resp> {
+        let len = items.len();
         let max = match self.req.query_param("maxresults") {
             None => MAX_PAGE,
             Some(m) => match m.parse::<usize>() {
@@ -231,7 +237,8 @@ impl Call<'_> {
         let end = (start + max).min(len);
         let next = (end < len)
             .then(|| format!("{}{path}?api-version={}&$skiptoken={end}&maxresults={max}", self.base, self.api));
-        Ok((start.min(len), end, next))
+        let value: Vec<Value> = items.skip(start).take(end.saturating_sub(start)).filter_map(render).collect();
+        Ok(Resp::json(200, &json!({"value": value, "nextLink": next})))
     }
 }
 
@@ -328,27 +335,16 @@ fn create_key(c: &Call, n: &str) -> Result<Resp, Resp> {
 
 fn list_keys(c: &Call) -> Result<Resp, Resp> {
     c.authorize(action::KEY_READ, "/keys")?;
-    c.hsm(|h| {
-        let (s, e, next) = c.page(h.keys.len(), "/keys")?;
-        let value: Vec<Value> = h
-            .keys
-            .iter()
-            .skip(s)
-            .take(e - s)
-            .filter_map(|(n, k)| k.latest().map(|v| item(format!("{}/keys/{n}", c.base), v)))
-            .collect();
-        Ok(Resp::json(200, &json!({"value": value, "nextLink": next})))
-    })
+    c.hsm(|h| c.page(h.keys.iter(), "/keys", |(n, k)| k.latest().map(|v| item(format!("{}/keys/{n}", c.base), v))))
 }
 
 fn list_versions(c: &Call, n: &str) -> Result<Resp, Resp> {
     c.authorize(action::KEY_READ, &format!("/keys/{n}"))?;
     c.hsm(|h| {
         let Some(key) = h.keys.get(n) else { return Err(key_not_found(n)) };
-        let (s, e, next) = c.page(key.versions.len(), &format!("/keys/{n}/versions"))?;
-        let value: Vec<Value> =
-            key.versions[s..e].iter().map(|v| item(format!("{}/keys/{n}/{}", c.base, v.version), v)).collect();
-        Ok(Resp::json(200, &json!({"value": value, "nextLink": next})))
+        c.page(key.versions.iter(), &format!("/keys/{n}/versions"), |v| {
+            Some(item(format!("{}/keys/{n}/{}", c.base, v.version), v))
+        })
     })
 }
 
@@ -380,17 +376,9 @@ fn delete_key(c: &Call, n: &str) -> Result<Resp, Resp> {
 fn list_deleted(c: &Call) -> Result<Resp, Resp> {
     c.authorize(action::DELETED_READ, "/keys")?;
     c.hsm(|h| {
-        let (s, e, next) = c.page(h.deleted.len(), "/deletedkeys")?;
-        let value: Vec<Value> = h
-            .deleted
-            .iter()
-            .skip(s)
-            .take(e - s)
-            .filter_map(|(n, d)| {
-                d.key.latest().map(|v| with_deletion(item(format!("{}/keys/{n}", c.base), v), &c.base, n, d))
-            })
-            .collect();
-        Ok(Resp::json(200, &json!({"value": value, "nextLink": next})))
+        c.page(h.deleted.iter(), "/deletedkeys", |(n, d)| {
+            d.key.latest().map(|v| with_deletion(item(format!("{}/keys/{n}", c.base), v), &c.base, n, d))
+        })
     })
 }
 
