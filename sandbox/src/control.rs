@@ -96,7 +96,8 @@ impl Control {
         lock(&self.settings).clone()
     }
 
-    pub(crate) fn patch_settings(&self, p: &SettingsPatch) {
+    /// Apply a settings patch.
+    pub fn patch_settings(&self, p: &SettingsPatch) {
         let mut s = lock(&self.settings);
         if let Some(v) = p.latency_ms {
             s.latency_ms = v;
@@ -117,14 +118,16 @@ impl Control {
             s.rotate_batches = v;
         }
         drop(s);
-        // Limits switched on start with full buckets.
+        // Buckets start full again: a test that switches limits on gets a known budget.
         lock(&self.buckets).clear();
     }
 
+    /// Count one answered (or dropped, status 0) request.
     pub fn count(&self, svc: Service, op: &'static str, status: u16) {
         *lock(&self.counters).entry((svc, op, status)).or_insert(0) += 1;
     }
 
+    /// The counters, sorted by service, operation and status.
     pub fn counter_rows(&self) -> Vec<CounterRow> {
         let mut rows: Vec<CounterRow> = lock(&self.counters)
             .iter()

@@ -59,10 +59,11 @@ mod wire;
 mod control;
 mod model;
 mod tokens;
-// What a handler is given, the services (HTTP translation), the server.
+// What a handler is given, then the services (HTTP translation).
 mod context;
-mod server;
 mod services;
+// The server, on top.
+mod server;
 
 pub use control::{LimitClass, REQUEST_LOG_CAP};
 pub use model::ModelError as AdminError;
@@ -286,7 +287,7 @@ impl SandboxHandle {
     }
     /// `https://<name>.managedhsm.sandbox.localhost:PORT`.
     pub fn hsm_url(&self, name: &str) -> String {
-        format!("https://{name}.{}", self.cx.endpoints.hsm_dns_suffix)
+        self.cx.hsm_url(name)
     }
     /// `https://api.sandbox.localhost:PORT/v2`.
     pub fn antimatter_url(&self) -> String {

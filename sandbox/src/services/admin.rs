@@ -63,7 +63,7 @@ pub(crate) fn handle(cx: &Context, req: &Req) -> Resp {
             answer(cx.model.add_version_like_latest(h, k, now), |v| Resp::json(201, &json!({"version": v})))
         }
         ("DELETE", ["hsms", h, "keys", k]) => answer(cx.model.soft_delete_key(h, k, now), |_| Resp::empty(204)),
-        ("POST", ["hsms", h, "role-assignments"]) => add_role_assignment_route(cx, req, h),
+        ("POST", ["hsms", h, "role-assignments"]) => post_role_assignment(cx, req, h),
         ("DELETE", ["hsms", h, "role-assignments", n]) => {
             removed(delete_role_assignment(cx, h, n), "no such role assignment")
         }
@@ -123,7 +123,7 @@ fn add_fault(cx: &Context, req: &Req) -> Resp {
 }
 
 /// `{"role", "scope" (default `/`), "principal_id"}` → `{"name"}`.
-fn add_role_assignment_route(cx: &Context, req: &Req, hsm: &str) -> Resp {
+fn post_role_assignment(cx: &Context, req: &Req, hsm: &str) -> Resp {
     let b: Value = match parse(req) {
         Ok(b) => b,
         Err(r) => return r,
