@@ -116,10 +116,10 @@ async fn dispatch(cx: &Arc<Context>, req: Req) -> Outcome {
     let outcome = match Routed::new(&req) {
         None => Outcome::Resp(Resp::text(404, "unknown host: the sandbox serves *.sandbox.localhost")),
         Some(routed) => {
-            record.service = routed.service().as_str().into();
-            record.operation = routed.operation().into();
-            record.hsm = routed.hsm().map(str::to_string);
             let (svc, op) = (routed.service(), routed.operation());
+            record.service = svc.as_str().into();
+            record.operation = op.into();
+            record.hsm = routed.hsm().map(str::to_string);
             let outcome = answer(cx, req, routed).await;
             cx.control.count(svc, op, outcome.status());
             outcome
@@ -161,6 +161,7 @@ async fn answer(cx: &Arc<Context>, req: Req, routed: Routed) -> Outcome {
         Routed::Entra(r) => entra::handle(cx, &req, r),
         Routed::Graph(r) => graph::handle(cx, &req, r),
         Routed::Hsm(name, r) => hsm::handle(cx, &name, &req, r),
+        // The context is also the loopback: the pairing check comes back in through `dispatch`.
         Routed::Antimatter(r) => antimatter::handle(cx, &req, r, cx).await,
     })
 }
@@ -344,7 +345,7 @@ fn to_hyper(r: Resp) -> hyper::Response<Full<Bytes>> {
     b.body(Full::new(Bytes::from(r.body))).unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
 }
 
-/// Bind the HTTPS port on 127.0.0.1 and [::1] (same port); returns the listeners and the port.
+/// Bind the HTTPS port on 127.0.0.1 and \[::1\] (same port); returns the listeners and the port.
 pub(crate) async fn bind_dual(port: u16) -> std::io::Result<(Vec<TcpListener>, u16)> {
     let mut last_err = None;
     for _ in 0..20 {
