@@ -442,3 +442,85 @@ pub(crate) async fn serve_admin(listener: TcpListener, cx: Arc<Context>, mut sto
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(method: &str, host: &str, path: &str) -> Option<(Service, &'static str)> {
+        let req = Req {
+            method: method.into(),
+            host: host.into(),
+            path: path.into(),
+            query: vec![],
+            headers: hyper::HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        Routed::new(&req).map(|r| (r.service(), r.operation()))
+    }
+
+    #[test]
+    fn requests_get_the_listed_operation_names() {
+        const LOGIN: &str = "login.sandbox.localhost";
+        const GRAPH: &str = "graph.sandbox.localhost";
+        const HSM: &str = "h.managedhsm.sandbox.localhost";
+        const API: &str = "api.sandbox.localhost";
+        const RA: &str = "/providers/Microsoft.Authorization/roleAssignments";
+        const ENC: &str = "/v2/domains/dm-1/control/encryption";
+        let cases = [
+            ("POST", LOGIN, "/t/oauth2/v2.0/token".to_string(), "token"),
+            ("GET", LOGIN, "/t/v2.0/.well-known/openid-configuration".into(), "openid-configuration"),
+            ("GET", LOGIN, "/common/discovery/instance".into(), "instance-discovery"),
+            ("GET", LOGIN, "/t/discovery/v2.0/keys".into(), "jwks"),
+            ("GET", GRAPH, "/v1.0/servicePrincipals(appId='a')".into(), "sp.get"),
+            ("GET", GRAPH, "/v1.0/servicePrincipals/id".into(), "sp.get"),
+            ("GET", GRAPH, "/v1.0/servicePrincipals".into(), "sp.list"),
+            ("POST", GRAPH, "/v1.0/servicePrincipals".into(), "sp.create"),
+            ("PATCH", GRAPH, "/v1.0/servicePrincipals(appId=\"a\")".into(), "sp.upsert"),
+            ("DELETE", GRAPH, "/v1.0/servicePrincipals/id".into(), "unknown"),
+            ("POST", HSM, "/keys/k/create".into(), "key.create"),
+            ("GET", HSM, "/keys/k".into(), "key.get"),
+            ("GET", HSM, "/keys/k/v".into(), "key.get"),
+            ("GET", HSM, "/keys".into(), "key.list"),
+            ("GET", HSM, "/keys/k/versions".into(), "key.versions"),
+            ("PATCH", HSM, "/keys/k/v".into(), "key.update"),
+            ("DELETE", HSM, "/keys/k".into(), "key.delete"),
+            ("POST", HSM, "/deletedkeys/k/recover".into(), "key.recover"),
+            ("POST", HSM, "/keys/k/v/wrapkey".into(), "key.wrap"),
+            ("POST", HSM, "/keys/k//unwrapKey".into(), "key.unwrap"),
+            ("POST", HSM, "/keys/k/v/encrypt".into(), "key.encrypt"),
+            ("POST", HSM, "/keys/k/v/decrypt".into(), "key.decrypt"),
+            ("GET", HSM, "/deletedkeys/k".into(), "deletedkey.get"),
+            ("GET", HSM, "/deletedkeys".into(), "deletedkey.list"),
+            ("DELETE", HSM, "/deletedkeys/k".into(), "deletedkey.purge"),
+            ("GET", HSM, "/providers/Microsoft.Authorization/roleDefinitions".into(), "rbac.definition.list"),
+            ("GET", HSM, "/keys/providers/Microsoft.Authorization/roleDefinitions/r".into(), "rbac.definition.get"),
+            ("PUT", HSM, format!("{RA}/n"), "rbac.assignment.put"),
+            ("GET", HSM, format!("{RA}/n"), "rbac.assignment.get"),
+            ("GET", HSM, RA.into(), "rbac.assignment.list"),
+            ("DELETE", HSM, format!("/keys/k{RA}/n"), "rbac.assignment.delete"),
+            ("POST", HSM, "/keys/k/v/sign".into(), "unknown"),
+            ("POST", API, "/v2/domains/dm-1/authenticate".into(), "authenticate"),
+            ("GET", API, format!("{ENC}/providers"), "providers.list"),
+            ("POST", API, format!("{ENC}/keys"), "rek.add"),
+            ("GET", API, format!("{ENC}/keys"), "rek.list"),
+            ("GET", API, format!("{ENC}/keys/r"), "rek.get"),
+            ("DELETE", API, format!("{ENC}/keys/r"), "rek.delete"),
+            ("POST", API, format!("{ENC}/keys/r/test"), "rek.test"),
+            ("GET", API, format!("{ENC}/active-key"), "active.get"),
+            ("POST", API, format!("{ENC}/active-key"), "active.set"),
+            ("POST", API, format!("{ENC}/rotate"), "rotate"),
+            ("GET", API, format!("{ENC}/settings"), "settings.get"),
+            ("PUT", API, format!("{ENC}/settings"), "settings.put"),
+            ("GET", API, "/v2/domains".into(), "unknown"),
+        ];
+        for (method, host, path, want) in cases {
+            let (svc, op) = routed(method, host, &path).unwrap_or_else(|| panic!("{host} is served"));
+            assert_eq!(op, want, "{method} {host}{path}");
+            let listed = crate::OPERATIONS.iter().find(|(s, _)| *s == svc.as_str()).map(|(_, ops)| *ops);
+            assert!(listed.is_some_and(|ops| ops.contains(&op)), "{op} of {} is in OPERATIONS", svc.as_str());
+        }
+        assert_eq!(routed("GET", "a.b.managedhsm.sandbox.localhost", "/keys"), None);
+        assert_eq!(routed("GET", "example.com", "/"), None);
+    }
+}
