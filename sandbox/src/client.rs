@@ -1,5 +1,5 @@
 //! A minimal HTTPS client that trusts the sandbox CA and connects to loopback whatever the host
-//! name — for the crate's own tests and the `--selftest-rps` measurement.
+//! name — for the crate's own tests and the `--selftest-rps` measurement. Imports [`crate::tls`].
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -1,4 +1,5 @@
-//! Minimal JWT: HS256 signing and verification, and unverified decoding of foreign JWTs.
+//! Minimal JWT: HS256 signing and verification, and unverified decoding of foreign JWTs. Imports
+//! [`crate::util`].
 
 use crate::util::{b64url, b64url_decode};
 use hmac::{Hmac, Mac};

@@ -43,32 +43,45 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod admin;
-mod antimatter;
-pub mod client;
-mod entra;
-mod graph;
-mod hsm;
-mod http;
+// Layers, bottom to top: a module imports only modules listed before it (see README.md).
+// Leaves: helpers, JWT, RBAC built-ins, the world file, PKI, AES.
+mod crypto;
 mod jwt;
 pub mod roles;
-mod state;
 pub mod tls;
 mod util;
 pub mod world;
+// A test client (uses `tls`).
+pub mod client;
+// Wire types: requests, responses, JSON and error shapes.
+mod wire;
+// The model (every change to the state) and, beside it, the control plane.
+mod control;
+mod model;
+mod tokens;
+// What a handler is given, then the services (HTTP translation).
+mod context;
+mod services;
+// The server, on top.
+mod server;
 
-pub use admin::{AdminError, KeyPatch, SettingsPatch};
-pub use antimatter::{KeyUrl, parse_key_url};
-pub use hsm::API_VERSIONS;
-pub use state::{
-    CounterRow, DeletedKey, Endpoints, Fault, FaultAction, FaultSpec, Key, KeyVersion, LimitClass, REQUEST_LOG_CAP,
-    Registration, RequestRecord, RoleAssignment, Service, ServicePrincipal, Settings,
+pub use control::{LimitClass, REQUEST_LOG_CAP};
+pub use model::ModelError as AdminError;
+pub use model::{DeletedKey, Key, KeyVersion, Registration, RoleAssignment, ServicePrincipal};
+pub use wire::Service;
+pub use wire::admin::{
+    CounterRow, Endpoints, Fault, FaultAction, FaultSpec, KeyPatch, RequestRecord, Settings, SettingsPatch,
 };
+pub use wire::antimatter::{KeyUrl, parse_key_url};
+pub use wire::hsm::API_VERSIONS;
 pub use world::World;
 
-use state::{Shared, lock};
+use context::Context;
+use control::Control;
+use model::Model;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokens::Tokens;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -162,7 +175,7 @@ pub struct Sandbox;
 /// A running sandbox. Dropping it without [`SandboxHandle::shutdown`] leaves the tasks running
 /// until the Tokio runtime ends.
 pub struct SandboxHandle {
-    shared: Arc<Shared>,
+    cx: Arc<Context>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     ca_pem: String,
@@ -176,7 +189,7 @@ impl Sandbox {
     pub async fn start(cfg: SandboxConfig) -> Result<SandboxHandle, StartError> {
         let pki = tls::generate()?;
         let server_cfg = tls::server_config(&pki)?;
-        let (listeners, port) = http::bind_dual(cfg.port).await?;
+        let (listeners, port) = server::bind_dual(cfg.port).await?;
         let admin = tokio::net::TcpListener::bind(("127.0.0.1", cfg.admin_port)).await?;
         let admin_port = admin.local_addr()?.port();
         let state_dir = match cfg.state_dir {
@@ -205,23 +218,28 @@ impl Sandbox {
         if let Some(r) = cfg.rate_limits {
             world.settings.rate_limits = r;
         }
-        let shared = Arc::new(Shared::new(&world, ep.clone())?);
+        let cx = Arc::new(Context {
+            model: Model::from_world(&world)?,
+            control: Control::new(&world.settings),
+            tokens: Tokens::new(),
+            endpoints: ep.clone(),
+        });
         std::fs::write(state_dir.join("endpoints.json"), serde_json::to_string_pretty(&ep).unwrap_or_default())?;
         let (stop, rx) = watch::channel(false);
         let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
         let mut tasks = Vec::new();
         for l in listeners {
-            tasks.push(tokio::spawn(http::serve_tls(l, acceptor.clone(), shared.clone(), rx.clone())));
+            tasks.push(tokio::spawn(server::serve_tls(l, acceptor.clone(), cx.clone(), rx.clone())));
         }
-        tasks.push(tokio::spawn(http::serve_admin(admin, shared.clone(), rx)));
-        Ok(SandboxHandle { shared, stop, tasks, ca_pem: pki.ca_pem, ca_der: pki.ca_der, state_dir, admin_port })
+        tasks.push(tokio::spawn(server::serve_admin(admin, cx.clone(), rx)));
+        Ok(SandboxHandle { cx, stop, tasks, ca_pem: pki.ca_pem, ca_der: pki.ca_der, state_dir, admin_port })
     }
 }
 
 impl SandboxHandle {
     /// HTTPS port.
     pub fn port(&self) -> u16 {
-        self.shared.ep.port
+        self.cx.endpoints.port
     }
     /// Admin port.
     pub fn admin_port(&self) -> u16 {
@@ -229,11 +247,11 @@ impl SandboxHandle {
     }
     /// `http://127.0.0.1:ADMIN_PORT`.
     pub fn admin_url(&self) -> String {
-        self.shared.ep.admin_url.clone()
+        self.cx.endpoints.admin_url.clone()
     }
     /// Path of the CA certificate (PEM) to point clients at.
     pub fn ca_pem_path(&self) -> PathBuf {
-        PathBuf::from(&self.shared.ep.ca_pem_path)
+        PathBuf::from(&self.cx.endpoints.ca_pem_path)
     }
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
@@ -249,31 +267,31 @@ impl SandboxHandle {
     }
     /// All endpoints.
     pub fn endpoints(&self) -> Endpoints {
-        self.shared.ep.clone()
+        self.cx.endpoints.clone()
     }
     /// `https://login.sandbox.localhost:PORT`.
     pub fn authority_url(&self) -> String {
-        self.shared.ep.authority_url.clone()
+        self.cx.endpoints.authority_url.clone()
     }
     /// `https://graph.sandbox.localhost:PORT` (also the Graph token audience; scope + `/.default`).
     pub fn graph_url(&self) -> String {
-        self.shared.ep.graph_url.clone()
+        self.cx.endpoints.graph_url.clone()
     }
     /// `managedhsm.sandbox.localhost:PORT`.
     pub fn hsm_dns_suffix(&self) -> String {
-        self.shared.ep.hsm_dns_suffix.clone()
+        self.cx.endpoints.hsm_dns_suffix.clone()
     }
     /// `https://managedhsm.sandbox.localhost:PORT` (HSM token audience and challenge resource).
     pub fn hsm_resource(&self) -> String {
-        self.shared.ep.hsm_resource.clone()
+        self.cx.endpoints.hsm_resource.clone()
     }
     /// `https://<name>.managedhsm.sandbox.localhost:PORT`.
     pub fn hsm_url(&self, name: &str) -> String {
-        format!("https://{name}.{}", self.shared.ep.hsm_dns_suffix)
+        self.cx.hsm_url(name)
     }
     /// `https://api.sandbox.localhost:PORT/v2`.
     pub fn antimatter_url(&self) -> String {
-        self.shared.ep.antimatter_url.clone()
+        self.cx.endpoints.antimatter_url.clone()
     }
     /// A test client trusting this sandbox's CA.
     pub fn client(&self) -> client::Client {
@@ -285,43 +303,41 @@ impl SandboxHandle {
 
     /// Keys of an HSM (live, not deleted).
     pub fn keys(&self, hsm: &str) -> Vec<Key> {
-        lock(&self.shared.inner).hsms.get(hsm).map(|h| h.keys.values().cloned().collect()).unwrap_or_default()
+        self.cx.model.read(|s| s.hsms.get(hsm).map(|h| h.keys.values().cloned().collect()).unwrap_or_default())
     }
     /// One key.
     pub fn key(&self, hsm: &str, name: &str) -> Option<Key> {
-        lock(&self.shared.inner).hsms.get(hsm).and_then(|h| h.keys.get(name).cloned())
+        self.cx.model.read(|s| s.hsms.get(hsm).and_then(|h| h.keys.get(name).cloned()))
     }
     /// Soft-deleted keys of an HSM.
     pub fn deleted_keys(&self, hsm: &str) -> Vec<DeletedKey> {
-        lock(&self.shared.inner).hsms.get(hsm).map(|h| h.deleted.values().cloned().collect()).unwrap_or_default()
+        self.cx.model.read(|s| s.hsms.get(hsm).map(|h| h.deleted.values().cloned().collect()).unwrap_or_default())
     }
     /// Role assignments of an HSM.
     pub fn role_assignments(&self, hsm: &str) -> Vec<RoleAssignment> {
-        lock(&self.shared.inner).hsms.get(hsm).map(|h| h.assignments.values().cloned().collect()).unwrap_or_default()
+        self.cx.model.read(|s| s.hsms.get(hsm).map(|h| h.assignments.values().cloned().collect()).unwrap_or_default())
     }
     /// Root encryption keys registered with a domain (including the built-in default key).
     pub fn registrations(&self, domain: &str) -> Vec<Registration> {
-        lock(&self.shared.inner).domains.get(domain).map(|d| d.keys.clone()).unwrap_or_default()
+        self.cx.model.read(|s| s.domains.get(domain).map(|d| d.keys.clone()).unwrap_or_default())
     }
     /// The active root encryption key ID of a domain.
     pub fn active_key(&self, domain: &str) -> Option<String> {
-        lock(&self.shared.inner).domains.get(domain).map(|d| d.active.clone())
+        self.cx.model.read(|s| s.domains.get(domain).map(|d| d.active.clone()))
     }
     /// Service principals in a tenant.
     pub fn service_principals(&self, tenant: &str) -> Vec<ServicePrincipal> {
-        lock(&self.shared.inner)
-            .tenants
-            .get(&tenant.to_ascii_lowercase())
-            .map(|t| t.sps.values().cloned().collect())
-            .unwrap_or_default()
+        self.cx.model.read(|s| {
+            s.tenants.get(&tenant.to_ascii_lowercase()).map(|t| t.sps.values().cloned().collect()).unwrap_or_default()
+        })
     }
     /// The full state as JSON (same as admin `GET /state`).
     pub fn state_json(&self) -> serde_json::Value {
-        self.shared.state_json()
+        services::admin::state_json(&self.cx)
     }
     /// Request counters.
     pub fn counters(&self) -> Vec<CounterRow> {
-        self.shared.counter_rows()
+        self.cx.control.counter_rows()
     }
     /// Sum of counters for a service and operation (all statuses).
     pub fn count(&self, service: &str, operation: &str) -> u64 {
@@ -336,37 +352,37 @@ impl SandboxHandle {
             .sum()
     }
     /// The request log: every request in arrival order, with time, route, status and whether it
-    /// carried credentials (bounded by [`state::REQUEST_LOG_CAP`]).
+    /// carried credentials (bounded by [`REQUEST_LOG_CAP`]).
     pub fn requests(&self) -> Vec<RequestRecord> {
-        lock(&self.shared.requests).clone()
+        self.cx.control.with_requests(<[RequestRecord]>::to_vec)
     }
     /// Empty the request log.
     pub fn clear_requests(&self) {
-        lock(&self.shared.requests).clear();
+        self.cx.control.clear_requests();
     }
     /// Reset counters.
     pub fn reset_counters(&self) {
-        lock(&self.shared.counters).clear();
+        self.cx.control.reset_counters();
     }
     /// Install a fault; returns its ID.
     pub fn add_fault(&self, spec: FaultSpec) -> u64 {
-        self.shared.add_fault(spec)
+        self.cx.control.add_fault(spec)
     }
     /// Installed faults.
     pub fn faults(&self) -> Vec<Fault> {
-        lock(&self.shared.faults).clone()
+        self.cx.control.faults()
     }
     /// Remove all faults.
     pub fn clear_faults(&self) {
-        lock(&self.shared.faults).clear();
+        self.cx.control.clear_faults();
     }
     /// Current settings.
     pub fn settings(&self) -> Settings {
-        lock(&self.shared.settings).clone()
+        self.cx.control.settings()
     }
     /// Change settings (latency, rate limits, clock offset, lifetimes).
     pub fn patch_settings(&self, p: SettingsPatch) {
-        self.shared.patch_settings(&p);
+        self.cx.control.patch_settings(&p);
     }
     /// Fixed latency per request.
     pub fn set_latency_ms(&self, ms: u64) {
@@ -382,7 +398,7 @@ impl SandboxHandle {
     }
     /// Change the latest version of a key directly (tags, enabled, nbf, exp, key_ops).
     pub fn patch_key(&self, hsm: &str, name: &str, patch: KeyPatch) -> Result<Key, AdminError> {
-        self.shared.patch_key(hsm, name, &patch)
+        self.cx.model.update_key(hsm, name, "", &patch, self.cx.now())
     }
     /// Replace a key's tags (latest version).
     pub fn set_key_tags(
@@ -395,15 +411,15 @@ impl SandboxHandle {
     }
     /// Add a version to a key (copies the latest's attributes and tags); returns the version.
     pub fn add_key_version(&self, hsm: &str, name: &str) -> Result<String, AdminError> {
-        self.shared.add_key_version(hsm, name)
+        self.cx.model.add_version_like_latest(hsm, name, self.cx.now())
     }
     /// Create a key (or new versions of it) directly.
     pub fn create_key(&self, hsm: &str, spec: world::KeySpec) -> Result<Key, AdminError> {
-        self.shared.create_key(hsm, &spec)
+        services::admin::create_key(&self.cx, hsm, &spec)
     }
     /// Soft-delete a key directly.
     pub fn soft_delete_key(&self, hsm: &str, name: &str) -> Result<(), AdminError> {
-        self.shared.soft_delete_key(hsm, name)
+        self.cx.model.soft_delete_key(hsm, name, self.cx.now()).map(drop)
     }
     /// Add a role assignment directly; returns its name.
     pub fn add_role_assignment(
@@ -413,15 +429,15 @@ impl SandboxHandle {
         scope: &str,
         principal_id: &str,
     ) -> Result<String, AdminError> {
-        self.shared.add_assignment(hsm, role, scope, principal_id)
+        services::admin::add_role_assignment(&self.cx, hsm, role, scope, principal_id)
     }
     /// Delete a role assignment by name; `Ok(false)` if absent.
     pub fn delete_role_assignment(&self, hsm: &str, name: &str) -> Result<bool, AdminError> {
-        self.shared.delete_assignment(hsm, name)
+        services::admin::delete_role_assignment(&self.cx, hsm, name)
     }
     /// Remove an app's service principal from a tenant.
     pub fn remove_service_principal(&self, tenant: &str, app_id: &str) -> Result<bool, AdminError> {
-        self.shared.remove_sp(tenant, app_id)
+        self.cx.model.remove_service_principal(tenant, app_id)
     }
     /// Stop listening and close connections.
     pub async fn shutdown(self) {

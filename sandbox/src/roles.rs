@@ -1,4 +1,5 @@
-//! Managed HSM local RBAC: built-in role definitions, scopes and authorisation.
+//! Managed HSM local RBAC: built-in role definitions, scopes and authorisation. Imports nothing of
+//! the crate.
 
 /// A built-in role definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

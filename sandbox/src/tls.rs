@@ -1,4 +1,5 @@
-//! The sandbox's own CA and server certificate.
+//! The sandbox's own CA and server certificate, and the rustls configurations that use them.
+//! Imports nothing of the crate.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,

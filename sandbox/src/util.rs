@@ -1,8 +1,15 @@
-//! Small helpers: time, encodings, identifiers, randomness.
+//! Small helpers, at the bottom: the one lock helper, time, encodings, identifiers, randomness.
+//! Imports nothing of the crate.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Lock, recovering from poisoning: a panicked request must not take the sandbox down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Seconds since the Unix epoch (wall clock, without the sandbox clock offset).
 pub fn unix_now() -> i64 {

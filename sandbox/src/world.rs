@@ -1,7 +1,7 @@
 //! The world file: the identities, HSMs, keys and Antimatter domains the sandbox starts with.
 //!
 //! Every type is a plain serde struct, so a world can be written in YAML
-//! ([`World::from_yaml`]) or built in Rust code.
+//! ([`World::from_yaml`]) or built in Rust code. Imports nothing of the crate.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
