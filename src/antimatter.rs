@@ -61,7 +61,7 @@ struct AuthenticateResponse {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Provider {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
     pub name: String,
     /// The vendor account a delegated provider delegates to (free text in the published client).
@@ -80,8 +80,11 @@ impl Provider {
     }
 }
 
+/// `providers`, `keys` and a provider's `type` are optional in the published client's models: a
+/// server may leave an empty list out.
 #[derive(Deserialize)]
 struct ProvidersResponse {
+    #[serde(default)]
     providers: Vec<Provider>,
 }
 
@@ -101,6 +104,7 @@ pub struct RootKey {
 
 #[derive(Deserialize)]
 struct KeysResponse {
+    #[serde(default)]
     keys: Vec<RootKey>,
 }
 
@@ -315,7 +319,8 @@ impl AntimatterClient {
 
     /// Re-wraps one batch of data keys under the active key; `true` while there is more.
     pub async fn rotate(&self, target: &DomainTarget) -> Result<bool, RemoteError> {
-        let rq = self.authed(target, reqwest::Method::POST, "/rotate").await?;
+        // The body is required by the API (the published client always sends `{}`).
+        let rq = self.authed(target, reqwest::Method::POST, "/rotate").await?.json(&serde_json::Map::new());
         let r: HasMore = send_json(Service::Antimatter, "rotate", rq, describe).await?;
         Ok(r.has_more)
     }
@@ -340,5 +345,15 @@ mod tests {
         );
         assert_eq!(provider(Some("no id here")).application_id(), None);
         assert_eq!(provider(None).application_id(), None);
+    }
+
+    #[test]
+    fn lists_the_server_leaves_out_are_empty() {
+        let providers: ProvidersResponse = serde_json::from_str("{}").expect("providers optional");
+        assert!(providers.providers.is_empty());
+        let keys: KeysResponse = serde_json::from_str("{}").expect("keys optional");
+        assert!(keys.keys.is_empty());
+        let provider: Provider = serde_json::from_str(r#"{"name": "azure_am"}"#).expect("type optional");
+        assert_eq!((provider.name.as_str(), provider.kind.as_str()), ("azure_am", ""));
     }
 }

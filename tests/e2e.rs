@@ -58,6 +58,9 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
     env.apply("root", env.spec("new-root", json!({"antimatter": {"activate": true}}))).await;
     let obj = env.wait_ready("root").await;
     let status = obj.status.clone().expect("status");
+    // Activation re-wraps the domain's data keys: every rotate call carried the body the API requires.
+    assert_eq!(env.sandbox.count_status("antimatter", "rotate", 400), 0, "rotate refused");
+    assert_eq!(env.sandbox.count_status("antimatter", "rotate", 200), 2, "both rotation batches");
 
     // Status tells the truth, and matches the sandbox.
     let key = env.sandbox.key(HSM, "new-root").expect("key created");

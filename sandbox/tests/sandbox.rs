@@ -303,6 +303,13 @@ async fn graph_and_pairing_in_process() {
     // Activate then refuse delete.
     let r = c.post_json(&format!("{base}/active-key"), Some(&jwt), &json!({"keyID": rek})).await.unwrap();
     assert_eq!(r.status, 200);
+    // Rotate takes a JSON body (the published client always sends `{}`); none is refused.
+    let bearer = format!("Bearer {jwt}");
+    let r = c.request("POST", &format!("{base}/rotate"), &[("authorization", &bearer)], None).await.unwrap();
+    assert_eq!(r.status, 400, "rotate without a body");
+    let r = c.post_json(&format!("{base}/rotate"), Some(&jwt), &json!({})).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.json()["has_more"].is_boolean());
     let r = c
         .request("DELETE", &format!("{base}/keys/{rek}"), &[("authorization", &format!("Bearer {jwt}"))], None)
         .await

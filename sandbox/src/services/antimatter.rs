@@ -139,10 +139,7 @@ pub(crate) async fn handle(cx: &Context, req: &Req, route: Route, loopback: &dyn
             None => resource_error(404, "rootEncryptionKey", "active", "no active key"),
         }),
         Action::SetActive => set_active(&c, loopback).await,
-        Action::Rotate => match cx.model.rotate(&domain) {
-            Some(has_more) => Resp::json(200, &json!({"has_more": has_more})),
-            None => c.no_domain(),
-        },
+        Action::Rotate => rotate(&c),
         Action::GetSettings => c.read(|d| Resp::json(200, &json!({"enableBypass": d.enable_bypass}))),
         Action::PutSettings => put_settings(&c),
     }
@@ -211,6 +208,19 @@ fn list_providers(c: &Call) -> Resp {
              "description": "A key held in an Azure Managed HSM accessed with a customer service account"},
         ]}),
     )
+}
+
+/// Re-wrap one batch of data keys under the active key. The body is required (the published client
+/// `antimatter-api` 2.0.13 declares `domain_rotate_root_encryption_keys(domain_id, body)` with a
+/// required `body` and always sends `{}`).
+fn rotate(c: &Call) -> Resp {
+    if c.req.json().is_none_or(|b| !b.is_object()) {
+        return field_error("body", "a JSON object body is required");
+    }
+    match c.cx.model.rotate(c.domain) {
+        Some(has_more) => Resp::json(200, &json!({"has_more": has_more})),
+        None => c.no_domain(),
+    }
 }
 
 /// Register a delegated Azure key (`description`, `keyInformation.{providerName,tenantID,keyURL}`).
