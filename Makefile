@@ -9,7 +9,7 @@ K8S_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit} $$2=="k8s
 HELM_VERSION := $(shell awk '$$1=="helm.sh/helm/v3" {print $$2; exit} $$2=="helm.sh/helm/v3" {print $$3; exit}' hack/tools/helm/go.mod)
 K8S_TOOLS := $(CACHE_DIR)/tools/k8s-$(K8S_VERSION)-$(shell sha256sum hack/tools/k8s/go.sum | cut -c1-12)
 HELM_TOOLS := $(CACHE_DIR)/tools/helm-$(HELM_VERSION)-$(shell sha256sum hack/tools/helm/go.sum | cut -c1-12)
-PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt)
+PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt) bench/requirements.txt
 VENV := $(CACHE_DIR)/venv-$(shell cat $(PY_REQUIREMENTS) | sha256sum | cut -c1-12)
 CARGO_TOOLS := $(CACHE_DIR)/cargo-tools
 CARGO_TARGET_DIR ?= $(CURDIR)/target
