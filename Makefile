@@ -155,6 +155,8 @@ release-artifacts: $(CARGO_TOOLS)/bin/cargo-cyclonedx ## Release binaries and a 
 	@echo "release artifacts and CycloneDX SBOMs in dist/"
 
 .PHONY: lint
-lint: ## rustfmt and clippy
+lint: venv ## rustfmt, clippy, and ruff (lint and format) on every Python file
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
