@@ -203,6 +203,10 @@ def svg_chart(results, path):
             H - T - B
         )
 
+    def polyline(rs, key, color, style):
+        points = " ".join(f"{X(r['n']):.1f},{Y(r[key]):.1f}" for r in rs)
+        return f'<polyline fill="none" stroke="{color}" {style} points="{points}"/>'
+
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
@@ -230,20 +234,12 @@ def svg_chart(results, path):
         rs = sorted([r for r in results if r["latency_ms"] == lat and r["throttled"] == thr], key=lambda r: r["n"])
         got = [r for r in rs if r.get("all_ready_s")]
         if got:
-            out.append(
-                f'<polyline fill="none" stroke="{c}" stroke-width="2" points="'
-                + " ".join(f"{X(r['n']):.1f},{Y(r['all_ready_s']):.1f}" for r in got)
-                + '"/>'
-            )
+            out.append(polyline(got, "all_ready_s", c, 'stroke-width="2"'))
             for r in got:
                 out.append(f'<circle cx="{X(r["n"]):.1f}" cy="{Y(r["all_ready_s"]):.1f}" r="3.5" fill="{c}"/>')
         fl = [r for r in rs if r.get("floor_s")]
         if fl:
-            out.append(
-                f'<polyline fill="none" stroke="{c}" stroke-width="1.5" stroke-dasharray="5,4" points="'
-                + " ".join(f"{X(r['n']):.1f},{Y(r['floor_s']):.1f}" for r in fl)
-                + '"/>'
-            )
+            out.append(polyline(fl, "floor_s", c, 'stroke-width="1.5" stroke-dasharray="5,4"'))
         ly = T + 20 + i * 36
         label = f"{lat} ms, {'throttled' if thr else 'unthrottled'}"
         out.append(
@@ -296,6 +292,55 @@ def run_row(r) -> str:
     )
 
 
+def first_line(r, f):
+    per = ", ".join(f"{k} {v / r['n']:.2f}" for k, v in f["operator_calls_by_op"].items())
+    return (
+        f": {per}; writes/object: {fmt(f['status_or_metadata_patches_per_object'])} object "
+        f"patches + {fmt(f['event_writes_per_object'])} events"
+    )
+
+
+def steady_line(_r, s):
+    per = ", ".join(f"{k} {v:.2f}" for k, v in s["operator_calls_per_object_per_interval"].items())
+    return (
+        f" ({s['mode']}, {fmt(s['intervals'])} interval(s), {fmt(s['observed_s'], 0)} s): "
+        f"per object per interval {per}; Graph calls {s['graph_calls']}, remote writes {s['remote_writes']}, "
+        f"status patches {s['status_patches']}, event writes {s['event_writes']}, "
+        f"429s {s['http_429_sandbox']}"
+    )
+
+
+def relist_line(r, rl):
+    return (
+        f": start-up {fmt(rl['startup_ms'], 0)} ms, "
+        f"all re-checked in {fmt(rl['recheck_s'], 1)} s, peak {fmt(rl['peak_rss_mib'], 1)} MiB, "
+        f"settled {fmt(rl['settled_rss_mib'], 1)} MiB "
+        f"(first process settled {fmt(r.get('settled_rss_mib'), 1)} MiB), "
+        f"status patches {rl['status_patches']}, event writes {rl['event_writes']}, "
+        f"calls/object {fmt(rl['sandbox_calls_per_object'])}"
+    )
+
+
+def peer_line(r, p):
+    if "seconds" not in p:
+        return f": {p}"
+    return (
+        f": script {p['n']} keys in {fmt(p['seconds'], 2)} s = "
+        f"{fmt(p['per_key_seconds'], 3)} s/key, {fmt(p['sandbox_calls_per_key'], 1)} calls/key, "
+        f"failures {p['failure_count']}; operator "
+        f"{fmt((r.get('all_ready_s') or 0) / r['n'], 4)} s/object ({r['n']} objects)"
+    )
+
+
+# (heading, the run's key, its line after "- **run id**")
+SECTIONS = (
+    ("## Remote calls per object until Ready (operator /metrics, by service and operation)", "first", first_line),
+    ("## Steady state (nothing changed)", "steady", steady_line),
+    ("## Relist (operator process restarted: list + one check per object)", "relist", relist_line),
+    ("## The peer: straight-line script with the official Python clients, one key at a time", "peer", peer_line),
+)
+
+
 def markdown(meta, results, judged, path):
     binary = meta["binary"]
     L = [
@@ -316,50 +361,9 @@ def markdown(meta, results, judged, path):
         table_row(["---"] * len(COLUMNS)).replace(" ", ""),
     ]
     L += [run_row(r) for r in results]
-    L += ["", "## Remote calls per object until Ready (operator /metrics, by service and operation)", ""]
-    for r in results:
-        f = r.get("first")
-        if f:
-            per = ", ".join(f"{k} {v / r['n']:.2f}" for k, v in f["operator_calls_by_op"].items())
-            L.append(
-                f"- **{r['id']}**: {per}; writes/object: {fmt(f['status_or_metadata_patches_per_object'])} object "
-                f"patches + {fmt(f['event_writes_per_object'])} events"
-            )
-    L += ["", "## Steady state (nothing changed)", ""]
-    for r in results:
-        s = r.get("steady")
-        if s:
-            per = ", ".join(f"{k} {v:.2f}" for k, v in s["operator_calls_per_object_per_interval"].items())
-            L.append(
-                f"- **{r['id']}** ({s['mode']}, {fmt(s['intervals'])} interval(s), {fmt(s['observed_s'], 0)} s): "
-                f"per object per interval {per}; Graph calls {s['graph_calls']}, remote writes {s['remote_writes']}, "
-                f"status patches {s['status_patches']}, event writes {s['event_writes']}, "
-                f"429s {s['http_429_sandbox']}"
-            )
-    L += ["", "## Relist (operator process restarted: list + one check per object)", ""]
-    for r in results:
-        rl = r.get("relist")
-        if rl:
-            L.append(
-                f"- **{r['id']}**: start-up {fmt(rl['startup_ms'], 0)} ms, "
-                f"all re-checked in {fmt(rl['recheck_s'], 1)} s, peak {fmt(rl['peak_rss_mib'], 1)} MiB, "
-                f"settled {fmt(rl['settled_rss_mib'], 1)} MiB "
-                f"(first process settled {fmt(r.get('settled_rss_mib'), 1)} MiB), "
-                f"status patches {rl['status_patches']}, event writes {rl['event_writes']}, "
-                f"calls/object {fmt(rl['sandbox_calls_per_object'])}"
-            )
-    L += ["", "## The peer: straight-line script with the official Python clients, one key at a time", ""]
-    for r in results:
-        p = r.get("peer")
-        if p and "seconds" in p:
-            L.append(
-                f"- **{r['id']}**: script {p['n']} keys in {fmt(p['seconds'], 2)} s = "
-                f"{fmt(p['per_key_seconds'], 3)} s/key, {fmt(p['sandbox_calls_per_key'], 1)} calls/key, "
-                f"failures {p['failure_count']}; operator "
-                f"{fmt((r.get('all_ready_s') or 0) / r['n'], 4)} s/object ({r['n']} objects)"
-            )
-        elif p:
-            L.append(f"- **{r['id']}**: {p}")
+    for title, key, line in SECTIONS:
+        L += ["", title, ""]
+        L += [f"- **{r['id']}**{line(r, r[key])}" for r in results if r.get(key)]
     L += ["", "## Targets", "", table_row(("target", "measured", "goal", "met")), "|---|---|---|---|"]
     for j in judged:
         met = "—" if j["met"] is None else ("yes" if j["met"] else "**no**")

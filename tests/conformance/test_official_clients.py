@@ -305,24 +305,20 @@ def test_pairing_flow(sandbox, antimatter):
     assert res.status == "MISCONFIGURED" and "service principal" in res.status_message
 
     # 2. create it (Graph upsert) -> still no role on the key
-    r = graph(
-        sandbox,
-        "PATCH",
-        f"/v1.0/servicePrincipals(appId='{ANTIMATTER_APP}')",
-        shared["graph_token"],
-        json={},
-        headers={"Prefer": "create-if-missing"},
-    )
+    def upsert_antimatter_sp():
+        return graph(
+            sandbox,
+            "PATCH",
+            f"/v1.0/servicePrincipals(appId='{ANTIMATTER_APP}')",
+            shared["graph_token"],
+            json={},
+            headers={"Prefer": "create-if-missing"},
+        )
+
+    r = upsert_antimatter_sp()
     assert r.status_code == 201
     sp_id = r.json()["id"]
-    r = graph(
-        sandbox,
-        "PATCH",
-        f"/v1.0/servicePrincipals(appId='{ANTIMATTER_APP}')",
-        shared["graph_token"],
-        json={},
-        headers={"Prefer": "create-if-missing"},
-    )
+    r = upsert_antimatter_sp()
     assert r.status_code == 204
     r = graph(sandbox, "POST", "/v1.0/servicePrincipals", shared["graph_token"], json={"appId": ANTIMATTER_APP})
     assert r.status_code == 409
