@@ -62,9 +62,11 @@ class Kube:
         body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": string_data}
         self.core.create_namespaced_secret(namespace, body)
 
-    def create_root_key(self, manifest: dict):
+    def create_root_key(self, manifest: dict, dry_run=False):
         ns = manifest["metadata"]["namespace"]
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, manifest, dry_run="All" if dry_run else None
+        )
 
     def annotate_root_key(self, namespace, name, annotations: dict):
         body = {"metadata": {"annotations": annotations}}
