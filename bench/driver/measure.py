@@ -97,13 +97,13 @@ def ready_status(obj) -> tuple[str | None, str | None]:
 
 
 class Watcher(threading.Thread):
-    """Watches every AzureRootKey: first Ready=True time and MODIFIED events per object."""
+    """Watches every AzureRootKey: the first Ready=True per object, and how many MODIFIED events in all."""
 
     def __init__(self, kube, resource_version):
         super().__init__(daemon=True)
         self.kube, self.resource_version = kube, resource_version
         self.lock = threading.Lock()
-        self.ready_at, self.modified, self.reasons = {}, {}, {}
+        self.ready_at, self.reasons, self.modified_events = {}, {}, 0
         self.stopped, self.error = threading.Event(), None
         self._watch = None
 
@@ -128,7 +128,7 @@ class Watcher(threading.Thread):
         status, reason = ready_status(obj)
         with self.lock:
             if ev["type"] == "MODIFIED":
-                self.modified[key] = self.modified.get(key, 0) + 1
+                self.modified_events += 1
             if status == "True" and key not in self.ready_at:
                 self.ready_at[key] = seen_at
             self.reasons[key] = (status, reason)
@@ -144,12 +144,12 @@ class Watcher(threading.Thread):
 
     def modified_total(self) -> int:
         with self.lock:
-            return sum(self.modified.values())
+            return self.modified_events
 
     def snapshot(self):
-        """(first Ready=True time, MODIFIED count, last (status, reason)) per namespace/name."""
+        """(first Ready=True time, last (status, reason)) per namespace/name."""
         with self.lock:
-            return dict(self.ready_at), dict(self.modified), dict(self.reasons)
+            return dict(self.ready_at), dict(self.reasons)
 
 
 def event_writes(kube) -> dict:

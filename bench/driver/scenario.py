@@ -200,7 +200,7 @@ class Run:
 
     def _record_latencies(self, res, applied, t_apply):
         n = self.spec.n
-        ready_at, _, reasons = self.watcher.snapshot()
+        ready_at, reasons = self.watcher.snapshot()
         t_last = max(ready_at.values()) if ready_at else None
         lat = [ready_at[k] - applied[k] for k in ready_at if k in applied]
         res["ready"] = len(ready_at)
