@@ -9,7 +9,7 @@ K8S_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit} $$2=="k8s
 HELM_VERSION := $(shell awk '$$1=="helm.sh/helm/v3" {print $$2; exit} $$2=="helm.sh/helm/v3" {print $$3; exit}' hack/tools/helm/go.mod)
 K8S_TOOLS := $(CACHE_DIR)/tools/k8s-$(K8S_VERSION)-$(shell sha256sum hack/tools/k8s/go.sum | cut -c1-12)
 HELM_TOOLS := $(CACHE_DIR)/tools/helm-$(HELM_VERSION)-$(shell sha256sum hack/tools/helm/go.sum | cut -c1-12)
-PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt)
+PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt) bench/requirements.txt
 VENV := $(CACHE_DIR)/venv-$(shell cat $(PY_REQUIREMENTS) | sha256sum | cut -c1-12)
 CARGO_TOOLS := $(CACHE_DIR)/cargo-tools
 CARGO_TARGET_DIR ?= $(CURDIR)/target
@@ -193,6 +193,8 @@ release-artifacts: $(CARGO_TOOLS)/bin/cargo-cyclonedx ## Release binaries and a 
 	@echo "release artifacts and CycloneDX SBOMs in dist/"
 
 .PHONY: lint
-lint: ## rustfmt and clippy
+lint: venv ## rustfmt, clippy, and ruff (lint and format) on every Python file
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check

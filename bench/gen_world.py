@@ -3,14 +3,14 @@
 
 5 Managed HSMs in one tenant; the operator's app holds Crypto User + Policy Administrator on each;
 KEYS_PER_HSM pre-existing oct-HSM keys per HSM (pre-00000 …), enough for half of 10,000 objects;
-one Antimatter domain. Re-run after changing the constants: python3 bench/gen_world.py
+one Antimatter domain. Re-run after changing the constants (bench/driver/world.py): python3 bench/gen_world.py
 """
+
 import pathlib
 
-HSMS = 5
-KEYS_PER_HSM = 1000
-TENANT = "7b0e4c2a-5d1f-4e8a-9c3b-2f6a1d8e4c10"
-OPERATOR_APP = "3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50"
+from driver.world import ANTIMATTER_APP, API_KEY, DOMAIN, HSMS, KEYS_PER_HSM, OPERATOR_APP, OPERATOR_SECRET, TENANT
+
+ANTIMATTER_TENANT = "a9d3f1e2-6b4c-4d8e-8f2a-3c5b7e9d1a40"
 
 out = pathlib.Path(__file__).resolve().parents[1] / "deploy" / "sandbox" / "bench-world.yaml"
 lines = [
@@ -26,18 +26,18 @@ lines = [
     "",
     "tenants:",
     f"  - {{id: {TENANT}, name: contoso}}",
-    "  - {id: a9d3f1e2-6b4c-4d8e-8f2a-3c5b7e9d1a40, name: antimatter}",
+    f"  - {{id: {ANTIMATTER_TENANT}, name: antimatter}}",
     "",
     "applications:",
     f"  - app_id: {OPERATOR_APP}",
     "    name: rootkey-operator",
     f"    home_tenant: {TENANT}",
     "    service_principal_id: 5c1a7e3b-2d4f-4a6b-9e8c-7f1d3b5a2c60",
-    '    secrets: ["fake-operator-secret-not-real"]',
+    f'    secrets: ["{OPERATOR_SECRET}"]',
     "    graph_roles: [Application.ReadWrite.All]",
-    "  - app_id: 8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70",
+    f"  - app_id: {ANTIMATTER_APP}",
     "    name: Antimatter",
-    "    home_tenant: a9d3f1e2-6b4c-4d8e-8f2a-3c5b7e9d1a40",
+    f"    home_tenant: {ANTIMATTER_TENANT}",
     "    multi_tenant: true",
     '    secrets: ["fake-antimatter-app-secret-not-real"]',
     "",
@@ -52,15 +52,18 @@ for h in range(HSMS):
         f"      - {{role: Managed HSM Policy Administrator, scope: /, app_id: {OPERATOR_APP}}}",
         "    keys:",
     ]
-    lines += [f"      - {{name: pre-{k:05d}, kty: oct-HSM, key_size: 256, tags: {{owner: platform}}}}" for k in range(KEYS_PER_HSM)]
+    lines += [
+        f"      - {{name: pre-{k:05d}, kty: oct-HSM, key_size: 256, tags: {{owner: platform}}}}"
+        for k in range(KEYS_PER_HSM)
+    ]
 lines += [
     "",
     "antimatter:",
-    "  app_id: 8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70",
+    f"  app_id: {ANTIMATTER_APP}",
     "  domains:",
-    "    - id: dm-7fQ2xPz9KdL",
+    f"    - id: {DOMAIN}",
     "      name: bench",
-    '      api_keys: ["fake-antimatter-api-key-not-real"]',
+    f'      api_keys: ["{API_KEY}"]',
     "",
 ]
 out.write_text("\n".join(lines))

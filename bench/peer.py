@@ -11,33 +11,31 @@ with Antimatter, run the pairing check. Credentials and the Antimatter session a
 
 usage: peer.py ENDPOINTS_JSON PLAN_JSON     (PLAN_JSON: [{"hsm","key","create"}...])
 """
+
 import json
 import os
+import pathlib
 import sys
 import time
 import uuid
 
-ep = json.load(open(sys.argv[1]))
-plan = json.load(open(sys.argv[2]))
+from driver.world import ANTIMATTER_APP, API_KEY, DOMAIN, OPERATOR_APP, OPERATOR_SECRET, TENANT
+
+ep = json.loads(pathlib.Path(sys.argv[1]).read_text())
+plan = json.loads(pathlib.Path(sys.argv[2]).read_text())
 os.environ["REQUESTS_CA_BUNDLE"] = ep["ca_pem_path"]
 os.environ["SSL_CERT_FILE"] = ep["ca_pem_path"]
 
-import requests  # noqa: E402
 import antimatter_api as am  # noqa: E402
+import requests  # noqa: E402
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError  # noqa: E402
 from azure.identity import ClientSecretCredential  # noqa: E402
 from azure.keyvault.administration import KeyVaultAccessControlClient, KeyVaultRoleScope  # noqa: E402
 from azure.keyvault.keys import KeyClient  # noqa: E402
 
-TENANT = "7b0e4c2a-5d1f-4e8a-9c3b-2f6a1d8e4c10"
-OPERATOR_APP = "3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50"
-OPERATOR_SECRET = "fake-operator-secret-not-real"
-ANTIMATTER_APP = "8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70"
-DOMAIN = "dm-7fQ2xPz9KdL"
-API_KEY = "fake-antimatter-api-key-not-real"
-
-cred = ClientSecretCredential(TENANT, OPERATOR_APP, OPERATOR_SECRET, authority=ep["authority_url"],
-                              disable_instance_discovery=True)
+cred = ClientSecretCredential(
+    TENANT, OPERATOR_APP, OPERATOR_SECRET, authority=ep["authority_url"], disable_instance_discovery=True
+)
 session = requests.Session()
 cfg = am.Configuration(host=ep["antimatter_url"])
 cfg.ssl_ca_cert = ep["ca_pem_path"]
@@ -65,27 +63,40 @@ for item in plan:
         h = {"Authorization": f"Bearer {gtok}"}
         r = session.get(f"{ep['graph_url']}/v1.0/servicePrincipals(appId='{ANTIMATTER_APP}')", headers=h, timeout=30)
         if r.status_code == 404:
-            r = session.post(f"{ep['graph_url']}/v1.0/servicePrincipals", headers=h, json={"appId": ANTIMATTER_APP},
-                             timeout=30)
+            r = session.post(
+                f"{ep['graph_url']}/v1.0/servicePrincipals", headers=h, json={"appId": ANTIMATTER_APP}, timeout=30
+            )
         r.raise_for_status()
         sp_id = r.json()["id"]
         acc = KeyVaultAccessControlClient(hsm_url, cred)
-        role = next(d for d in acc.list_role_definitions(KeyVaultRoleScope.GLOBAL)
-                    if d.role_name == "Managed HSM Crypto User")
+        role = next(
+            d for d in acc.list_role_definitions(KeyVaultRoleScope.GLOBAL) if d.role_name == "Managed HSM Crypto User"
+        )
         try:
             acc.create_role_assignment(f"/keys/{name}", role.id, sp_id, name=str(uuid.uuid4()))
         except (ResourceExistsError, HttpResponseError) as e:
             if getattr(e, "status_code", None) != 409:
                 raise
-        info = am.KeyInfosKeyInformation(am.AntimatterDelegatedAzureKeyInfo(
-            tenant_id=TENANT, key_url=key.id, provider_name="azure_am"))
+        info = am.KeyInfosKeyInformation(
+            am.AntimatterDelegatedAzureKeyInfo(tenant_id=TENANT, key_url=key.id, provider_name="azure_am")
+        )
         rek = enc.domain_add_external_root_encryption_key(
-            DOMAIN, am.KeyInfos(description=f"peer {name}", key_information=info)).rek_id
+            DOMAIN, am.KeyInfos(description=f"peer {name}", key_information=info)
+        ).rek_id
         res = enc.domain_external_root_encryption_key_test(DOMAIN, rek, {})
         if str(getattr(res, "status", "")).upper().find("HEALTHY") < 0:
             failures.append(f"{item['hsm']}/{name}: pairing {res.status}: {getattr(res, 'status_message', '')}")
     except Exception as e:  # a straight-line script stops at the first error; we note it and go on
         failures.append(f"{item['hsm']}/{name}: {type(e).__name__}: {str(e)[:200]}")
 elapsed = time.monotonic() - started
-print(json.dumps({"n": len(plan), "seconds": elapsed, "per_key_seconds": elapsed / max(len(plan), 1),
-                  "failures": failures[:10], "failure_count": len(failures)}))
+print(
+    json.dumps(
+        {
+            "n": len(plan),
+            "seconds": elapsed,
+            "per_key_seconds": elapsed / max(len(plan), 1),
+            "failures": failures[:10],
+            "failure_count": len(failures),
+        }
+    )
+)

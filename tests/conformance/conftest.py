@@ -1,4 +1,5 @@
 """Start the sandbox binary once per session on random ports and expose its endpoints."""
+
 import json
 import os
 import pathlib

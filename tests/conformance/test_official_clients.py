@@ -1,22 +1,30 @@
 """Drive the sandbox with the official clients: azure-identity, azure-keyvault-keys,
 azure-keyvault-administration and antimatter-api. Tests run in file order and share state."""
+
 import os
 import time
 import uuid
 
+import antimatter_api as am
 import pytest
 import requests
+from antimatter_api.exceptions import ApiException
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientAssertionCredential, ClientSecretCredential
 from azure.keyvault.administration import KeyVaultAccessControlClient, KeyVaultRoleScope
 from azure.keyvault.keys import KeyClient, KeyType
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 
-import antimatter_api as am
-from antimatter_api.exceptions import ApiException
-
 from conftest import (
-    ANTIMATTER_APP, API_KEY, CONTOSO, DOMAIN, HSM, NOROLES_APP, NOROLES_SECRET, OPERATOR_APP, OPERATOR_SECRET, OPERATOR_SP,
+    ANTIMATTER_APP,
+    API_KEY,
+    CONTOSO,
+    DOMAIN,
+    HSM,
+    NOROLES_APP,
+    NOROLES_SECRET,
+    OPERATOR_APP,
+    OPERATOR_SECRET,
 )
 
 KEY = "conf-key"
@@ -25,7 +33,9 @@ shared = {}
 
 
 def cred(ep, client=OPERATOR_APP, secret=OPERATOR_SECRET, tenant=CONTOSO):
-    return ClientSecretCredential(tenant, client, secret, authority=ep["authority_url"], disable_instance_discovery=True)
+    return ClientSecretCredential(
+        tenant, client, secret, authority=ep["authority_url"], disable_instance_discovery=True
+    )
 
 
 def hsm_url(ep):
@@ -59,16 +69,27 @@ def test_token_by_secret_and_errors(sandbox):
     assert "Unable to get authority configuration" in str(e.value)
     r = requests.get(f"{sandbox['authority_url']}/{unknown}/v2.0/.well-known/openid-configuration", timeout=5)
     assert r.status_code == 400 and r.json()["error_codes"] == [90002]
-    r = requests.post(f"{sandbox['authority_url']}/{unknown}/oauth2/v2.0/token", timeout=5,
-                      data={"grant_type": "client_credentials", "client_id": OPERATOR_APP, "client_secret": OPERATOR_SECRET,
-                            "scope": sandbox["graph_url"] + "/.default"})
+    r = requests.post(
+        f"{sandbox['authority_url']}/{unknown}/oauth2/v2.0/token",
+        timeout=5,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": OPERATOR_APP,
+            "client_secret": OPERATOR_SECRET,
+            "scope": sandbox["graph_url"] + "/.default",
+        },
+    )
     assert r.status_code == 400 and "AADSTS90002" in r.json()["error_description"]
 
     # Antimatter's multi-tenant app has no service principal in the customer tenant yet.
     r = requests.post(
         f"{sandbox['authority_url']}/{CONTOSO}/oauth2/v2.0/token",
-        data={"grant_type": "client_credentials", "client_id": ANTIMATTER_APP,
-              "client_secret": "fake-antimatter-app-secret-not-real", "scope": sandbox["hsm_resource"] + "/.default"},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": ANTIMATTER_APP,
+            "client_secret": "fake-antimatter-app-secret-not-real",
+            "scope": sandbox["hsm_resource"] + "/.default",
+        },
         timeout=10,
     )
     body = r.json()
@@ -81,21 +102,37 @@ def test_token_by_federated_assertion(sandbox):
     import json
 
     def jwt(claims):
-        enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+        def enc(d):
+            return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
         return enc({"alg": "RS256", "typ": "JWT"}) + "." + enc(claims) + ".c2ln"
 
     now = int(time.time())
-    good = {"iss": "https://oidc.sandbox.localhost/rootkey-cluster", "sub": "system:serviceaccount:rootkey-system:rootkey-operator",
-            "aud": ["api://AzureADTokenExchange"], "iat": now, "nbf": now, "exp": now + 600}
-    c = ClientAssertionCredential(CONTOSO, OPERATOR_APP, lambda: jwt(good), authority=sandbox["authority_url"],
-                                  disable_instance_discovery=True)
+    good = {
+        "iss": "https://oidc.sandbox.localhost/rootkey-cluster",
+        "sub": "system:serviceaccount:rootkey-system:rootkey-operator",
+        "aud": ["api://AzureADTokenExchange"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
+    c = ClientAssertionCredential(
+        CONTOSO, OPERATOR_APP, lambda: jwt(good), authority=sandbox["authority_url"], disable_instance_discovery=True
+    )
     assert c.get_token(sandbox["graph_url"] + "/.default").token
-    for bad, code in ((dict(good, sub="system:serviceaccount:x:y"), "AADSTS700213"),
-                      (dict(good, iss="https://evil.example"), "AADSTS700211"),
-                      (dict(good, aud="api://other"), "AADSTS700212"),
-                      (dict(good, exp=now - 60), "AADSTS700024")):
-        c = ClientAssertionCredential(CONTOSO, OPERATOR_APP, lambda b=bad: jwt(b), authority=sandbox["authority_url"],
-                                      disable_instance_discovery=True)
+    for bad, code in (
+        (dict(good, sub="system:serviceaccount:x:y"), "AADSTS700213"),
+        (dict(good, iss="https://evil.example"), "AADSTS700211"),
+        (dict(good, aud="api://other"), "AADSTS700212"),
+        (dict(good, exp=now - 60), "AADSTS700024"),
+    ):
+        c = ClientAssertionCredential(
+            CONTOSO,
+            OPERATOR_APP,
+            lambda b=bad: jwt(b),
+            authority=sandbox["authority_url"],
+            disable_instance_discovery=True,
+        )
         with pytest.raises(ClientAuthenticationError) as e:
             c.get_token(sandbox["graph_url"] + "/.default")
         assert code in str(e.value)
@@ -224,14 +261,18 @@ def test_antimatter_auth_and_providers(sandbox, antimatter):
     assert e.value.status == 401
     providers = enc.domain_get_external_root_encryption_key_providers(DOMAIN).providers
     azure = [p.actual_instance for p in providers if p.actual_instance.name == "azure_am"]
-    assert azure and azure[0].type == "DelegatedRootEncryptionKeyProvider" and azure[0].account_details == ANTIMATTER_APP
+    assert (
+        azure and azure[0].type == "DelegatedRootEncryptionKeyProvider" and azure[0].account_details == ANTIMATTER_APP
+    )
 
 
 def test_expired_jwt_is_refused(sandbox):
     cfg = am.Configuration(host=sandbox["antimatter_url"])
     cfg.ssl_ca_cert = sandbox["ca_pem_path"]
     client = am.ApiClient(cfg)
-    auth = am.AuthenticationApi(client).domain_authenticate(DOMAIN, am.DomainAuthenticate(token=API_KEY), token_lifetime=1)
+    auth = am.AuthenticationApi(client).domain_authenticate(
+        DOMAIN, am.DomainAuthenticate(token=API_KEY), token_lifetime=1
+    )
     cfg.access_token = auth.token
     time.sleep(2.1)
     with pytest.raises(ApiException) as e:
@@ -242,13 +283,20 @@ def test_expired_jwt_is_refused(sandbox):
 def test_pairing_flow(sandbox, antimatter):
     enc, _, _ = antimatter
     kid = shared["kid"]
-    info = am.KeyInfosKeyInformation(am.AntimatterDelegatedAzureKeyInfo(tenant_id=CONTOSO, key_url=kid, provider_name="azure_am"))
+    info = am.KeyInfosKeyInformation(
+        am.AntimatterDelegatedAzureKeyInfo(tenant_id=CONTOSO, key_url=kid, provider_name="azure_am")
+    )
     with pytest.raises(ApiException) as e:
-        bad = am.KeyInfosKeyInformation(am.AntimatterDelegatedAzureKeyInfo(
-            tenant_id=CONTOSO, key_url=kid.rsplit("/", 1)[0], provider_name="azure_am"))
+        bad = am.KeyInfosKeyInformation(
+            am.AntimatterDelegatedAzureKeyInfo(
+                tenant_id=CONTOSO, key_url=kid.rsplit("/", 1)[0], provider_name="azure_am"
+            )
+        )
         enc.domain_add_external_root_encryption_key(DOMAIN, am.KeyInfos(description="unversioned", key_information=bad))
     assert e.value.status == 400
-    rek = enc.domain_add_external_root_encryption_key(DOMAIN, am.KeyInfos(description="conformance", key_information=info)).rek_id
+    rek = enc.domain_add_external_root_encryption_key(
+        DOMAIN, am.KeyInfos(description="conformance", key_information=info)
+    ).rek_id
     listed = enc.domain_list_external_root_encryption_key(DOMAIN).keys
     assert any(k.rek_id == rek and k.var_resource_path == kid for k in listed)
 
@@ -257,12 +305,20 @@ def test_pairing_flow(sandbox, antimatter):
     assert res.status == "MISCONFIGURED" and "service principal" in res.status_message
 
     # 2. create it (Graph upsert) -> still no role on the key
-    r = graph(sandbox, "PATCH", f"/v1.0/servicePrincipals(appId='{ANTIMATTER_APP}')", shared["graph_token"],
-              json={}, headers={"Prefer": "create-if-missing"})
+    def upsert_antimatter_sp():
+        return graph(
+            sandbox,
+            "PATCH",
+            f"/v1.0/servicePrincipals(appId='{ANTIMATTER_APP}')",
+            shared["graph_token"],
+            json={},
+            headers={"Prefer": "create-if-missing"},
+        )
+
+    r = upsert_antimatter_sp()
     assert r.status_code == 201
     sp_id = r.json()["id"]
-    r = graph(sandbox, "PATCH", f"/v1.0/servicePrincipals(appId='{ANTIMATTER_APP}')", shared["graph_token"],
-              json={}, headers={"Prefer": "create-if-missing"})
+    r = upsert_antimatter_sp()
     assert r.status_code == 204
     r = graph(sandbox, "POST", "/v1.0/servicePrincipals", shared["graph_token"], json={"appId": ANTIMATTER_APP})
     assert r.status_code == 409
@@ -273,7 +329,9 @@ def test_pairing_flow(sandbox, antimatter):
     acc = KeyVaultAccessControlClient(hsm_url(sandbox), cred(sandbox))
     defs = {d.role_name: d for d in acc.list_role_definitions(KeyVaultRoleScope.GLOBAL)}
     assert defs["Managed HSM Crypto User"].name == CRYPTO_USER
-    assert "Microsoft.KeyVault/managedHsm/keys/wrap/action" in defs["Managed HSM Crypto User"].permissions[0].data_actions
+    assert (
+        "Microsoft.KeyVault/managedHsm/keys/wrap/action" in defs["Managed HSM Crypto User"].permissions[0].data_actions
+    )
     scope = f"/keys/{KEY}"
     name = str(uuid.uuid4())
     ra = acc.create_role_assignment(scope, defs["Managed HSM Crypto User"].id, sp_id, name=name)
@@ -320,8 +378,11 @@ def test_pairing_flow(sandbox, antimatter):
     assert res.status == "MISCONFIGURED"
 
     # 8. the HSM answering 503 makes the check UNREACHABLE
-    requests.post(sandbox["admin_url"] + "/faults", json={"service": "hsm", "operation": "key.get",
-                                                          "action": {"kind": "status", "status": 503}, "count": 1}, timeout=5)
+    requests.post(
+        sandbox["admin_url"] + "/faults",
+        json={"service": "hsm", "operation": "key.get", "action": {"kind": "status", "status": 503}, "count": 1},
+        timeout=5,
+    )
     res = enc.domain_external_root_encryption_key_test(DOMAIN, rek, {})
     assert res.status == "UNREACHABLE"
 
@@ -329,6 +390,12 @@ def test_pairing_flow(sandbox, antimatter):
 def test_counters_recorded(sandbox):
     rows = counters(sandbox)["counters"]
     ops = {(r["service"], r["operation"]) for r in rows}
-    for expected in [("entra", "token"), ("hsm", "key.create"), ("hsm", "key.wrap"), ("hsm", "rbac.assignment.put"),
-                     ("graph", "sp.upsert"), ("antimatter", "rek.test")]:
+    for expected in [
+        ("entra", "token"),
+        ("hsm", "key.create"),
+        ("hsm", "key.wrap"),
+        ("hsm", "rbac.assignment.put"),
+        ("graph", "sp.upsert"),
+        ("antimatter", "rek.test"),
+    ]:
         assert expected in ops

@@ -44,10 +44,14 @@ HELM = _find_tool("helm", "HELM", "helm-*")
 KUBECTL = _find_tool("kubectl", "KUBECTL", "k8s-*")
 
 
-def run(cmd: list[str], *, input: str | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], *, input: str | None = None, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, input=input, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -95,14 +99,29 @@ def cluster(kubectl):
     """A kubectl environment for the API server, with the CRDs and namespaces the manifests need."""
     kubeconfig = os.environ.get("KUBECONFIG") or os.environ.get("ROOTKEY_TEST_KUBECONFIG")
     if not kubeconfig:
-        pytest.skip("no API server: set KUBECONFIG, e.g. `target/debug/controlplane --bin-dir bin run -- python -m pytest tests/packaging`")
+        pytest.skip(
+            "no API server: set KUBECONFIG, e.g. "
+            "`target/debug/controlplane --bin-dir bin run -- python -m pytest tests/packaging`"
+        )
     env = env_ = dict(os.environ, KUBECONFIG=kubeconfig)
     run([kubectl, "get", "--raw", "/readyz"], env=env)
     # The CRDs for real, so that objects of those kinds can be dry-run.
     for crd in (CRD_SOURCE, Path(__file__).with_name("servicemonitor-crd.yaml")):
-        run([kubectl, "apply", "--server-side", "--force-conflicts", "--field-manager=packaging-tests", "-f", str(crd)], env=env)
-    run([kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-         "crd/azurerootkeys.antimatter.io", "crd/servicemonitors.monitoring.coreos.com"], env=env)
+        run(
+            [kubectl, "apply", "--server-side", "--force-conflicts", "--field-manager=packaging-tests", "-f", str(crd)],
+            env=env,
+        )
+    run(
+        [
+            kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/azurerootkeys.antimatter.io",
+            "crd/servicemonitors.monitoring.coreos.com",
+        ],
+        env=env,
+    )
     # Namespaces the chart and manifests deploy into, labelled so that Pod Security admission warns
     # about any pod template that is not "restricted".
     for ns in (RELEASE_NS, "team-a", "team-b"):
@@ -118,8 +137,11 @@ def cluster(kubectl):
                 },
             },
         }
-        run([kubectl, "apply", "--server-side", "--force-conflicts", "--field-manager=packaging-tests", "-f", "-"],
-            input=yaml.safe_dump(ns_doc), env=env)
+        run(
+            [kubectl, "apply", "--server-side", "--force-conflicts", "--field-manager=packaging-tests", "-f", "-"],
+            input=yaml.safe_dump(ns_doc),
+            env=env,
+        )
 
     class Cluster:
         env = env_

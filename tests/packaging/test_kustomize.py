@@ -21,10 +21,19 @@ def built(kubectl):
 def test_builds(built, path):
     manifests = built[path]
     kinds = sorted(m["kind"] for m in manifests)
-    assert kinds == sorted([
-        "Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-        "Role", "RoleBinding", "Deployment", "Service",
-    ])
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "Service",
+        ]
+    )
     for m in manifests:
         if m["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
             assert m["metadata"]["namespace"] == "rootkey-system", m["metadata"]
@@ -39,8 +48,11 @@ def test_builds(built, path):
     assert c["image"] == "ghcr.io/antimatterhq/rootkey-operator:0.1.0"
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e.get("value") for e in c["env"]}
-    expected_identity = {"deploy/base": "auto", "deploy/overlays/workload-identity": "workload",
-                         "deploy/overlays/client-secret": "secret"}[path]
+    expected_identity = {
+        "deploy/base": "auto",
+        "deploy/overlays/workload-identity": "workload",
+        "deploy/overlays/client-secret": "secret",
+    }[path]
     assert env["AZURE_IDENTITY"] == expected_identity
     labels = dep["spec"]["template"]["metadata"]["labels"]
     (sa,) = find(manifests, "ServiceAccount")
@@ -59,7 +71,10 @@ def test_base_matches_the_chart_pod_security(built, render):
     (chart,) = find(render(), "Deployment")
     for key in ("securityContext",):
         assert plain["spec"]["template"]["spec"][key] == chart["spec"]["template"]["spec"][key]
-        assert plain["spec"]["template"]["spec"]["containers"][0][key] == chart["spec"]["template"]["spec"]["containers"][0][key]
+        assert (
+            plain["spec"]["template"]["spec"]["containers"][0][key]
+            == chart["spec"]["template"]["spec"]["containers"][0][key]
+        )
 
 
 @pytest.mark.parametrize("path", LAYOUTS)
