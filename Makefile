@@ -193,8 +193,9 @@ release-artifacts: $(CARGO_TOOLS)/bin/cargo-cyclonedx ## Release binaries and a 
 	@echo "release artifacts and CycloneDX SBOMs in dist/"
 
 .PHONY: lint
-lint: venv ## rustfmt, clippy, and ruff (lint and format) on every Python file
+lint: venv ## rustfmt, clippy, rustdoc (no warnings), and ruff (lint and format) on every Python file
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check

@@ -26,6 +26,8 @@ def test_the_chart_keeps_the_crd_by_default(render):
 
 
 def test_crds_keep_false_drops_every_keep_annotation_and_extra_annotations_are_added(render):
-    (crd,) = find(render("--set", "crds.keep=false", "--set", "crds.annotations.team=platform"), "CustomResourceDefinition")
+    (crd,) = find(
+        render("--set", "crds.keep=false", "--set", "crds.annotations.team=platform"), "CustomResourceDefinition"
+    )
     annotations = crd["metadata"]["annotations"]
     assert annotations == {"team": "platform"}
