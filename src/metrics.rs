@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    fmt,
     sync::{LazyLock, Mutex},
 };
 
@@ -12,7 +13,38 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{locks::lock, remote::Service};
+use crate::locks::lock;
+
+/// The remote services the operator talks to (a bounded set: used as a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Entra,
+    Graph,
+    Hsm,
+    Antimatter,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Entra => "entra",
+            Service::Graph => "graph",
+            Service::Hsm => "hsm",
+            Service::Antimatter => "antimatter",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::Entra => "Entra ID",
+            Service::Graph => "Microsoft Graph",
+            Service::Hsm => "Managed HSM",
+            Service::Antimatter => "Antimatter API",
+        })
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {

@@ -1,7 +1,7 @@
 //! What every remote client shares: the HTTP client (TLS roots, timeouts, redirect rules), bounded
 //! response bodies, `Retry-After`, and one error type that the reconciler classifies into reasons.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use reqwest::{Response, StatusCode, header::RETRY_AFTER, redirect};
 use serde::de::DeserializeOwned;
@@ -9,36 +9,7 @@ use serde::de::DeserializeOwned;
 /// Largest response body any client reads; anything bigger is refused as malformed.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// The remote services the operator talks to (a bounded set: used as a metric label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Service {
-    Entra,
-    Graph,
-    Hsm,
-    Antimatter,
-}
-
-impl Service {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Service::Entra => "entra",
-            Service::Graph => "graph",
-            Service::Hsm => "hsm",
-            Service::Antimatter => "antimatter",
-        }
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Service::Entra => "Entra ID",
-            Service::Graph => "Microsoft Graph",
-            Service::Hsm => "Managed HSM",
-            Service::Antimatter => "Antimatter API",
-        })
-    }
-}
+pub use crate::metrics::Service;
 
 /// A failed remote call. Messages never contain secrets: remote bodies are summarised to their
 /// error code and message, and request bodies are never echoed.
