@@ -179,7 +179,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "an RSA key is reported, never replaced or tagged",
             world: |w| {
-                w.keys.insert("k".into(), fakes::World::key("k", &[]));
+                w.keys.insert("k".into(), World::key("k", &[]));
                 w.keys.get_mut("k").expect("k").kty = "RSA-HSM".into();
             },
             expect: &[(Kind::KeyReady, F, Reason::UnsupportedKeyType), (Kind::TagApplied, U, Reason::WaitingKeyReady)],

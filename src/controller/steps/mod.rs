@@ -154,7 +154,8 @@ pub async fn run(
         };
         report.take(Kind::TagApplied, tagged).or(key)
     };
-    let (key, principal) = tokio::join!(key_chain, principal::ensure(&*directory, domain.as_deref(), spec));
+    let (key, principal) =
+        tokio::join!(key_chain, async { Step::settle(principal::ensure(&*directory, domain.as_deref(), spec).await) });
     found.key = key;
     found.principal = report.take(Kind::ServicePrincipalReady, principal);
 

@@ -16,14 +16,6 @@ pub async fn ensure(
     directory: &dyn Directory,
     domain: Option<&dyn AntimatterDomain>,
     spec: &AzureRootKeySpec,
-) -> Step<String> {
-    Step::settle(find_or_create(directory, domain, spec).await)
-}
-
-async fn find_or_create(
-    directory: &dyn Directory,
-    domain: Option<&dyn AntimatterDomain>,
-    spec: &AzureRootKeySpec,
 ) -> Result<Step<String>, Failure> {
     if let Some(id) = &spec.antimatter.service_principal_object_id {
         return Ok(Step::found(
