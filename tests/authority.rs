@@ -2,3 +2,12 @@
 //! against the real API server and the sandbox. One module per part of the authority model.
 
 mod support;
+
+#[path = "authority/endpoints.rs"]
+mod endpoints;
+#[path = "authority/ownership.rs"]
+mod ownership;
+#[path = "authority/policy.rs"]
+mod policy;
+#[path = "authority/principal.rs"]
+mod principal;

@@ -63,6 +63,8 @@ pub struct OperatorOptions {
     pub leader_elect: bool,
     /// Leave `--antimatter-application-id` unset, so Antimatter's application is asked from its API.
     pub ask_antimatter_for_application: bool,
+    /// `--cluster-id` (default `test-cluster`): another value plays another cluster's operator.
+    pub cluster_id: Option<&'static str>,
 }
 
 impl Env {
@@ -135,7 +137,7 @@ impl Env {
             .args(["--hsm-dns-suffixes", &self.sandbox.hsm_dns_suffix()])
             .arg("--ca-bundle")
             .arg(self.sandbox.ca_pem_path())
-            .args(["--azure-identity", "secret", "--cluster-id", "test-cluster"])
+            .args(["--azure-identity", "secret", "--cluster-id", options.cluster_id.unwrap_or("test-cluster")])
             .args(["--antimatter-api-urls", &self.api_url()])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", ports.metrics)])
             .args(["--probe-addr", &format!("127.0.0.1:{}", ports.probe)])
