@@ -64,7 +64,10 @@ async fn a_second_object_on_a_claimed_key_changes_nothing_until_the_owner_is_del
     // Existing key, no API key of its own: the product page's "existing key" path, by another team.
     let shadow = env.spec(KEY, json!({"key": {"create": "Never"}, "antimatter": {"apiKeySecretRef": null}}));
     env.apply("same-ns", shadow.clone()).await;
-    apply_in(&env, &other_ns, "other-ns", shadow.clone()).await;
+    // Another team, another domain: it would add its own domain tag to the owner's key.
+    let mut other_domain = shadow.clone();
+    other_domain["domainId"] = json!("dm-AbCdEfGhJkL");
+    apply_in(&env, &other_ns, "other-ns", other_domain).await;
     for (ns, name) in [(env.ns.clone(), "same-ns"), (other_ns.clone(), "other-ns")] {
         let message = wait_claimed(&env, &ns, name).await;
         assert!(message.contains(&format!("{}/owner", env.ns)), "names the owner: {message}");
