@@ -5,6 +5,7 @@ pub mod antimatter;
 pub mod api;
 pub mod apiserver;
 pub mod azure;
+pub mod bounded;
 pub mod cloud;
 pub mod controller;
 pub mod crd;
