@@ -432,6 +432,7 @@ mod tests {
                 let _ = conn.write_all(reply.as_bytes()).await;
             }
         });
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = AntimatterClient::new(reqwest::Client::new());
         let target = |url: &str| DomainTarget {
             api_url: Url::parse(url).expect("url"),

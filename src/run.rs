@@ -239,11 +239,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
+    let mut led_from = None;
     if let Some(elector) = &elector {
         tracing::info!(identity = %pod, "waiting for leadership");
         let mut stop = stop_rx.clone();
         tokio::select! {
-            _ = elector.acquire() => tracing::info!("leading"),
+            sent = elector.acquire() => {
+                led_from = Some(sent);
+                tracing::info!("leading");
+            }
             _ = stop.changed() => return Ok(()),
         }
     }
@@ -259,17 +263,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|ns| run_controller(client.clone(), ns, ctx.clone(), args.concurrency, stop_rx.clone())),
     );
     let lost = async {
-        match &elector {
-            Some(e) => e.hold().await,
-            None => std::future::pending().await,
+        match (&elector, led_from) {
+            (Some(e), Some(renewed)) => e.hold(renewed).await,
+            _ => std::future::pending().await,
         }
     };
+    // Losing ends the select, which drops the controllers (and every reconcile in flight) before
+    // anything below runs.
     let outcome = tokio::select! {
         _ = controllers => Ok(()),
         _ = lost => Err(anyhow::anyhow!("lost leadership; exiting so that only one replica reconciles")),
     };
-    if let Some(elector) = &elector {
-        elector.release().await;
+    match (&outcome, &elector) {
+        (Err(_), _) => tracing::error!("stopped reconciling: leadership was lost or not renewed in time"),
+        (Ok(()), Some(elector)) => elector.release().await,
+        (Ok(()), None) => {}
     }
     signal.abort();
     probes.abort();
