@@ -2,3 +2,8 @@
 //! against the real API server and the sandbox. One module per part of the authority model.
 
 mod support;
+
+#[path = "authority/isolation.rs"]
+mod isolation;
+#[path = "authority/leader.rs"]
+mod leader;
