@@ -14,7 +14,7 @@ use crate::{
     bounded::BoundedMap,
     locks::lock,
     memo::Memo,
-    remote::{MAX_RETRY_AFTER, RemoteError, Service, send, send_json},
+    remote::{RemoteError, Service, send, send_json},
 };
 
 /// Provider name of a key delegated to Antimatter's own Azure application.
@@ -187,10 +187,10 @@ enum Login {
 }
 
 /// How long a domain whose login failed `failures` times in a row is left alone: 1 s doubling to 5
-/// min, never sooner than the service's `Retry-After` (itself capped).
+/// min, never sooner than the service's `Retry-After` (capped where it is read).
 fn login_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
     let doubled = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(MAX_LOGIN_BACKOFF);
-    doubled.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
+    doubled.max(retry_after.unwrap_or_default())
 }
 
 /// Antimatter API client with a per-domain login cache. Each domain has its own lock, held only by
@@ -403,7 +403,6 @@ mod tests {
         };
         assert_eq!([secs(1, None), secs(2, None), secs(3, None), secs(20, None)], [1, 2, 4, 300]);
         assert_eq!(secs(1, Some(30)), 30, "Retry-After is honoured");
-        assert_eq!(secs(1, Some(u64::MAX)), MAX_RETRY_AFTER.as_secs(), "and capped");
     }
 
     /// One domain whose endpoint never answers must not hold up another domain's login.

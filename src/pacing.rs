@@ -7,7 +7,7 @@ use std::{sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::{bounded::BoundedMap, cloud::HsmEndpoint, locks::lock, remote::MAX_RETRY_AFTER};
+use crate::{bounded::BoundedMap, cloud::HsmEndpoint, locks::lock};
 
 /// HSMs (per class) whose pacer is kept at once; the least recently used one goes first, and a
 /// pacer that is gone only means that HSM's next call is not held back.
@@ -72,7 +72,7 @@ impl Pacers {
     pub fn pause(&self, class: Class, hsm: &HsmEndpoint, retry_after: Duration) {
         let interval = self.interval(class);
         let mut slots = lock(&self.slots);
-        let resume = Instant::now() + retry_after.min(MAX_RETRY_AFTER);
+        let resume = Instant::now() + retry_after;
         let pacer = slots.get_or_insert_with((class, hsm.url.clone()), || Pacer { interval, next: resume });
         pacer.next = pacer.next.max(resume);
     }
