@@ -220,14 +220,12 @@ fn forget_refused_secrets(ctx: &Context, ark: &AzureRootKey, report: &Report) {
     }
     let ns = ark.namespace().unwrap_or_default();
     let spec = &ark.spec;
-    for secret in [
-        &spec.antimatter.api_key_secret_ref.as_ref().map(|r| &r.name),
-        &spec.azure_credentials_secret_ref.as_ref().map(|r| &r.name),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        ctx.secrets.forget(&ns, secret);
+    let names = [
+        spec.antimatter.api_key_secret_ref.as_ref().map(|r| &r.name),
+        spec.azure_credentials_secret_ref.as_ref().map(|r| &r.name),
+    ];
+    for name in names.into_iter().flatten() {
+        ctx.secrets.forget(&ns, name);
     }
 }
 

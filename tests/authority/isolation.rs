@@ -47,6 +47,10 @@ fn antimatter_requests(env: &Env) -> usize {
 async fn an_unreachable_antimatter_url_on_30_objects_does_not_delay_another_namespace() {
     let mut env = Env::without_operator("auth-iso").await;
     let other = super::support::namespace(&env.client, "auth-iso-other").await;
+    // An Antimatter endpoint on loopback that accepts and never answers. Bound before the operator
+    // starts: an operator-level allowlist of Antimatter URLs must list it, as it would an
+    // administrator's endpoint that went dark.
+    let (hole, accepted) = black_hole().await;
     env.spawn_operator_ext(
         &OperatorOptions::default(),
         &SpawnExtra { args: vec!["--watch-namespaces".into(), format!("{},{other}", env.ns)], ..Default::default() },
@@ -74,8 +78,7 @@ async fn an_unreachable_antimatter_url_on_30_objects_does_not_delay_another_name
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // This tenant: 30 objects whose Antimatter endpoint accepts and never answers.
-    let (hole, accepted) = black_hole().await;
+    // This tenant: 30 objects on the endpoint that never answers.
     env.api_key_secret("api-key", API_KEY).await;
     for i in 0..30 {
         env.apply(
