@@ -116,4 +116,13 @@ mod tests {
         let changed = to_conditions(&[("KeyReady", &bad)], &first, Some(1), &t1);
         assert_eq!(changed[0].last_transition_time, t1);
     }
+
+    #[test]
+    fn a_remote_message_is_cut_to_the_status_bound() {
+        let t = Time(jiff::Timestamp::from_second(1_000).expect("ts"));
+        let flood = Outcome::failed(Reason::AntimatterRequestRejected, "x".repeat(1 << 20));
+        let written = to_conditions(&[("Registered", &flood)], &[], Some(1), &t);
+        assert!(written[0].message.len() <= MAX_MESSAGE_BYTES, "{} bytes", written[0].message.len());
+        assert!(written[0].message.ends_with('…'));
+    }
 }
