@@ -4,6 +4,7 @@
 pub mod antimatter;
 pub mod api;
 pub mod apiserver;
+pub mod authority;
 pub mod azure;
 pub mod bounded;
 pub mod cloud;

@@ -26,6 +26,7 @@ use crate::{
     antimatter::AntimatterClient,
     api::AzureRootKey,
     apiserver,
+    authority::Authority,
     azure::{Azure, IdentityMode},
     cloud::{Cloud, CloudName},
     controller::{self, Context, events::Publisher},
@@ -71,9 +72,18 @@ pub struct RunArgs {
     /// How the operator authenticates to Azure as itself.
     #[arg(long, env = "AZURE_IDENTITY", value_enum, default_value = "auto")]
     pub azure_identity: IdentityMode,
-    /// Tenancy policy file: which namespaces may use the operator's identity for which HSMs.
+    /// Tenancy policy file: which namespaces may use the operator's identity for which HSMs, keys,
+    /// tenants and domains.
     #[arg(long, env = "ROOTKEY_TENANCY_POLICY")]
     pub tenancy_policy: Option<PathBuf>,
+    /// Antimatter API base URLs an object may name in `spec.antimatter.apiUrl` (comma-separated,
+    /// https); API keys are sent to these only.
+    #[arg(long, env = "ANTIMATTER_API_URLS", value_delimiter = ',', default_value = crate::api::DEFAULT_API_URL)]
+    pub antimatter_api_urls: Vec<Url>,
+    /// Antimatter's Azure application ID, the only application the operator grants access to keys.
+    /// Unset: asked from the Antimatter API (objects without an API key are then refused).
+    #[arg(long, env = "ANTIMATTER_APPLICATION_ID", value_parser = guid)]
+    pub antimatter_application_id: Option<String>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -101,6 +111,10 @@ pub struct RunArgs {
     /// RBAC calls (reads and writes) per second per HSM, a little under the limit of about 5; 0 turns pacing off.
     #[arg(long, env = "HSM_RBAC_PER_SECOND", default_value_t = 4.5)]
     pub hsm_rbac_per_second: f64,
+}
+
+fn guid(text: &str) -> Result<String, String> {
+    uuid::Uuid::try_parse(text).map(|_| text.to_owned()).map_err(|_| format!("{text} is not a GUID"))
 }
 
 impl RunArgs {
@@ -201,8 +215,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let policy = match &args.tenancy_policy {
         Some(path) => TenancyPolicy::from_yaml(&std::fs::read_to_string(path)?)
             .with_context(|| format!("tenancy policy {}", path.display()))?,
-        None => TenancyPolicy::default(),
+        None => {
+            tracing::warn!("no tenancy policy: every namespace may use the operator's Azure identity for any HSM");
+            TenancyPolicy::default()
+        }
     };
+    for url in &args.antimatter_api_urls {
+        anyhow::ensure!(url.scheme() == "https", "--antimatter-api-urls: {url} must be https");
+    }
+    let authority = Authority::new(policy, &args.antimatter_api_urls, args.antimatter_application_id.clone());
     let client = apiserver::client().await.context("connecting to the Kubernetes API")?;
     let cluster_id = match &args.cluster_id {
         Some(id) => id.clone(),
@@ -223,8 +244,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Services::new(azure, AntimatterClient::new(antimatter_http)),
-        policy,
+        Services::new(azure, AntimatterClient::new(antimatter_http), client.clone()),
+        authority,
         cluster_id,
         events,
     ));

@@ -34,6 +34,7 @@ pub mod errors;
 pub mod events;
 pub mod inputs;
 pub mod memory;
+pub mod ownership;
 pub mod reasons;
 pub mod secrets;
 pub mod status;
@@ -66,8 +67,9 @@ use self::{
 };
 use crate::{
     api::{AzureRootKey, ConditionStatus, DeletionPolicy, FINALIZER},
+    authority::Authority,
+    locks::KeyedLocks,
     metrics,
-    policy::TenancyPolicy,
     remotes::Services,
 };
 
@@ -78,19 +80,22 @@ pub const FIELD_MANAGER: &str = "rootkey-operator";
 pub struct Context {
     pub client: Client,
     pub services: Services,
-    pub policy: TenancyPolicy,
+    /// What the cluster admin decided: endpoints, Antimatter's application, the tenancy policy.
+    pub authority: Authority,
     /// The cluster's identity (the `kube-system` namespace UID), part of role-assignment names.
     pub cluster_id: String,
     pub events: Publisher,
     pub secrets: secrets::SecretValues,
     pub memory: Memory,
+    /// One reconcile at a time per (HSM, key), so two objects cannot both claim an unmarked key.
+    pub keys_in_use: KeyedLocks<(String, String)>,
 }
 
 impl Context {
     pub fn new(
         client: Client,
         services: Services,
-        policy: TenancyPolicy,
+        authority: Authority,
         cluster_id: String,
         events: Publisher,
     ) -> Self {
@@ -98,10 +103,11 @@ impl Context {
             secrets: secrets::SecretValues::new(client.clone()),
             client,
             services,
-            policy,
+            authority,
             cluster_id,
             events,
             memory: Memory::default(),
+            keys_in_use: KeyedLocks::default(),
         }
     }
 
@@ -163,6 +169,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
     let prev = known.clone().unwrap_or_default();
     let (report, found, has_api_key, hsm_url) = match inputs::resolve(ctx, ark).await {
         Ok(inputs) => {
+            let _key = ctx.keys_in_use.lock((inputs.hsm.url.clone(), ark.spec.key.name.clone())).await;
             let (report, found) = steps::run(&ctx.services, &ctx.cluster_id, ark, &prev, &inputs).await;
             (report, found, inputs.domain.is_some(), Some(inputs.hsm.url.clone()))
         }

@@ -74,7 +74,7 @@ fn checked(ns: &str, name: &str, key: &str, value: ByteString) -> Result<String,
 }
 
 /// A Kubernetes error without anything the API server echoed back from a request.
-fn kube_reason(e: &kube::Error) -> String {
+pub(super) fn kube_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
         _ => "the API server could not be reached".to_owned(),

@@ -47,13 +47,20 @@ fn antimatter_requests(env: &Env) -> usize {
 async fn an_unreachable_antimatter_url_on_30_objects_does_not_delay_another_namespace() {
     let mut env = Env::without_operator("auth-iso").await;
     let other = super::support::namespace(&env.client, "auth-iso-other").await;
-    // An Antimatter endpoint on loopback that accepts and never answers. Bound before the operator
-    // starts: an operator-level allowlist of Antimatter URLs must list it, as it would an
-    // administrator's endpoint that went dark.
+    // An Antimatter endpoint on loopback that accepts and never answers, allowlisted as an
+    // administrator's endpoint that went dark would be.
     let (hole, accepted) = black_hole().await;
     env.spawn_operator_ext(
         &OperatorOptions::default(),
-        &SpawnExtra { args: vec!["--watch-namespaces".into(), format!("{},{other}", env.ns)], ..Default::default() },
+        &SpawnExtra {
+            args: vec![
+                "--watch-namespaces".into(),
+                format!("{},{other}", env.ns),
+                "--antimatter-api-urls".into(),
+                format!("{},https://{hole}", env.api_url()),
+            ],
+            ..Default::default()
+        },
     );
 
     // The other tenant: one object on the sandbox's Antimatter, Ready before the trouble starts.

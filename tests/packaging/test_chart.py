@@ -220,7 +220,14 @@ def test_all_on(render):
     assert mounts["tenancy-policy"]["readOnly"] and mounts["ca-bundle"]["readOnly"]
     (policy_cm,) = find(manifests, "ConfigMap", "rootkey-operator-tenancy-policy")
     policy = yaml.safe_load(policy_cm["data"]["policy.yaml"])
-    assert policy["rules"][0] == {"namespaces": ["team-a"], "hsms": ["contoso-*"]}
+    assert policy["rules"][0] == {
+        "namespaces": ["team-a"],
+        "hsms": ["contoso-*"],
+        "keys": ["team-a-*"],
+        "manualRoute": False,
+    }
+    assert env["ANTIMATTER_API_URLS"] == "https://api.antimatter.io/v2,https://api.eu.antimatter.io/v2"
+    assert env["ANTIMATTER_APPLICATION_ID"] == "8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70"
     (ca_cm,) = find(manifests, "ConfigMap", "rootkey-operator-ca-bundle")
     assert ca_cm["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
     (pdb,) = find(manifests, "PodDisruptionBudget")

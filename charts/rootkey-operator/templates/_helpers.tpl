@@ -100,4 +100,14 @@ app.kubernetes.io/part-of: rootkey-operator
   resources: ["namespaces"]
   resourceNames: ["kube-system"]
   verbs: ["get"]
+{{- $selects := false }}
+{{- range (default (list) .Values.tenancyPolicy.rules) }}
+{{- if .namespaceSelector }}{{ $selects = true }}{{ end }}
+{{- end }}
+{{- if $selects }}
+# The tenancy policy selects namespaces by label: read the labels of an object's namespace.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+{{- end }}
 {{- end -}}

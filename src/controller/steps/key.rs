@@ -11,19 +11,35 @@ use crate::{
     controller::{
         conditions::Outcome,
         errors::Failure,
+        ownership::{self, OWNER_TAG, Owner},
         reasons::{ChangeReason, Reason},
     },
-    remotes::ManagedHsm,
+    policy::Grant,
+    remotes::{ManagedHsm, Owners},
 };
+
+/// Who is asking, for the ownership check: the object and what the policy lets it claim.
+pub struct Claimant<'a> {
+    pub me: &'a Owner,
+    pub grant: &'a Grant,
+    pub owners: &'a dyn Owners,
+}
 
 pub async fn ensure(
     hsm: &dyn ManagedHsm,
     endpoint: &HsmEndpoint,
     spec: &AzureRootKeySpec,
+    claimant: &Claimant<'_>,
 ) -> Result<Step<KeyInfo>, Failure> {
     let name = &spec.key.name;
     let (key, created) = match hsm.key(name).await? {
-        Some(key) => (key, None),
+        Some(key) => {
+            let Claimant { me, grant, owners } = claimant;
+            if let Err(refused) = ownership::claim(&key, name, me, spec.key.adopt, grant, *owners).await {
+                return Ok(Step::stopped(refused));
+            }
+            (key, None)
+        }
         None if spec.key.create == CreatePolicy::Never => {
             return Ok(Step::stopped(Outcome::failed(
                 Reason::KeyNotFound,
@@ -40,8 +56,11 @@ pub async fn ensure(
             )));
         }
         None => {
-            // Created with the domain tag, so the tag step has nothing to do.
-            let tags = BTreeMap::from([(spec.domain_id.clone(), DOMAIN_TAG_VALUE.to_owned())]);
+            // Created with the domain tag and the owner marker, so the tag step has nothing to do.
+            let tags = BTreeMap::from([
+                (spec.domain_id.clone(), DOMAIN_TAG_VALUE.to_owned()),
+                (OWNER_TAG.to_owned(), claimant.me.marker()),
+            ]);
             let key = hsm.create_key(name, spec.key.size, tags).await?;
             let note = format!("Created oct-HSM key {name} ({} bits) in {}", spec.key.size, endpoint.url);
             (key, Some(note))
