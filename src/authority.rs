@@ -25,7 +25,7 @@ impl Authority {
     /// path compared; a trailing `/` ignored).
     pub fn antimatter_url(&self, spec_url: &str) -> Option<Url> {
         let url = normalized(&Url::parse(spec_url).ok()?);
-        self.antimatter_urls.iter().any(|allowed| *allowed == url).then_some(url)
+        self.antimatter_urls.contains(&url).then_some(url)
     }
 
     /// The allowlist, for messages.
