@@ -6,6 +6,7 @@ pub mod api;
 pub mod apiserver;
 pub mod authority;
 pub mod azure;
+pub mod bounded;
 pub mod cloud;
 pub mod controller;
 pub mod crd;

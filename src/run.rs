@@ -11,13 +11,12 @@ use std::{
 
 use anyhow::Context as _;
 use futures::{StreamExt, future::join_all};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt, controller::Config as ControllerConfig, predicates, reflector,
-        reflector::ObjectRef, utils::Predicate, watcher,
+        Controller, WatchStreamExt, controller::Config as ControllerConfig, predicates, reflector, utils::Predicate,
+        watcher,
     },
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -261,11 +260,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
+    let mut led_from = None;
     if let Some(elector) = &elector {
         tracing::info!(identity = %pod, "waiting for leadership");
         let mut stop = stop_rx.clone();
         tokio::select! {
-            _ = elector.acquire() => tracing::info!("leading"),
+            sent = elector.acquire() => {
+                led_from = Some(sent);
+                tracing::info!("leading");
+            }
             _ = stop.changed() => return Ok(()),
         }
     }
@@ -281,17 +284,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|ns| run_controller(client.clone(), ns, ctx.clone(), args.concurrency, stop_rx.clone())),
     );
     let lost = async {
-        match &elector {
-            Some(e) => e.hold().await,
-            None => std::future::pending().await,
+        match (&elector, led_from) {
+            (Some(e), Some(renewed)) => e.hold(renewed).await,
+            _ => std::future::pending().await,
         }
     };
+    // Losing ends the select, which drops the controllers (and every reconcile in flight) before
+    // anything below runs.
     let outcome = tokio::select! {
         _ = controllers => Ok(()),
         _ = lost => Err(anyhow::anyhow!("lost leadership; exiting so that only one replica reconciles")),
     };
-    if let Some(elector) = &elector {
-        elector.release().await;
+    match (&outcome, &elector) {
+        (Err(_), _) => tracing::error!("stopped reconciling: leadership was lost or not renewed in time"),
+        (Ok(()), Some(elector)) => elector.release().await,
+        (Ok(()), None) => {}
     }
     signal.abort();
     probes.abort();
@@ -301,8 +308,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// One controller over AzureRootKeys (in one namespace or all), also woken by changes to the
-/// Secrets they reference (metadata only: Secret contents are read per reconcile, never cached).
+/// One controller over AzureRootKeys (in one namespace or all). Secrets are not watched (the
+/// operator may only `get` the ones objects name): a changed Secret is read again within
+/// `secrets::REMEMBER_FOR` (see `controller::secrets`).
 async fn run_controller(
     client: Client,
     ns: Option<String>,
@@ -310,13 +318,13 @@ async fn run_controller(
     concurrency: u16,
     stop: watch::Receiver<bool>,
 ) {
-    let (keys, secrets): (Api<AzureRootKey>, Api<PartialObjectMeta<Secret>>) = match &ns {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let keys: Api<AzureRootKey> = match &ns {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
     };
     // Status writes (ours) do not wake the controller: only spec (generation), finalizer and
-    // annotation changes do, plus requeues and referenced Secrets. Deletion of an object with a
-    // finalizer bumps the generation.
+    // annotation changes do, plus requeues. Deletion of an object with a finalizer bumps the
+    // generation.
     let (store, writer) = reflector::store();
     // The cache keeps what reconciles read: managed fields and kubectl's copy of the last applied
     // manifest are dropped, as they would roughly double its size. They can only be dropped once a
@@ -344,7 +352,7 @@ async fn run_controller(
             Default::default(),
         );
     let controller = Controller::for_stream(changes, store.clone());
-    let (gauge_store, gauge_ctx, gauge_ns) = (store.clone(), ctx.clone(), ns.clone());
+    let (gauge_store, gauge_ctx, gauge_ns) = (store, ctx.clone(), ns.clone());
     let housekeeping = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -354,25 +362,8 @@ async fn run_controller(
         }
     });
     let mut stop_signal = stop.clone();
-    let secret_values = ctx.clone();
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
-        .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
-            let (ns, name) = (secret.namespace(), secret.name_any());
-            if let (Some(ns), Some(version)) = (&ns, secret.resource_version()) {
-                secret_values.secrets.observe(ns, &name, &version);
-            }
-            store
-                .state()
-                .into_iter()
-                .filter(|ark| {
-                    ark.namespace() == ns
-                        && (ark.spec.antimatter.api_key_secret_ref.as_ref().is_some_and(|r| r.name == name)
-                            || ark.spec.azure_credentials_secret_ref.as_ref().is_some_and(|r| r.name == name))
-                })
-                .map(|ark| ObjectRef::from(ark.as_ref()))
-                .collect::<Vec<_>>()
-        })
         .graceful_shutdown_on(async move {
             let _ = stop_signal.wait_for(|s| *s).await;
         })

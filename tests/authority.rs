@@ -5,6 +5,10 @@ mod support;
 
 #[path = "authority/endpoints.rs"]
 mod endpoints;
+#[path = "authority/isolation.rs"]
+mod isolation;
+#[path = "authority/leader.rs"]
+mod leader;
 #[path = "authority/ownership.rs"]
 mod ownership;
 #[path = "authority/policy.rs"]

@@ -342,7 +342,8 @@ async fn wrong_api_key_and_foreign_urls_are_refused() {
     // Without spec.antimatter.applicationId the operator asks Antimatter for it: refused first there.
     let o = env.wait_condition("badkey", "Ready", ConditionStatus::False, Some("InvalidCredentials")).await;
     assert!(condition(&o, "Ready").is_some_and(|c| c.message.contains("apiKeySecretRef")));
-    // The fixed API key is picked up when the Secret changes (Secrets are watched).
+    // The fixed API key is picked up on the retry: a refused key is read again from its Secret
+    // (Secrets are not watched).
     env.api_key_secret("api-key", API_KEY).await;
     env.wait_ready("badkey").await;
 

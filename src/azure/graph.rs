@@ -30,10 +30,18 @@ pub enum Found {
     Created,
 }
 
+/// Tenants whose principal lookups are remembered at once.
+const REMEMBERED_PRINCIPALS: usize = 1024;
+
 /// Service principal object IDs per (tenant, app), looked up once.
-#[derive(Default)]
 pub struct Graph {
     principals: Memo<(String, String), String>,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Self { principals: Memo::new(REMEMBERED_PRINCIPALS) }
+    }
 }
 
 impl Graph {

@@ -180,6 +180,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
             prev.hsm_url.clone(),
         ),
     };
+    forget_refused_secrets(ctx, ark, &report);
     let ready = report.ready(has_api_key, ark.spec.antimatter.activate);
     let status = status::build(ark, &prev, &report, &found, &ready, hsm_url);
 
@@ -212,6 +213,26 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         Ok(Action::requeue(jittered(check_interval(ark))))
     } else {
         Ok(Action::requeue(ctx.memory.backoff(ark, report.retry_after)))
+    }
+}
+
+/// A credential a service refused may have been changed in its Secret since it was remembered (no
+/// watch tells the operator): the retry reads the object's Secrets again.
+fn forget_refused_secrets(ctx: &Context, ark: &AzureRootKey, report: &Report) {
+    let refused = report
+        .outcomes()
+        .any(|(_, o)| matches!(o.reason, reasons::Reason::InvalidCredentials | reasons::Reason::Forbidden));
+    if !refused {
+        return;
+    }
+    let ns = ark.namespace().unwrap_or_default();
+    let spec = &ark.spec;
+    let names = [
+        spec.antimatter.api_key_secret_ref.as_ref().map(|r| &r.name),
+        spec.azure_credentials_secret_ref.as_ref().map(|r| &r.name),
+    ];
+    for name in names.into_iter().flatten() {
+        ctx.secrets.forget(&ns, name);
     }
 }
 
