@@ -1041,3 +1041,26 @@ async fn revoke_undoes_what_was_made_but_never_the_key() {
     }
     steps::revoke(&fake, &ark, &inputs(true)).await.expect("revoking again finds nothing to do");
 }
+
+/// `atScope()` lists the principal's assignment at `/` too; the one adopted after a 409 is the one
+/// at the key's scope (so `Revoke` can never delete an HSM-wide grant), found whatever the GUID case.
+#[tokio::test]
+async fn a_conflict_adopts_the_assignment_at_the_keys_scope_not_one_above_it() {
+    let assignment = |scope: &str, name: &str, principal: &str| {
+        let properties = RoleAssignmentProperties {
+            scope: Some(scope.into()),
+            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
+            principal_id: principal.into(),
+        };
+        ((scope.to_owned(), name.to_owned()), RoleAssignment { name: name.into(), properties })
+    };
+    let mut world = World::default();
+    given_principal(&mut world);
+    world.assignments.extend([assignment("/", "hsm-wide", "sp-given"), assignment("/keys/k", "by-hand", "SP-GIVEN")]);
+    world.faults.insert("rbac.put", Fault::Status(409, "MatchingRoleAssignmentExists", None));
+    let fake = Fake::new(world);
+    let ark = object(|s| s.antimatter.service_principal_object_id = Some("sp-given".into()));
+    let run = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert_eq!(run.report.outcome(Kind::RoleAssigned).map(|o| o.reason), Some(Reason::RoleAssigned));
+    assert_eq!(run.found.assignment.as_deref(), Some("by-hand"));
+}

@@ -240,7 +240,9 @@ impl ManagedHsm for Session<'_> {
 
     async fn assignments_at(&self, scope: &str) -> Result<Vec<RoleAssignment>, RemoteError> {
         let world = self.0.call("rbac.list")?;
-        Ok(world.assignments.iter().filter(|((s, _), _)| s == scope).map(|(_, a)| a.clone()).collect())
+        // As `$filter=atScope()` answers: the assignments at the scope and above it.
+        let covers = |s: &str| s == "/" || s == scope || scope.starts_with(&format!("{s}/"));
+        Ok(world.assignments.iter().filter(|((s, _), _)| covers(s)).map(|(_, a)| a.clone()).collect())
     }
 }
 
