@@ -1,39 +1,36 @@
 //! A map with a fixed capacity and an optional lifetime per entry, for every cache the operator
 //! keeps of what objects name (Secrets, credentials, key clients, logins, lookups, pacers): any
 //! number of objects, or one object naming ever new values, can only push old entries out, never
-//! grow the process. Full, it drops the least recently used entry. Hand-written (a scan on insert
-//! into a full map) because no bounded cache is among the dependencies, and the caches hold at most
-//! a few thousand entries.
+//! grow the process. Full, it drops an expired entry if there is one, else the least recently used
+//! (the `lru` crate keeps the order; the lifetime is this wrapper's).
 
 use std::{
     borrow::Borrow,
-    collections::HashMap,
     hash::Hash,
+    num::NonZeroUsize,
     time::{Duration, Instant},
 };
+
+use lru::LruCache;
 
 struct Slot<V> {
     value: V,
     inserted: Instant,
-    /// Ticks of the last use, for eviction.
-    used: u64,
 }
 
 pub struct BoundedMap<K, V> {
-    capacity: usize,
     lifetime: Option<Duration>,
-    slots: HashMap<K, Slot<V>>,
-    tick: u64,
+    slots: LruCache<K, Slot<V>>,
 }
 
 impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
     /// At most `capacity` entries (at least 1), each kept at most `lifetime` when given.
     pub fn new(capacity: usize, lifetime: Option<Duration>) -> Self {
-        Self { capacity: capacity.max(1), lifetime, slots: HashMap::new(), tick: 0 }
+        Self { lifetime, slots: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)) }
     }
 
-    fn expired(&self, slot: &Slot<V>, now: Instant) -> bool {
-        self.lifetime.is_some_and(|l| now.saturating_duration_since(slot.inserted) >= l)
+    fn expired(lifetime: Option<Duration>, slot: &Slot<V>, now: Instant) -> bool {
+        lifetime.is_some_and(|l| now.saturating_duration_since(slot.inserted) >= l)
     }
 
     /// The live entry for `key`, marked as used.
@@ -50,25 +47,20 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        if self.slots.get(key).is_some_and(|slot| self.expired(slot, now)) {
-            self.slots.remove(key);
+        if self.slots.peek(key).is_some_and(|slot| Self::expired(self.lifetime, slot, now)) {
+            self.slots.pop(key);
             return None;
         }
-        self.tick += 1;
-        let tick = self.tick;
-        self.slots.get_mut(key).map(|slot| {
-            slot.used = tick;
-            &mut slot.value
-        })
+        self.slots.get_mut(key).map(|slot| &mut slot.value)
     }
 
     /// The live entry for `key`, inserting `make()` when there is none.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let now = Instant::now();
         if self.get_at(&key, now).is_none() {
-            self.insert_at(key.clone(), make(), now);
+            self.make_room(&key, now);
         }
-        self.get_at(&key, now).expect("present: just inserted")
+        &mut self.slots.get_or_insert_mut(key, || Slot { value: make(), inserted: now }).value
     }
 
     pub fn insert(&mut self, key: K, value: V) {
@@ -76,31 +68,35 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
     }
 
     fn insert_at(&mut self, key: K, value: V, now: Instant) {
-        if !self.slots.contains_key(&key) && self.slots.len() >= self.capacity {
-            self.evict(now);
-        }
-        self.tick += 1;
-        self.slots.insert(key, Slot { value, inserted: now, used: self.tick });
+        self.make_room(&key, now);
+        self.slots.put(key, Slot { value, inserted: now });
     }
 
-    /// Drops every expired entry, or else the least recently used one.
-    fn evict(&mut self, now: Instant) {
-        let before = self.slots.len();
-        if let Some(lifetime) = self.lifetime {
-            self.slots.retain(|_, slot| now.saturating_duration_since(slot.inserted) < lifetime);
-        }
-        if self.slots.len() < before {
+    /// Before a new key goes into a full map, drops the expired entries, so that the least recently
+    /// used live one is dropped only when none has expired.
+    fn make_room(&mut self, key: &K, now: Instant) {
+        if self.slots.len() < self.slots.cap().get() || self.slots.contains(key) {
             return;
         }
-        let oldest = self.slots.iter().min_by_key(|(_, slot)| slot.used).map(|(k, _)| k.clone());
-        if let Some(oldest) = oldest {
-            self.slots.remove(&oldest);
-        }
+        let lifetime = self.lifetime;
+        self.retain_slots(|_, slot| !Self::expired(lifetime, slot, now));
     }
 
     /// Keeps only the entries for which `keep` holds.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        self.slots.retain(|k, slot| keep(k, &mut slot.value));
+        self.retain_slots(|k, slot| keep(k, &mut slot.value));
+    }
+
+    fn retain_slots(&mut self, mut keep: impl FnMut(&K, &mut Slot<V>) -> bool) {
+        let mut dropped = Vec::new();
+        for (k, slot) in self.slots.iter_mut() {
+            if !keep(k, slot) {
+                dropped.push(k.clone());
+            }
+        }
+        for key in dropped {
+            self.slots.pop(&key);
+        }
     }
 
     #[cfg(test)]
