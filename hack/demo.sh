@@ -71,7 +71,9 @@ done
 
 step "Ready"
 kubectl -n "$NS" get ark
-kubectl -n "$NS" get ark contoso-root -o jsonpath='{"\n"}    key URL:        {.status.keyUrl}{"\n"}    tenant:         {.status.tenantId}{"\n"}    principal:      {.status.servicePrincipalObjectId}{"\n"}    role assignment:{.status.roleAssignmentName}{"\n"}    root key ID:    {.status.rootEncryptionKeyId}{"\n"}    pairing:        {.status.pairing.status} in {.status.pairing.latencyMs} ms{"\n"}'
+
+step "rootkey-operator status $NS/contoso-root"
+"$TARGET/rootkey-operator" status "$NS/contoso-root" | sed 's/^/    /'
 
 step "remote calls the sandbox served (including Antimatter's own pairing-check calls)"
 python3 - "$ADMIN_PORT" <<'PY'
@@ -84,6 +86,8 @@ PY
 cat <<EOF
 
 Look next:
+  KUBECONFIG=$KUBECONFIG $TARGET/rootkey-operator status $NS/contoso-root
+  KUBECONFIG=$KUBECONFIG $TARGET/rootkey-operator recheck $NS/contoso-root   # check now
   KUBECONFIG=$KUBECONFIG $BIN/kubectl -n $NS describe ark contoso-root
   curl -s http://127.0.0.1:$ADMIN_PORT/state        # what the sandbox holds now
   curl -s http://127.0.0.1:$METRICS_PORT/metrics           # the operator's metrics

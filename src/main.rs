@@ -23,6 +23,18 @@ enum Command {
     Crd,
     /// Print the Azure CLI script of the product page's manual flow, for one HSM key and domain.
     Script(ScriptArgs),
+    /// Show an AzureRootKey's conditions, what to do about each failing one, and its recent events.
+    Status {
+        /// The object, as NAMESPACE/NAME.
+        #[arg(value_parser = rootkey_operator::cli::parse_object)]
+        object: (String, String),
+    },
+    /// Make the operator check an AzureRootKey now (sets the antimatter.io/recheck annotation).
+    Recheck {
+        /// The object, as NAMESPACE/NAME.
+        #[arg(value_parser = rootkey_operator::cli::parse_object)]
+        object: (String, String),
+    },
     /// Print the version.
     Version,
     /// Rewrite the generated tables of a docs/reference.md in place (`make generate`).
@@ -59,6 +71,19 @@ fn key_size(s: &str) -> Result<u16, String> {
     }
 }
 
+/// Runs one request-and-answer command against the cluster `KUBECONFIG` (or the pod) names.
+fn kube_command<F, Fut>(command: F) -> anyhow::Result<String>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let client = rootkey_operator::apiserver::client().await?;
+        command(client).await
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         // Blocking threads resolve host names for new connections; a burst of reconciles would
@@ -80,6 +105,16 @@ fn main() -> anyhow::Result<()> {
                 key_size: a.key_size,
             })
         ),
+        Command::Status { object: (ns, name) } => {
+            print!("{}", kube_command(|c| rootkey_operator::cli::status(c, &ns, &name))?)
+        }
+        Command::Recheck { object: (ns, name) } => {
+            let at = kube_command(|c| rootkey_operator::cli::recheck(c, &ns, &name))?;
+            println!(
+                "asked the operator to check {ns}/{name} now ({} = {at})",
+                rootkey_operator::cli::RECHECK_ANNOTATION
+            );
+        }
         Command::Version => println!("rootkey-operator {}", env!("CARGO_PKG_VERSION")),
         Command::ReferenceTables { path } => {
             let doc = std::fs::read_to_string(&path)?;

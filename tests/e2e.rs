@@ -586,3 +586,43 @@ async fn workload_identity_with_a_service_account_token_from_the_cluster() {
     env.wait_ready("wi").await;
     assert!(env.sandbox.key(HSM, "wi-key").is_some(), "the key was created with the federated identity");
 }
+
+/// `rootkey-operator status` tells what is wrong and what to do; `recheck` makes the operator check
+/// a Ready object at once, long before its interval.
+#[tokio::test]
+async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
+    let env = Env::start("e2e-cli").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rootkey-operator")).args(args).output().expect("cli");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    env.apply("missing", env.spec("absent-key", json!({"key": {"create": "Never"}}))).await;
+    env.wait_condition("missing", "KeyReady", ConditionStatus::False, Some("KeyNotFound")).await;
+    // The Warning event is written shortly after the status.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let shown = loop {
+        let shown = cli(&["status", &format!("{}/missing", env.ns)]);
+        if shown.contains("Warning") || std::time::Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(shown.contains("KeyReady") && shown.contains("KeyNotFound"), "{shown}");
+    assert!(shown.contains("What to do:") && shown.contains("set `create: IfMissing`"), "{shown}");
+    assert!(shown.contains("Warning") && shown.contains("Recent events:"), "{shown}");
+
+    env.apply("root", env.spec("cli-key", json!({}))).await;
+    env.wait_ready("root").await;
+    // Settled: nothing would check it again within its hour.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let checks = env.sandbox.count("antimatter", "rek.test");
+    cli(&["recheck", &format!("{}/root", env.ns)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.sandbox.count("antimatter", "rek.test") == checks {
+        assert!(std::time::Instant::now() < deadline, "recheck ran no pairing check");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cli(&["status", &format!("{}/root", env.ns)]).contains("Healthy"));
+}
