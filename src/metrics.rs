@@ -1,5 +1,7 @@
 //! Prometheus metrics. Every label comes from a bounded set: services, fixed operation names, HTTP
-//! status codes, reconcile results and Ready states — never object names or URLs.
+//! status codes, reconcile results, condition types and statuses, and — for the per-object series —
+//! the namespace and name of objects the operator watches, whose series go when the object goes.
+//! Never URLs, key names or messages.
 
 use std::{
     collections::HashMap,
@@ -63,12 +65,35 @@ struct ReadyLabels {
     ready: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub namespace: String,
+    pub name: String,
+    /// The condition type (`Ready`, `KeyReady`, …).
+    pub condition: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
 struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     reconciles: Family<ResultLabels, Counter>,
     duration: Histogram,
     objects: Family<ReadyLabels, Gauge>,
+    conditions: Family<ConditionLabels, Gauge>,
+    pairing_healthy: Family<ObjectLabels, Gauge>,
+    leader: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -85,7 +110,24 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register("reconciles", "Reconciles by result (ok, error)", reconciles.clone());
     registry.register("reconcile_duration_seconds", "Time spent in one reconcile", duration.clone());
     registry.register("objects", "AzureRootKey objects by Ready condition status", objects.clone());
-    Metrics { registry, calls, reconciles, duration, objects }
+    let conditions = Family::<ConditionLabels, Gauge>::default();
+    registry.register(
+        "object_condition",
+        "1 for each condition of each AzureRootKey, with its current status (True, False, Unknown)",
+        conditions.clone(),
+    );
+    let pairing_healthy = Family::<ObjectLabels, Gauge>::default();
+    registry.register(
+        "object_pairing_healthy",
+        "1 when the AzureRootKey's last pairing check was Healthy, 0 otherwise (absent before the first check)",
+        pairing_healthy.clone(),
+    );
+    let leader = Gauge::default();
+    registry.register("leader", "1 while this replica leads (or runs without leader election)", leader.clone());
+    let build = Family::<VersionLabels, Gauge>::default();
+    build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+    registry.register("build_info", "1, labelled with the operator's version", build);
+    Metrics { registry, calls, reconciles, duration, objects, conditions, pairing_healthy, leader }
 });
 
 /// Counts one remote call sent at `sent` (and traces it, for profiling a reconcile). `code` 0 means
@@ -116,6 +158,54 @@ pub fn set_objects(scope: Option<&str>, counts: [i64; 3]) {
     }
 }
 
+/// One watched object's per-object series, as the housekeeping pass read them from the cache.
+pub struct ObjectSeries {
+    pub object: ObjectLabels,
+    pub conditions: Vec<(String, &'static str)>,
+    pub pairing_healthy: Option<bool>,
+}
+
+/// The per-object series last set for each controller's scope, so that a deleted object's go.
+static SERIES_BY_SCOPE: LazyLock<Mutex<HashMap<Option<String>, Vec<ObjectSeries>>>> = LazyLock::new(Mutex::default);
+
+/// Replaces one controller's per-object series with `objects`.
+pub fn set_object_series(scope: Option<&str>, objects: Vec<ObjectSeries>) {
+    let mut by_scope = lock(&SERIES_BY_SCOPE);
+    for old in by_scope.remove(&scope.map(str::to_owned)).unwrap_or_default() {
+        for (type_, status) in old.conditions {
+            let labels = ConditionLabels {
+                namespace: old.object.namespace.clone(),
+                name: old.object.name.clone(),
+                condition: type_,
+                status,
+            };
+            METRICS.conditions.remove(&labels);
+        }
+        METRICS.pairing_healthy.remove(&old.object);
+    }
+    for series in &objects {
+        let o = &series.object;
+        for (type_, status) in &series.conditions {
+            let labels = ConditionLabels {
+                namespace: o.namespace.clone(),
+                name: o.name.clone(),
+                condition: type_.clone(),
+                status,
+            };
+            METRICS.conditions.get_or_create(&labels).set(1);
+        }
+        if let Some(healthy) = series.pairing_healthy {
+            METRICS.pairing_healthy.get_or_create(o).set(i64::from(healthy));
+        }
+    }
+    by_scope.insert(scope.map(str::to_owned), objects);
+}
+
+/// Whether this replica reconciles now.
+pub fn set_leader(leading: bool) {
+    METRICS.leader.set(i64::from(leading));
+}
+
 /// The metrics in the Prometheus text format.
 pub fn render() -> String {
     let mut out = String::new();
@@ -127,6 +217,31 @@ pub fn render() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deleted object's series go at the next pass; a changed status replaces its series.
+    #[test]
+    fn per_object_series_follow_the_objects() {
+        let object = |name: &str, ready: &'static str| ObjectSeries {
+            object: ObjectLabels { namespace: "team-x".into(), name: name.into() },
+            conditions: vec![("Ready".into(), ready)],
+            pairing_healthy: Some(ready == "True"),
+        };
+        set_object_series(Some("team-x"), vec![object("a", "True"), object("b", "False")]);
+        let text = render();
+        assert!(
+            text.contains(
+                r#"rootkey_operator_object_condition{namespace="team-x",name="b",condition="Ready",status="False"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"rootkey_operator_object_pairing_healthy{namespace="team-x",name="a"} 1"#), "{text}");
+        set_object_series(Some("team-x"), vec![object("b", "True")]);
+        let text = render();
+        assert!(!text.contains(r#"name="a""#), "a was deleted:\n{text}");
+        assert!(!text.contains(r#"name="b",condition="Ready",status="False""#), "b's old status is gone:\n{text}");
+        assert!(text.contains(r#"name="b",condition="Ready",status="True"} 1"#));
+        assert!(text.contains(r#"rootkey_operator_build_info{version=""#));
+    }
 
     /// With several watched namespaces, each controller reports its own cache: the gauge is their
     /// sum, not whichever reported last.

@@ -261,12 +261,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let mut led_from = None;
+    metrics::set_leader(elector.is_none());
     if let Some(elector) = &elector {
         tracing::info!(identity = %pod, "waiting for leadership");
         let mut stop = stop_rx.clone();
         tokio::select! {
             sent = elector.acquire() => {
                 led_from = Some(sent);
+                metrics::set_leader(true);
                 tracing::info!("leading");
             }
             _ = stop.changed() => return Ok(()),
@@ -295,6 +297,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = controllers => Ok(()),
         _ = lost => Err(anyhow::anyhow!("lost leadership; exiting so that only one replica reconciles")),
     };
+    metrics::set_leader(false);
     match (&outcome, &elector) {
         (Err(_), _) => tracing::error!("stopped reconciling: leadership was lost or not renewed in time"),
         (Ok(()), Some(elector)) => elector.release().await,
@@ -356,8 +359,12 @@ async fn run_controller(
     let housekeeping = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            let counts = controller::count_ready(gauge_store.state().iter().map(|a| a.as_ref()));
-            metrics::set_objects(gauge_ns.as_deref(), counts);
+            let objects = gauge_store.state();
+            metrics::set_objects(gauge_ns.as_deref(), controller::count_ready(objects.iter().map(|a| a.as_ref())));
+            metrics::set_object_series(
+                gauge_ns.as_deref(),
+                controller::object_series(objects.iter().map(|a| a.as_ref())),
+            );
             gauge_ctx.memory.forget_stale(&gauge_store, gauge_ns.as_deref());
         }
     });

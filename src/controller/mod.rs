@@ -281,6 +281,29 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
     Err(Error::RevokeBlocked(blocked.reason))
 }
 
+/// The per-object series of the objects in one controller's cache.
+pub fn object_series<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> Vec<metrics::ObjectSeries> {
+    objects
+        .map(|ark| {
+            let status = ark.status.as_ref();
+            let status_name = |s: ConditionStatus| match s {
+                ConditionStatus::True => "True",
+                ConditionStatus::False => "False",
+                ConditionStatus::Unknown => "Unknown",
+            };
+            metrics::ObjectSeries {
+                object: metrics::ObjectLabels { namespace: ark.namespace().unwrap_or_default(), name: ark.name_any() },
+                conditions: status
+                    .map(|s| s.conditions.iter().map(|c| (c.type_.to_string(), status_name(c.status))).collect())
+                    .unwrap_or_default(),
+                pairing_healthy: status
+                    .and_then(|s| s.pairing.as_ref())
+                    .map(|p| p.status == crate::api::PairingState::Healthy),
+            }
+        })
+        .collect()
+}
+
 /// Counts objects by Ready status (`True`, `False`, `Unknown`) for the `objects` gauge.
 pub fn count_ready<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> [i64; 3] {
     objects.fold([0; 3], |[t, f, u], ark| {
