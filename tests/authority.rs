@@ -2,3 +2,6 @@
 //! against the real API server and the sandbox. One module per part of the authority model.
 
 mod support;
+
+#[path = "authority/revoke.rs"]
+mod revoke;

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::tag::DOMAIN_TAG_VALUE;
+use super::{role::object_uid, tag};
 use crate::controller::step::Step;
 use crate::{
-    api::{AzureRootKeySpec, CreatePolicy},
+    api::{AzureRootKey, CreatePolicy},
     azure::keys::KeyInfo,
     cloud::HsmEndpoint,
     controller::{
@@ -19,8 +19,9 @@ use crate::{
 pub async fn ensure(
     hsm: &dyn ManagedHsm,
     endpoint: &HsmEndpoint,
-    spec: &AzureRootKeySpec,
+    ark: &AzureRootKey,
 ) -> Result<Step<KeyInfo>, Failure> {
+    let spec = &ark.spec;
     let name = &spec.key.name;
     let (key, created) = match hsm.key(name).await? {
         Some(key) => (key, None),
@@ -40,8 +41,8 @@ pub async fn ensure(
             )));
         }
         None => {
-            // Created with the domain tag, so the tag step has nothing to do.
-            let tags = BTreeMap::from([(spec.domain_id.clone(), DOMAIN_TAG_VALUE.to_owned())]);
+            // Created with the domain tag (and its marker), so the tag step has nothing to do.
+            let tags = BTreeMap::from(tag::ours(&spec.domain_id, &object_uid(ark)));
             let key = hsm.create_key(name, spec.key.size, tags).await?;
             let note = format!("Created oct-HSM key {name} ({} bits) in {}", spec.key.size, endpoint.url);
             (key, Some(note))
