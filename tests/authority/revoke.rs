@@ -19,7 +19,7 @@ use rootkey_operator::{
 };
 use serde_json::{Value, json};
 
-use crate::support::env::{API_KEY, DOMAIN, Env, HSM, OperatorOptions, SpawnExtra, condition};
+use crate::support::env::{ANTIMATTER_APP, API_KEY, DOMAIN, Env, HSM, OperatorOptions, SpawnExtra, TENANT, condition};
 
 /// Everything an object's access consists of: the Crypto User assignments at the key, the key's
 /// tags, the domain's registrations of the key, and the active key.
@@ -121,7 +121,10 @@ async fn revoke_of_a_shadow_object_leaves_the_owners_tag_assignment_and_pairing(
 async fn revoke_without_an_api_key_is_refused_at_admission_and_released_as_retain_at_run_time() {
     let mut cp = controlplane::ControlPlane::start(&controlplane::default_bin_dir()).await.expect("own control plane");
     let mut env = Env::on_control_plane(cp.kubeconfig_path(), "auth-manual").await;
-    let manual = env.spec("manual-key", json!({"deletionPolicy": "Revoke", "antimatter": {"apiKeySecretRef": null}}));
+    let manual = env.spec(
+        "manual-key",
+        json!({"deletionPolicy": "Revoke", "antimatter": {"apiKeySecretRef": null, "applicationId": ANTIMATTER_APP}}),
+    );
     let doc = json!({"apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey", "metadata": {"name": "manual"}, "spec": manual});
     let refused = env.api.patch("manual", &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&doc)).await;
     let message = refused.expect_err("Revoke without an API key is refused").to_string();
@@ -141,7 +144,7 @@ async fn revoke_without_an_api_key_is_refused_at_admission_and_released_as_retai
     let rek = antimatter_by_hand(
         &env,
         "keys",
-        json!({"description": "by hand", "keyInformation": {"providerName": "azure_am", "tenantID": crate::support::env::TENANT, "keyURL": key_url}}),
+        json!({"description": "by hand", "keyInformation": {"providerName": "azure_am", "tenantID": TENANT, "keyURL": key_url}}),
     )
     .await["rekID"]
         .as_str()
@@ -189,9 +192,12 @@ async fn rotation_incomplete_blocks_revoke() {
     let env = Env::start("auth-rotation").await;
     env.api_key_secret("api-key", API_KEY).await;
     env.apply("rotating", env.spec("rot-key", json!({"deletionPolicy": "Revoke"}))).await;
-    env.wait_ready("rotating").await;
+    let ready = env.wait_ready("rotating").await;
+    let rek = ready.status.and_then(|s| s.root_encryption_key_id).expect("registered");
     env.sandbox.patch_settings(serde_json::from_value(json!({"rotate_batches": 100_000})).expect("settings"));
-    // A person makes Antimatter's default key active again: a long rotation starts.
+    // A person makes the key active, then Antimatter's default key again: a long rotation away
+    // from this key starts.
+    antimatter_by_hand(&env, "active-key", json!({"keyID": rek})).await;
     antimatter_by_hand(&env, "active-key", json!({"keyID": "default"})).await;
     let before = access(&env, "rot-key");
 
