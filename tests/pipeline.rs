@@ -933,10 +933,11 @@ async fn revoke_waits_until_rotation_is_complete() {
     let waiting = revoke(&fake, &ark).await.expect_err("rotation not complete");
     assert_eq!((waiting.outcome.status, waiting.outcome.reason), (U, Reason::RotationIncomplete));
     assert!(waiting.retry_after.is_some(), "comes back soon");
-    let world = fake.world();
-    assert!(world.count("am.rotate") > 1, "the operator drives the rotation");
-    assert_eq!((world.registrations.len(), world.assignments.len()), (1, 1), "nothing removed");
-    drop(world);
+    {
+        let world = fake.world();
+        assert!(world.count("am.rotate") > 1, "the operator drives the rotation");
+        assert_eq!((world.registrations.len(), world.assignments.len()), (1, 1), "nothing removed");
+    }
 
     let revoked = revoke(&fake, &ark).await.expect("rotation finished");
     assert_eq!(revoked.removed.len(), 3, "{revoked:?}");

@@ -263,9 +263,15 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
                 true => "Removed nothing: this object added nothing that is still there".to_owned(),
                 false => format!("Removed {}", revoked.removed.join(", ")),
             };
-            ctx.event(ark, EventType::Normal, ChangeReason::Revoked.as_str(), format!("{removed}; the key itself is kept."));
+            ctx.event(
+                ark,
+                EventType::Normal,
+                ChangeReason::Revoked.as_str(),
+                format!("{removed}; the key itself is kept."),
+            );
             if !revoked.kept.is_empty() {
-                let note = format!("Left in place (not added by this object, or still needed): {}.", listing(&revoked.kept));
+                let note =
+                    format!("Left in place (not added by this object, or still needed): {}.", listing(&revoked.kept));
                 ctx.event(ark, EventType::Warning, Reason::AccessLeftInPlace.as_str(), note);
             }
             ctx.memory.forget(ark);

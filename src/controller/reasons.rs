@@ -283,9 +283,7 @@ impl ChangeReason {
             ChangeReason::RoleAssigned => "the operator assigned \"Managed HSM Crypto User\" at the key",
             ChangeReason::Registered => "the operator registered the key URL with Antimatter",
             ChangeReason::Activated => "the operator made the key active",
-            ChangeReason::Revoked => {
-                "`Revoke` deletion removed what this object had added (listed); the key is kept"
-            }
+            ChangeReason::Revoked => "`Revoke` deletion removed what this object had added (listed); the key is kept",
         }
     }
 }

@@ -168,15 +168,8 @@ pub async fn run(
         async {
             match role_inputs {
                 Ok(principal) => Step::settle(
-                    role::ensure(
-                        &*hsm,
-                        cluster_id,
-                        &inputs.hsm,
-                        ark,
-                        principal,
-                        known.role_assignment_name.as_deref(),
-                    )
-                    .await,
+                    role::ensure(&*hsm, cluster_id, &inputs.hsm, ark, principal, known.role_assignment_name.as_deref())
+                        .await,
                 ),
                 Err(waiting) => Step::stopped(waiting),
             }
@@ -192,7 +185,8 @@ pub async fn run(
     let held = report.take(Kind::RoleAssigned, role);
     found.created.role_assignment_name = held.as_ref().filter(|h| h.created).map(|h| h.name.clone());
     found.assignment = held.map(|h| h.name);
-    found.created.domain_tag = found.key.as_ref().is_some_and(|k| tag::added_by(k, &spec.domain_id, &role::object_uid(ark)));
+    found.created.domain_tag =
+        found.key.as_ref().is_some_and(|k| tag::added_by(k, &spec.domain_id, &role::object_uid(ark)));
 
     let (Some(domain), Some(registered)) = (domain, registered) else {
         report.manual(found.key.as_ref(), &spec.tenant_id);
@@ -346,7 +340,8 @@ async fn revoke_into(
 /// added by another object, or by an operator version that kept no record (no proof, so it stays).
 pub fn left_in_place(ark: &AzureRootKey, done: &Revoked) -> Vec<String> {
     let Some(status) = &ark.status else { return Vec::new() };
-    let tagged = status.conditions.iter().any(|c| c.type_ == Kind::TagApplied.as_str() && c.status == ConditionStatus::True);
+    let tagged =
+        status.conditions.iter().any(|c| c.type_ == Kind::TagApplied.as_str() && c.status == ConditionStatus::True);
     let shown = [
         status.role_assignment_name.as_ref().map(|n| format!("role assignment {n}")),
         status.root_encryption_key_id.as_ref().map(|r| format!("registration {r}")),

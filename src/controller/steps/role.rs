@@ -6,7 +6,9 @@ use uuid::Uuid;
 use crate::controller::step::Step;
 use crate::{
     api::AzureRootKey,
-    azure::rbac::{CRYPTO_USER_ROLE, CRYPTO_USER_ROLE_DEFINITION, RoleAssignment, RoleAssignmentProperties, is_crypto_user},
+    azure::rbac::{
+        CRYPTO_USER_ROLE, CRYPTO_USER_ROLE_DEFINITION, RoleAssignment, RoleAssignmentProperties, is_crypto_user,
+    },
     cloud::HsmEndpoint,
     controller::{
         conditions::Outcome,
