@@ -270,8 +270,10 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
                 format!("{removed}; the key itself is kept."),
             );
             if !revoked.kept.is_empty() {
-                let note =
-                    format!("Left in place (not added by this object, or still needed): {}.", listing(&revoked.kept));
+                let note = format!(
+                    "Left in place (not added by this object, or not provably: made before status.created; or still needed by another domain): {}.",
+                    listing(&revoked.kept)
+                );
                 ctx.event(ark, EventType::Warning, Reason::AccessLeftInPlace.as_str(), note);
             }
             ctx.memory.forget(ark);
