@@ -52,6 +52,7 @@ AZURE_CLIENT_ID=3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50 AZURE_CLIENT_SECRET=fake-op
 "$TARGET/rootkey-operator" run --log-format text \
   --cloud Custom --authority-host "https://login.sandbox.localhost:$PORT" --graph-url "https://graph.sandbox.localhost:$PORT" \
   --hsm-dns-suffixes "managedhsm.sandbox.localhost:$PORT" --ca-bundle "$DEMO_DIR/sandbox/ca.pem" \
+  --antimatter-api-urls "https://api.sandbox.localhost:$PORT/v2" --antimatter-application-id 8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70 \
   --azure-identity secret --metrics-addr 127.0.0.1:$METRICS_PORT --probe-addr 127.0.0.1:$PROBE_PORT >"$DEMO_DIR/operator.log" 2>&1 &
 pids+=($!)
 

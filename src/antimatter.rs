@@ -2,16 +2,17 @@
 //! Wire facts follow the published OpenAPI client `antimatter-api` 2.0.13 (its `api/` and `models/`).
 
 use std::{
-    collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::{
+    bounded::BoundedMap,
+    locks::lock,
     memo::Memo,
     remote::{RemoteError, Service, send, send_json},
 };
@@ -21,6 +22,12 @@ pub const AZURE_DELEGATED_PROVIDER: &str = "azure_am";
 
 /// Refresh the domain JWT this long before it expires.
 const JWT_REFRESH_MARGIN: Duration = Duration::from_secs(120);
+
+/// Domains (API, domain, API key) whose login is remembered at once, and whose application ID is.
+const REMEMBERED_DOMAINS: usize = 1024;
+
+/// The longest a failed login is remembered before the domain is tried again.
+const MAX_LOGIN_BACKOFF: Duration = Duration::from_secs(300);
 
 /// A domain API key. Its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -163,17 +170,35 @@ struct HasMore {
     has_more: bool,
 }
 
-#[derive(Clone)]
-struct CachedJwt {
-    token: String,
-    refresh_at: SystemTime,
+/// What is known of one domain's login: its JWT, or its last failure and when to try again.
+#[derive(Default)]
+enum Login {
+    #[default]
+    None,
+    Token {
+        jwt: String,
+        refresh_at: SystemTime,
+    },
+    Failed {
+        error: RemoteError,
+        failures: u32,
+        retry_at: Instant,
+    },
 }
 
-/// Antimatter API client with a per-domain JWT cache.
+/// How long a domain whose login failed `failures` times in a row is left alone: 1 s doubling to 5
+/// min, never sooner than the service's `Retry-After` (capped where it is read).
+fn login_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+    let doubled = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(MAX_LOGIN_BACKOFF);
+    doubled.max(retry_after.unwrap_or_default())
+}
+
+/// Antimatter API client with a per-domain login cache. Each domain has its own lock, held only by
+/// callers of that domain while it logs in: a domain whose endpoint hangs stalls no other one.
 #[derive(Clone)]
 pub struct AntimatterClient {
     http: reqwest::Client,
-    jwts: Arc<Mutex<HashMap<DomainTarget, CachedJwt>>>,
+    logins: Arc<Mutex<BoundedMap<DomainTarget, Arc<tokio::sync::Mutex<Login>>>>>,
     app_ids: Arc<Memo<(Url, String), String>>,
 }
 
@@ -196,19 +221,44 @@ fn describe(body: &[u8]) -> (String, String) {
 
 impl AntimatterClient {
     pub fn new(http: reqwest::Client) -> Self {
-        Self { http, jwts: Arc::default(), app_ids: Arc::default() }
+        Self {
+            http,
+            logins: Arc::new(Mutex::new(BoundedMap::new(REMEMBERED_DOMAINS, None))),
+            app_ids: Arc::new(Memo::new(REMEMBERED_DOMAINS)),
+        }
     }
 
     fn url(target: &DomainTarget, path: &str) -> String {
         format!("{}/domains/{}{path}", target.api_url.as_str().trim_end_matches('/'), target.domain_id)
     }
 
-    /// A domain JWT, authenticating only when none is cached or it is about to expire.
+    /// A domain JWT, authenticating only when none is cached or it is about to expire. A failed
+    /// login is answered from memory until its backoff has passed, so objects of a domain that
+    /// cannot log in do not each wait for the endpoint.
     async fn jwt(&self, target: &DomainTarget) -> Result<String, RemoteError> {
-        let mut cache = self.jwts.lock().await;
-        if let Some(cached) = cache.get(target).filter(|c| c.refresh_at > SystemTime::now()) {
-            return Ok(cached.token.clone());
+        let slot = lock(&self.logins).get_or_insert_with(target.clone(), Arc::default).clone();
+        let mut login = slot.lock().await;
+        let failures = match &*login {
+            Login::Token { jwt, refresh_at } if *refresh_at > SystemTime::now() => return Ok(jwt.clone()),
+            Login::Failed { error, retry_at, .. } if *retry_at > Instant::now() => return Err(error.clone()),
+            Login::Failed { failures, .. } => *failures,
+            _ => 0,
+        };
+        match self.authenticate(target).await {
+            Ok((jwt, refresh_at)) => {
+                *login = Login::Token { jwt: jwt.clone(), refresh_at };
+                Ok(jwt)
+            }
+            Err(error) => {
+                let failures = failures.saturating_add(1);
+                let retry_at = Instant::now() + login_backoff(failures, error.retry_after());
+                *login = Login::Failed { error: error.clone(), failures, retry_at };
+                Err(error)
+            }
         }
+    }
+
+    async fn authenticate(&self, target: &DomainTarget) -> Result<(String, SystemTime), RemoteError> {
         let request =
             self.http.post(Self::url(target, "/authenticate")).json(&AuthenticateRequest { token: &target.api_key.0 });
         let auth: AuthenticateResponse = send_json(Service::Antimatter, "authenticate", request, describe).await?;
@@ -217,8 +267,7 @@ impl AntimatterClient {
             operation: "authenticate",
             detail,
         })?;
-        cache.insert(target.clone(), CachedJwt { token: auth.token.clone(), refresh_at });
-        Ok(auth.token)
+        Ok((auth.token, refresh_at))
     }
 
     async fn authed(
@@ -345,6 +394,59 @@ mod tests {
         );
         assert_eq!(provider(Some("no id here")).application_id(), None);
         assert_eq!(provider(None).application_id(), None);
+    }
+
+    #[test]
+    fn failed_logins_back_off_per_domain_within_bounds() {
+        let secs = |failures, retry_after: Option<u64>| {
+            login_backoff(failures, retry_after.map(Duration::from_secs)).as_secs()
+        };
+        assert_eq!([secs(1, None), secs(2, None), secs(3, None), secs(20, None)], [1, 2, 4, 300]);
+        assert_eq!(secs(1, Some(30)), 30, "Retry-After is honoured");
+    }
+
+    /// One domain whose endpoint never answers must not hold up another domain's login.
+    #[tokio::test]
+    async fn a_hanging_domain_does_not_hold_up_another() {
+        let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let answering = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let hanging_url = format!("http://{}/", hanging.local_addr().expect("addr"));
+        let answering_url = format!("http://{}/", answering.local_addr().expect("addr"));
+        let _hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = hanging.accept().await {
+                open.push(conn);
+            }
+        });
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut conn, _)) = answering.accept().await {
+                let mut buf = vec![0; 4096];
+                let _ = conn.read(&mut buf).await;
+                let body = r#"{"token":"jwt","expiry":"2999-01-01T00:00:00Z"}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = AntimatterClient::new(reqwest::Client::new());
+        let target = |url: &str| DomainTarget {
+            api_url: Url::parse(url).expect("url"),
+            domain_id: "dm-1".into(),
+            api_key: ApiKey::new("k".into()),
+        };
+        let stuck = {
+            let (client, target) = (client.clone(), target(&hanging_url));
+            tokio::spawn(async move { client.jwt(&target).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let other = tokio::time::timeout(Duration::from_secs(5), client.jwt(&target(&answering_url))).await;
+        assert_eq!(other.expect("not held up").expect("logged in"), "jwt");
+        assert!(!stuck.is_finished(), "the hanging domain is still waiting");
+        stuck.abort();
     }
 
     #[test]

@@ -153,6 +153,11 @@ pub struct KeySpec {
     #[x_kube(validation = Rule::new("self == 128 || self == 192 || self == 256").message("key.size must be 128, 192 or 256"))]
     #[schemars(extend("format" = "int32"))]
     pub size: u16,
+
+    /// Take over a key whose owner marker (tag `antimatter-rootkey-owner`) names another cluster's
+    /// object. Only for a key that cluster no longer manages: the two would otherwise fight.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 fn default_key_size() -> u16 {

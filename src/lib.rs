@@ -4,7 +4,9 @@
 pub mod antimatter;
 pub mod api;
 pub mod apiserver;
+pub mod authority;
 pub mod azure;
+pub mod bounded;
 pub mod cloud;
 pub mod controller;
 pub mod crd;

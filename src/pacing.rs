@@ -3,11 +3,15 @@
 //! 429s. A pacer hands out evenly spaced send slots, and a 429 pushes the HSM's next slot past its
 //! `Retry-After`; it is a few lines, so it is written here rather than pulled in.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::{cloud::HsmEndpoint, locks::lock};
+use crate::{bounded::BoundedMap, cloud::HsmEndpoint, locks::lock};
+
+/// HSMs (per class) whose pacer is kept at once; the least recently used one goes first, and a
+/// pacer that is gone only means that HSM's next call is not held back.
+const KEPT_PACERS: usize = 1024;
 
 /// Evenly spaced slots at most `rate` per second.
 struct Pacer {
@@ -26,7 +30,7 @@ pub enum Class {
 pub struct Pacers {
     key_create_interval: Duration,
     rbac_interval: Duration,
-    slots: Mutex<HashMap<(Class, String), Pacer>>,
+    slots: Mutex<BoundedMap<(Class, String), Pacer>>,
 }
 
 impl Pacers {
@@ -36,7 +40,7 @@ impl Pacers {
         Self {
             key_create_interval: interval(key_creates_per_sec),
             rbac_interval: interval(rbac_per_sec),
-            slots: Mutex::default(),
+            slots: Mutex::new(BoundedMap::new(KEPT_PACERS, None)),
         }
     }
 
@@ -56,7 +60,7 @@ impl Pacers {
         let slot = {
             let mut slots = lock(&self.slots);
             let now = Instant::now();
-            let pacer = slots.entry((class, hsm.url.clone())).or_insert(Pacer { interval, next: now });
+            let pacer = slots.get_or_insert_with((class, hsm.url.clone()), || Pacer { interval, next: now });
             let slot = pacer.next.max(now);
             pacer.next = slot + pacer.interval;
             slot
@@ -69,7 +73,7 @@ impl Pacers {
         let interval = self.interval(class);
         let mut slots = lock(&self.slots);
         let resume = Instant::now() + retry_after;
-        let pacer = slots.entry((class, hsm.url.clone())).or_insert(Pacer { interval, next: resume });
+        let pacer = slots.get_or_insert_with((class, hsm.url.clone()), || Pacer { interval, next: resume });
         pacer.next = pacer.next.max(resume);
     }
 }

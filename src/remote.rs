@@ -13,7 +13,7 @@ pub use crate::metrics::Service;
 
 /// A failed remote call. Messages never contain secrets: remote bodies are summarised to their
 /// error code and message, and request bodies are never echoed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("{service} answered {status} to {operation}: {code}: {message}")]
     Status {
@@ -125,6 +125,11 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
 }
 
+/// Parses a wait given in milliseconds (Azure's `retry-after-ms`), capped like [`parse_retry_after`].
+pub fn parse_retry_after_millis(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(|ms| Duration::from_millis(ms).min(MAX_RETRY_AFTER))
+}
+
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
 }
@@ -190,7 +195,11 @@ pub async fn send(
         service,
         operation,
         status: status.as_u16(),
-        code: if code.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { code },
+        code: if code.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            truncate(&code, 256)
+        },
         message: truncate(&message, 512),
         retry_after: retry_after.or((status == StatusCode::TOO_MANY_REQUESTS).then_some(Duration::from_secs(1))),
     })
@@ -219,6 +228,8 @@ mod tests {
         assert_eq!(parse_retry_after(&u64::MAX.to_string()), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after_millis("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after_millis(&u64::MAX.to_string()), Some(MAX_RETRY_AFTER));
     }
 
     #[test]

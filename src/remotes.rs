@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::{
     antimatter::{AntimatterClient, DomainTarget, PairingResult, RootKey},
+    api::AzureRootKey,
     azure::{
         Azure, Identity,
         graph::{self, Found, Graph},
@@ -50,8 +51,19 @@ pub trait ManagedHsm: Send + Sync {
 pub trait Directory: Send + Sync {
     /// The object ID of the application's service principal, creating the principal if absent.
     async fn service_principal(&self, app_id: &str) -> Result<(String, Found), RemoteError>;
+    /// The application ID of the service principal with this object ID; `None` when the tenant
+    /// has no such principal.
+    async fn principal_application(&self, object_id: &str) -> Result<Option<String>, RemoteError>;
     /// Fetches the directory token ahead of a lookup, so the lookup does not wait for it.
     async fn warm_up(&self);
+}
+
+/// The cluster's AzureRootKeys, as far as key ownership needs them.
+#[async_trait]
+pub trait Owners: Send + Sync {
+    /// Whether the AzureRootKey `namespace/name` exists. A failed lookup counts as existing: a
+    /// key is never taken from an owner on doubt.
+    async fn exists(&self, namespace: &str, name: &str) -> bool;
 }
 
 /// One Antimatter domain at one API endpoint, reached with one API key.
@@ -79,20 +91,35 @@ pub trait Remotes: Send + Sync {
     fn hsm<'a>(&'a self, endpoint: &'a HsmEndpoint, identity: &'a Identity) -> Box<dyn ManagedHsm + 'a>;
     fn directory<'a>(&'a self, identity: &'a Identity) -> Box<dyn Directory + 'a>;
     fn antimatter<'a>(&'a self, domain: &'a DomainTarget) -> Box<dyn AntimatterDomain + 'a>;
+    fn owners(&self) -> &dyn Owners;
 }
 
-/// The real services: Azure (keys through the SDK, RBAC and Graph hand-written) and Antimatter.
+/// The real services: Azure (keys through the SDK, RBAC and Graph hand-written), Antimatter, and
+/// the cluster's AzureRootKeys.
 pub struct Services {
     pub azure: Azure,
     pub keys: KeyClients,
     pub rbac: Rbac,
     pub graph: Graph,
     pub antimatter: AntimatterClient,
+    pub cluster: ClusterObjects,
 }
 
 impl Services {
-    pub fn new(azure: Azure, antimatter: AntimatterClient) -> Self {
-        Self { azure, keys: KeyClients::default(), rbac: Rbac, graph: Graph::default(), antimatter }
+    pub fn new(azure: Azure, antimatter: AntimatterClient, client: kube::Client) -> Self {
+        let cluster = ClusterObjects(client);
+        Self { azure, keys: KeyClients::default(), rbac: Rbac, graph: Graph::default(), antimatter, cluster }
+    }
+}
+
+/// AzureRootKeys read from the API server.
+pub struct ClusterObjects(kube::Client);
+
+#[async_trait]
+impl Owners for ClusterObjects {
+    async fn exists(&self, namespace: &str, name: &str) -> bool {
+        let api = kube::Api::<AzureRootKey>::namespaced(self.0.clone(), namespace);
+        !matches!(api.get_metadata_opt(name).await, Ok(None))
     }
 }
 
@@ -107,6 +134,10 @@ impl Remotes for Services {
 
     fn antimatter<'a>(&'a self, domain: &'a DomainTarget) -> Box<dyn AntimatterDomain + 'a> {
         Box::new(DomainSession { client: &self.antimatter, domain })
+    }
+
+    fn owners(&self) -> &dyn Owners {
+        &self.cluster
     }
 }
 
@@ -168,6 +199,10 @@ struct DirectorySession<'a> {
 impl Directory for DirectorySession<'_> {
     async fn service_principal(&self, app_id: &str) -> Result<(String, Found), RemoteError> {
         self.services.graph.ensure_service_principal(&self.services.azure, self.identity, app_id).await
+    }
+
+    async fn principal_application(&self, object_id: &str) -> Result<Option<String>, RemoteError> {
+        self.services.graph.principal_application(&self.services.azure, self.identity, object_id).await
     }
 
     async fn warm_up(&self) {

@@ -11,13 +11,12 @@ use std::{
 
 use anyhow::Context as _;
 use futures::{StreamExt, future::join_all};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt, controller::Config as ControllerConfig, predicates, reflector,
-        reflector::ObjectRef, utils::Predicate, watcher,
+        Controller, WatchStreamExt, controller::Config as ControllerConfig, predicates, reflector, utils::Predicate,
+        watcher,
     },
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -27,6 +26,7 @@ use crate::{
     antimatter::AntimatterClient,
     api::AzureRootKey,
     apiserver,
+    authority::Authority,
     azure::{Azure, IdentityMode},
     cloud::{Cloud, CloudName},
     controller::{self, Context, events::Publisher},
@@ -72,9 +72,18 @@ pub struct RunArgs {
     /// How the operator authenticates to Azure as itself.
     #[arg(long, env = "AZURE_IDENTITY", value_enum, default_value = "auto")]
     pub azure_identity: IdentityMode,
-    /// Tenancy policy file: which namespaces may use the operator's identity for which HSMs.
+    /// Tenancy policy file: which namespaces may use the operator's identity for which HSMs, keys,
+    /// tenants and domains.
     #[arg(long, env = "ROOTKEY_TENANCY_POLICY")]
     pub tenancy_policy: Option<PathBuf>,
+    /// Antimatter API base URLs an object may name in `spec.antimatter.apiUrl` (comma-separated,
+    /// https); API keys are sent to these only.
+    #[arg(long, env = "ANTIMATTER_API_URLS", value_delimiter = ',', default_value = crate::api::DEFAULT_API_URL)]
+    pub antimatter_api_urls: Vec<Url>,
+    /// Antimatter's Azure application ID, the only application the operator grants access to keys.
+    /// Unset: asked from the Antimatter API (objects without an API key are then refused).
+    #[arg(long, env = "ANTIMATTER_APPLICATION_ID", value_parser = guid)]
+    pub antimatter_application_id: Option<String>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -102,6 +111,10 @@ pub struct RunArgs {
     /// RBAC calls (reads and writes) per second per HSM, a little under the limit of about 5; 0 turns pacing off.
     #[arg(long, env = "HSM_RBAC_PER_SECOND", default_value_t = 4.5)]
     pub hsm_rbac_per_second: f64,
+}
+
+fn guid(text: &str) -> Result<String, String> {
+    uuid::Uuid::try_parse(text).map(|_| text.to_owned()).map_err(|_| format!("{text} is not a GUID"))
 }
 
 impl RunArgs {
@@ -202,8 +215,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let policy = match &args.tenancy_policy {
         Some(path) => TenancyPolicy::from_yaml(&std::fs::read_to_string(path)?)
             .with_context(|| format!("tenancy policy {}", path.display()))?,
-        None => TenancyPolicy::default(),
+        None => {
+            tracing::warn!("no tenancy policy: every namespace may use the operator's Azure identity for any HSM");
+            TenancyPolicy::default()
+        }
     };
+    for url in &args.antimatter_api_urls {
+        anyhow::ensure!(url.scheme() == "https", "--antimatter-api-urls: {url} must be https");
+    }
+    let authority = Authority::new(policy, &args.antimatter_api_urls, args.antimatter_application_id.clone());
     let client = apiserver::client().await.context("connecting to the Kubernetes API")?;
     let cluster_id = match &args.cluster_id {
         Some(id) => id.clone(),
@@ -224,8 +244,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Services::new(azure, AntimatterClient::new(antimatter_http)),
-        policy,
+        Services::new(azure, AntimatterClient::new(antimatter_http), client.clone()),
+        authority,
         cluster_id,
         events,
     ));
@@ -240,11 +260,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
+    let mut led_from = None;
     if let Some(elector) = &elector {
         tracing::info!(identity = %pod, "waiting for leadership");
         let mut stop = stop_rx.clone();
         tokio::select! {
-            _ = elector.acquire() => tracing::info!("leading"),
+            sent = elector.acquire() => {
+                led_from = Some(sent);
+                tracing::info!("leading");
+            }
             _ = stop.changed() => return Ok(()),
         }
     }
@@ -260,17 +284,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|ns| run_controller(client.clone(), ns, ctx.clone(), args.concurrency, stop_rx.clone())),
     );
     let lost = async {
-        match &elector {
-            Some(e) => e.hold().await,
-            None => std::future::pending().await,
+        match (&elector, led_from) {
+            (Some(e), Some(renewed)) => e.hold(renewed).await,
+            _ => std::future::pending().await,
         }
     };
+    // Losing ends the select, which drops the controllers (and every reconcile in flight) before
+    // anything below runs.
     let outcome = tokio::select! {
         _ = controllers => Ok(()),
         _ = lost => Err(anyhow::anyhow!("lost leadership; exiting so that only one replica reconciles")),
     };
-    if let Some(elector) = &elector {
-        elector.release().await;
+    match (&outcome, &elector) {
+        (Err(_), _) => tracing::error!("stopped reconciling: leadership was lost or not renewed in time"),
+        (Ok(()), Some(elector)) => elector.release().await,
+        (Ok(()), None) => {}
     }
     signal.abort();
     probes.abort();
@@ -280,8 +308,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// One controller over AzureRootKeys (in one namespace or all), also woken by changes to the
-/// Secrets they reference (metadata only: Secret contents are read per reconcile, never cached).
+/// One controller over AzureRootKeys (in one namespace or all). Secrets are not watched (the
+/// operator may only `get` the ones objects name): a changed Secret is read again within
+/// `secrets::REMEMBER_FOR` (see `controller::secrets`).
 async fn run_controller(
     client: Client,
     ns: Option<String>,
@@ -289,13 +318,13 @@ async fn run_controller(
     concurrency: u16,
     stop: watch::Receiver<bool>,
 ) {
-    let (keys, secrets): (Api<AzureRootKey>, Api<PartialObjectMeta<Secret>>) = match &ns {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let keys: Api<AzureRootKey> = match &ns {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
     };
     // Status writes (ours) do not wake the controller: only spec (generation), finalizer and
-    // annotation changes do, plus requeues and referenced Secrets. Deletion of an object with a
-    // finalizer bumps the generation.
+    // annotation changes do, plus requeues. Deletion of an object with a finalizer bumps the
+    // generation.
     let (store, writer) = reflector::store();
     // The cache keeps what reconciles read: managed fields and kubectl's copy of the last applied
     // manifest are dropped, as they would roughly double its size. They can only be dropped once a
@@ -323,7 +352,7 @@ async fn run_controller(
             Default::default(),
         );
     let controller = Controller::for_stream(changes, store.clone());
-    let (gauge_store, gauge_ctx, gauge_ns) = (store.clone(), ctx.clone(), ns.clone());
+    let (gauge_store, gauge_ctx, gauge_ns) = (store, ctx.clone(), ns.clone());
     let housekeeping = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -333,25 +362,8 @@ async fn run_controller(
         }
     });
     let mut stop_signal = stop.clone();
-    let secret_values = ctx.clone();
     controller
         .with_config(ControllerConfig::default().concurrency(concurrency))
-        .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
-            let (ns, name) = (secret.namespace(), secret.name_any());
-            if let (Some(ns), Some(version)) = (&ns, secret.resource_version()) {
-                secret_values.secrets.observe(ns, &name, &version);
-            }
-            store
-                .state()
-                .into_iter()
-                .filter(|ark| {
-                    ark.namespace() == ns
-                        && (ark.spec.antimatter.api_key_secret_ref.as_ref().is_some_and(|r| r.name == name)
-                            || ark.spec.azure_credentials_secret_ref.as_ref().is_some_and(|r| r.name == name))
-                })
-                .map(|ark| ObjectRef::from(ark.as_ref()))
-                .collect::<Vec<_>>()
-        })
         .graceful_shutdown_on(async move {
             let _ = stop_signal.wait_for(|s| *s).await;
         })

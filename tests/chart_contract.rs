@@ -4,7 +4,7 @@
 
 use clap::{Args, Command};
 use rootkey_operator::{
-    policy::TenancyPolicy,
+    policy::{Request, TenancyPolicy},
     run::{DEFAULT_LOG_FILTER, RunArgs},
 };
 
@@ -46,8 +46,19 @@ fn the_charts_tenancy_policy_parses() {
     .expect("yaml");
     let policy = serde_yaml::to_string(&values["tenancyPolicy"]).expect("policy");
     let policy = TenancyPolicy::from_yaml(&policy).expect("the operator reads the chart's policy");
-    assert!(policy.allows("team-a", Some("contoso-hsm"), "https://contoso-hsm.managedhsm.azure.net"));
-    assert!(!policy.allows("team-c", Some("contoso-hsm"), "https://contoso-hsm.managedhsm.azure.net"));
+    let request = |namespace, key| Request {
+        namespace,
+        labels: None,
+        hsm_name: Some("contoso-hsm"),
+        hsm_url: "https://contoso-hsm.managedhsm.azure.net",
+        key,
+        tenant: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        domain: "dm-AbCdEfGhJkL",
+        manual: false,
+    };
+    assert!(policy.decide(&request("team-a", "team-a-root")).is_ok());
+    assert!(policy.decide(&request("team-a", "other-root")).is_err(), "key names are limited");
+    assert!(policy.decide(&request("team-c", "team-a-root")).is_err());
 }
 
 /// NOTES.txt names the roles the operator needs, the same ones its Forbidden messages name:

@@ -12,8 +12,8 @@ use rootkey_operator::{
 use rootkey_sandbox::KeyPatch;
 use serde_json::json;
 use support::env::{
-    ANTIMATTER_APP, API_KEY, DOMAIN, Env, HSM, NO_ROLES_CLIENT, NO_ROLES_SECRET, OPERATOR_CLIENT, OPERATOR_SECRET,
-    OperatorOptions, SECRETS, TENANT, condition,
+    ANTIMATTER_APP, API_KEY, DOMAIN, Env, HSM, NO_ROLES_CLIENT, NO_ROLES_SECRET, OperatorOptions, SECRETS, TENANT,
+    condition,
 };
 
 /// Role assignments of "Managed HSM Crypto User" at the key's scope.
@@ -222,14 +222,15 @@ async fn unusable_keys_are_reported_and_never_replaced() {
 }
 
 #[tokio::test]
-async fn given_principal_skips_graph_and_a_hand_made_assignment_is_adopted() {
+async fn a_given_principal_is_confirmed_by_graph_and_a_hand_made_assignment_is_adopted() {
     let env = Env::start("e2e-principal").await;
     // Antimatter's principal exists already and holds the role by hand, under a name we did not choose.
-    let principal = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let principal = env.create_antimatter_principal().await;
     let by_hand = env
         .sandbox
-        .add_role_assignment(HSM, "Managed HSM Crypto User", "/keys/hand-key", principal)
+        .add_role_assignment(HSM, "Managed HSM Crypto User", "/keys/hand-key", &principal)
         .expect("assignment");
+    env.sandbox.reset_counters();
     env.sandbox
         .create_key(
             HSM,
@@ -244,7 +245,9 @@ async fn given_principal_skips_graph_and_a_hand_made_assignment_is_adopted() {
     .await;
     let o = env.wait_ready("root").await;
     assert_eq!(condition(&o, "ServicePrincipalReady").map(|c| &*c.reason), Some("ServicePrincipalGiven"));
-    assert_eq!(env.sandbox.count("graph", "sp.get") + env.sandbox.count("graph", "sp.create"), 0, "no Graph calls");
+    // One read to confirm whose principal it is; nothing looked up by application or created.
+    assert_eq!(env.sandbox.count("graph", "sp.get"), 1, "one Graph read");
+    assert_eq!(env.sandbox.count("graph", "sp.create"), 0, "no Graph create");
     let assignments = crypto_user_assignments(&env, "hand-key");
     assert_eq!(assignments.len(), 1, "no second assignment: {assignments:?}");
     assert_eq!(o.status.as_ref().and_then(|s| s.role_assignment_name.as_deref()), Some(by_hand.as_str()));
@@ -275,19 +278,7 @@ async fn a_principal_created_by_someone_else_meanwhile_is_read_back() {
         assert!(std::time::Instant::now() < deadline, "the operator never tried to create the principal");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let client = env.sandbox.client();
-    let graph = env.sandbox.graph_url();
-    let token = client
-        .token(&env.sandbox.authority_url(), TENANT, OPERATOR_CLIENT, OPERATOR_SECRET, &format!("{graph}/.default"))
-        .await
-        .expect("token");
-    let token = token.json()["access_token"].as_str().expect("access_token").to_owned();
-    let created = client
-        .post_json(&format!("{graph}/v1.0/servicePrincipals"), Some(&token), &json!({"appId": ANTIMATTER_APP}))
-        .await
-        .expect("create");
-    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
-    let theirs = created.json()["id"].as_str().expect("id").to_owned();
+    let theirs = env.create_antimatter_principal().await;
 
     let o = env.wait_ready("root").await;
     assert_eq!(env.sandbox.count_status("graph", "sp.create", 409), 1, "the operator's create met the conflict");
@@ -351,7 +342,8 @@ async fn wrong_api_key_and_foreign_urls_are_refused() {
     // Without spec.antimatter.applicationId the operator asks Antimatter for it: refused first there.
     let o = env.wait_condition("badkey", "Ready", ConditionStatus::False, Some("InvalidCredentials")).await;
     assert!(condition(&o, "Ready").is_some_and(|c| c.message.contains("apiKeySecretRef")));
-    // The fixed API key is picked up when the Secret changes (Secrets are watched).
+    // The fixed API key is picked up on the retry: a refused key is read again from its Secret
+    // (Secrets are not watched).
     env.api_key_secret("api-key", API_KEY).await;
     env.wait_ready("badkey").await;
 
@@ -525,7 +517,9 @@ async fn no_secret_reaches_logs_events_or_status() {
 
 #[tokio::test]
 async fn an_identity_that_cannot_assign_roles_gets_a_clear_forbidden() {
-    let env = Env::start("e2e-norbac").await;
+    // This identity cannot read Graph either: the policy lets its given principal go unverified.
+    let policy = "rules:\n- namespaces: ['*']\n  hsms: ['*']\n  unverifiedPrincipals: true\n";
+    let env = Env::start_with("e2e-norbac", OperatorOptions { policy: Some(policy), ..Default::default() }).await;
     // This identity may manage keys (Crypto User at /) but not role assignments.
     let no_roles_principal = "1d2c3b4a-5f6e-4d7c-8b9a-0f1e2d3c4b90";
     env.sandbox.add_role_assignment(HSM, "Managed HSM Crypto User", "/", no_roles_principal).expect("assignment");

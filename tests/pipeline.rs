@@ -17,11 +17,13 @@ use rootkey_operator::{
     controller::{
         conditions::Outcome,
         errors::Failure,
-        inputs::Inputs,
+        inputs::{Application, Inputs},
+        ownership::OWNER_TAG,
         reasons::Reason,
         status,
         steps::{self, Found, Kind, Report},
     },
+    policy::Grant,
 };
 use serde_json::json;
 
@@ -52,6 +54,8 @@ fn inputs(api_key: bool) -> Inputs {
             domain_id: DOMAIN.to_owned(),
             api_key: ApiKey::new("not-a-real-key".to_owned()),
         }),
+        grant: Grant { claim_existing_keys: true, unverified_principals: false },
+        application: if api_key { Application::FromAntimatter } else { Application::Configured(APP_ID.to_owned()) },
     }
 }
 
@@ -63,8 +67,12 @@ struct Run {
 }
 
 async fn run_once(fake: &Fake, ark: &AzureRootKey, known: &AzureRootKeyStatus, api_key: bool) -> Run {
-    let (report, found) = steps::run(fake, CLUSTER, ark, known, &inputs(api_key)).await;
-    let ready = report.ready(api_key, ark.spec.antimatter.activate);
+    run_with(fake, ark, known, &inputs(api_key)).await
+}
+
+async fn run_with(fake: &Fake, ark: &AzureRootKey, known: &AzureRootKeyStatus, inputs: &Inputs) -> Run {
+    let (report, found) = steps::run(fake, CLUSTER, ark, known, inputs).await;
+    let ready = report.ready(inputs.domain.is_some(), ark.spec.antimatter.activate);
     let status = status::build(ark, known, &report, &found, &ready, Some(HSM_URL.to_owned()));
     Run { report, found, ready, status }
 }
@@ -75,6 +83,8 @@ struct Case {
     world: fn(&mut World),
     spec: fn(&mut AzureRootKeySpec),
     api_key: bool,
+    /// What the tenancy policy and the configuration decided (default: `inputs(api_key)`).
+    inputs: fn(&mut Inputs),
     /// Conditions that must be reported (others are not checked).
     expect: &'static [(Kind, ConditionStatus, Reason)],
     ready: (ConditionStatus, Reason),
@@ -92,6 +102,7 @@ const BASE: Case = Case {
     world: |_| {},
     spec: |_| {},
     api_key: true,
+    inputs: |_| {},
     expect: &[],
     ready: (T, Reason::Ready),
     changes: &[],
@@ -100,12 +111,22 @@ const BASE: Case = Case {
     message: None,
 };
 
+/// The owner marker of the object `object()` makes, in cluster `CLUSTER`.
+const MARKER: &str = "cluster-uid/team-a/root";
+
+/// A key this object tagged and marked before.
 fn tagged_key(w: &mut World) {
-    w.keys.insert("k".into(), World::key("k", &[(DOMAIN, "allow")]));
+    w.keys.insert("k".into(), World::key("k", &[(DOMAIN, "allow"), (OWNER_TAG, MARKER)]));
 }
 
 fn untagged_key(w: &mut World) {
     w.keys.insert("k".into(), World::key("k", &[("owner", "platform")]));
+}
+
+/// Antimatter's principal exists as `sp-given` (as if created by hand), and the key is ours.
+fn given_principal(w: &mut World) {
+    tagged_key(w);
+    w.principals.insert(APP_ID.into(), "sp-given".into());
 }
 
 fn existing_principal(w: &mut World) {
@@ -134,10 +155,10 @@ fn cases() -> Vec<Case> {
             ..BASE
         },
         Case {
-            name: "existing untagged key is tagged, not created",
+            name: "existing untagged key is tagged and marked, not created",
             world: untagged_key,
             expect: ALL_TRUE,
-            changes: &["TagAdded", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            changes: &["TagAdded", "OwnerMarked", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
             never: &["key.create"],
             ..BASE
         },
@@ -155,7 +176,78 @@ fn cases() -> Vec<Case> {
                 w.keys.insert("k".into(), World::key("k", &[(DOMAIN, "deny")]));
             },
             expect: &[(Kind::TagApplied, T, Reason::TagPresent)],
-            changes: &["TagAdded", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            changes: &["TagAdded", "OwnerMarked", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            ..BASE
+        },
+        // Ownership: one object per (HSM, key).
+        Case {
+            name: "a key another object of this cluster owns is refused and nothing changes",
+            world: |w| {
+                w.keys.insert("k".into(), World::key("k", &[(OWNER_TAG, "cluster-uid/team-b/theirs")]));
+                w.objects.insert(("team-b".into(), "theirs".into()));
+            },
+            expect: &[
+                (Kind::KeyReady, F, Reason::KeyClaimed),
+                (Kind::TagApplied, U, Reason::WaitingKeyReady),
+                (Kind::ServicePrincipalReady, U, Reason::WaitingKeyReady),
+                (Kind::RoleAssigned, U, Reason::WaitingKeyReady),
+                (Kind::Registered, U, Reason::WaitingKeyReady),
+            ],
+            ready: (F, Reason::KeyClaimed),
+            never: &["key.tags", "graph.sp", "graph.sp.get", "rbac.get", "rbac.put", "am.add", "am.list"],
+            message: Some("team-b/theirs"),
+            ..BASE
+        },
+        Case {
+            name: "a marker whose object was deleted is stale: the key is claimed",
+            world: |w| {
+                w.keys
+                    .insert("k".into(), World::key("k", &[(DOMAIN, "allow"), (OWNER_TAG, "cluster-uid/team-b/gone")]));
+            },
+            expect: ALL_TRUE,
+            changes: &["OwnerMarked", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            ..BASE
+        },
+        Case {
+            name: "a key another cluster manages is refused",
+            world: |w| {
+                w.keys.insert("k".into(), World::key("k", &[(OWNER_TAG, "other-cluster/team-a/root")]));
+            },
+            expect: &[(Kind::KeyReady, F, Reason::KeyClaimed)],
+            ready: (F, Reason::KeyClaimed),
+            never: &["key.tags", "graph.sp", "rbac.put", "am.add"],
+            message: Some("another cluster (other-cluster)"),
+            ..BASE
+        },
+        Case {
+            name: "a key another cluster managed is taken over with adopt",
+            world: |w| {
+                w.keys.insert(
+                    "k".into(),
+                    World::key("k", &[(DOMAIN, "allow"), (OWNER_TAG, "other-cluster/team-a/root")]),
+                );
+            },
+            spec: |s| s.key.adopt = true,
+            expect: ALL_TRUE,
+            changes: &["OwnerMarked", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            ..BASE
+        },
+        Case {
+            name: "an unmarked existing key where the policy forbids claiming",
+            world: untagged_key,
+            inputs: |i| i.grant.claim_existing_keys = false,
+            expect: &[(Kind::KeyReady, F, Reason::PolicyDenied)],
+            ready: (F, Reason::PolicyDenied),
+            never: &["key.tags", "graph.sp", "rbac.put"],
+            message: Some("claimExistingKeys"),
+            ..BASE
+        },
+        Case {
+            name: "a new key is created with the domain tag and the owner marker",
+            spec: |s| s.key.create = CreatePolicy::IfMissing,
+            expect: &[(Kind::KeyReady, T, Reason::KeyUsable), (Kind::TagApplied, T, Reason::TagPresent)],
+            changes: &["KeyCreated", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"],
+            never: &["key.tags"],
             ..BASE
         },
         // KeyReady failures.
@@ -165,14 +257,13 @@ fn cases() -> Vec<Case> {
             expect: &[
                 (Kind::KeyReady, F, Reason::KeyNotFound),
                 (Kind::TagApplied, U, Reason::WaitingKeyReady),
-                (Kind::ServicePrincipalReady, T, Reason::ServicePrincipalFound),
+                (Kind::ServicePrincipalReady, U, Reason::WaitingKeyReady),
                 (Kind::RoleAssigned, U, Reason::WaitingKeyReady),
                 (Kind::Registered, U, Reason::WaitingKeyReady),
                 (Kind::Paired, U, Reason::WaitingRegistered),
                 (Kind::Active, U, Reason::WaitingPaired),
             ],
             ready: (F, Reason::KeyNotFound),
-            changes: &["ServicePrincipalCreated"],
             never: &["key.create", "rbac.put", "am.add", "am.test"],
             message: Some("spec.key.create is Never"),
             ..BASE
@@ -185,7 +276,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::UnsupportedKeyType), (Kind::TagApplied, U, Reason::WaitingKeyReady)],
             ready: (F, Reason::UnsupportedKeyType),
-            changes: &["ServicePrincipalCreated"],
             never: &["key.create", "key.tags", "rbac.put"],
             ..BASE
         },
@@ -197,7 +287,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::KeyDisabled)],
             ready: (F, Reason::KeyDisabled),
-            changes: &["ServicePrincipalCreated"],
             never: &["key.tags"],
             ..BASE
         },
@@ -209,7 +298,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::KeyNotUsable)],
             ready: (F, Reason::KeyNotUsable),
-            changes: &["ServicePrincipalCreated"],
             message: Some("expired"),
             ..BASE
         },
@@ -221,7 +309,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::KeyNotUsable)],
             ready: (F, Reason::KeyNotUsable),
-            changes: &["ServicePrincipalCreated"],
             message: Some("not yet valid"),
             ..BASE
         },
@@ -233,7 +320,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::MissingKeyOperations)],
             ready: (F, Reason::MissingKeyOperations),
-            changes: &["ServicePrincipalCreated"],
             message: Some("unwrapKey"),
             ..BASE
         },
@@ -245,7 +331,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::KeyDisabled), (Kind::TagApplied, T, Reason::TagPresent)],
             ready: (F, Reason::KeyDisabled),
-            changes: &["ServicePrincipalCreated"],
             never: &["rbac.put", "am.add"],
             ..BASE
         },
@@ -256,7 +341,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::Forbidden), (Kind::TagApplied, U, Reason::WaitingKeyReady)],
             ready: (F, Reason::Forbidden),
-            changes: &["ServicePrincipalCreated"],
             never: &["key.create"],
             message: Some("Managed HSM Crypto User"),
             ..BASE
@@ -268,7 +352,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::Throttled)],
             ready: (F, Reason::Throttled),
-            changes: &["ServicePrincipalCreated"],
             retry_after_secs: Some(7),
             ..BASE
         },
@@ -279,7 +362,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::AzureUnreachable)],
             ready: (F, Reason::AzureUnreachable),
-            changes: &["ServicePrincipalCreated"],
             ..BASE
         },
         Case {
@@ -290,7 +372,7 @@ fn cases() -> Vec<Case> {
             },
             expect: &[
                 (Kind::KeyReady, F, Reason::InvalidCredentials),
-                (Kind::ServicePrincipalReady, F, Reason::InvalidCredentials),
+                (Kind::ServicePrincipalReady, U, Reason::WaitingKeyReady),
                 (Kind::RoleAssigned, U, Reason::WaitingKeyReady),
             ],
             ready: (F, Reason::InvalidCredentials),
@@ -303,7 +385,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::AzureUnreachable)],
             ready: (F, Reason::AzureUnreachable),
-            changes: &["ServicePrincipalCreated"],
             ..BASE
         },
         Case {
@@ -313,7 +394,6 @@ fn cases() -> Vec<Case> {
             },
             expect: &[(Kind::KeyReady, F, Reason::AzureRequestRejected)],
             ready: (F, Reason::AzureRequestRejected),
-            changes: &["ServicePrincipalCreated"],
             message: Some("BadParameter"),
             ..BASE
         },
@@ -338,21 +418,91 @@ fn cases() -> Vec<Case> {
         },
         // ServicePrincipalReady.
         Case {
-            name: "a principal given in the spec: no Graph and no providers call",
-            world: tagged_key,
+            name: "a principal given in the spec: Graph confirms it is Antimatter's, nothing is looked up or created",
+            world: given_principal,
             spec: |s| s.antimatter.service_principal_object_id = Some("sp-given".into()),
             expect: &[(Kind::ServicePrincipalReady, T, Reason::ServicePrincipalGiven)],
             changes: &["RoleAssigned", "Registered", "Activated"],
-            never: &["graph.sp", "graph.token", "am.providers"],
+            never: &["graph.sp"],
             ..BASE
         },
         Case {
-            name: "an application ID in the spec: no providers call",
+            name: "a given principal of another application is never granted",
+            world: |w| {
+                given_principal(w);
+                w.principals.insert("0f0f0f0f-0000-4000-8000-000000000000".into(), "sp-other".into());
+            },
+            spec: |s| s.antimatter.service_principal_object_id = Some("sp-other".into()),
+            expect: &[
+                (Kind::ServicePrincipalReady, F, Reason::PolicyDenied),
+                (Kind::RoleAssigned, U, Reason::WaitingServicePrincipalReady),
+            ],
+            ready: (F, Reason::PolicyDenied),
+            // The key is ours and tagged, so it is registered; no access is granted.
+            changes: &["Registered"],
+            never: &["rbac.put", "rbac.get", "graph.sp"],
+            message: Some("not to Antimatter's"),
+            ..BASE
+        },
+        Case {
+            name: "a given principal the tenant does not have is never granted",
+            world: tagged_key,
+            spec: |s| s.antimatter.service_principal_object_id = Some("sp-nowhere".into()),
+            expect: &[(Kind::ServicePrincipalReady, F, Reason::PolicyDenied)],
+            ready: (F, Reason::PolicyDenied),
+            // The key is ours and tagged, so it is registered; no access is granted.
+            changes: &["Registered"],
+            never: &["rbac.put"],
+            message: Some("no service principal sp-nowhere"),
+            ..BASE
+        },
+        Case {
+            name: "a given principal Graph will not describe (403) is not used",
+            world: |w| {
+                given_principal(w);
+                w.faults.insert("graph.sp.get", Fault::Status(403, "Authorization_RequestDenied", None));
+            },
+            spec: |s| s.antimatter.service_principal_object_id = Some("sp-given".into()),
+            expect: &[(Kind::ServicePrincipalReady, F, Reason::PolicyDenied)],
+            ready: (F, Reason::PolicyDenied),
+            // The key is ours and tagged, so it is registered; no access is granted.
+            changes: &["Registered"],
+            never: &["rbac.put"],
+            message: Some("unverifiedPrincipals"),
+            ..BASE
+        },
+        Case {
+            name: "where the policy allows unverified principals, a given one is used without Graph",
+            world: tagged_key,
+            spec: |s| s.antimatter.service_principal_object_id = Some("sp-given".into()),
+            inputs: |i| {
+                i.grant.unverified_principals = true;
+                i.application = Application::NotNeeded;
+            },
+            expect: &[(Kind::ServicePrincipalReady, T, Reason::ServicePrincipalGiven)],
+            changes: &["RoleAssigned", "Registered", "Activated"],
+            never: &["graph.sp", "graph.sp.get", "am.providers"],
+            message: Some("unverified"),
+            ..BASE
+        },
+        Case {
+            name: "a spec applicationId that is not Antimatter's is refused before Graph",
+            world: tagged_key,
+            spec: |s| s.antimatter.application_id = Some("0f0f0f0f-0000-4000-8000-000000000000".into()),
+            expect: &[(Kind::ServicePrincipalReady, F, Reason::PolicyDenied)],
+            ready: (F, Reason::PolicyDenied),
+            // The key is ours and tagged, so it is registered; no access is granted.
+            changes: &["Registered"],
+            never: &["graph.sp", "graph.sp.get", "rbac.put"],
+            message: Some("is not Antimatter's application"),
+            ..BASE
+        },
+        Case {
+            name: "an application ID in the spec that is Antimatter's is accepted",
             world: existing_principal,
-            spec: |s| s.antimatter.application_id = Some(APP_ID.into()),
+            spec: |s| s.antimatter.application_id = Some(APP_ID.to_uppercase()),
             expect: &[(Kind::ServicePrincipalReady, T, Reason::ServicePrincipalFound)],
             changes: &["RoleAssigned", "Registered", "Activated"],
-            never: &["am.providers"],
             ..BASE
         },
         Case {
@@ -618,22 +768,28 @@ fn cases() -> Vec<Case> {
             ..BASE
         },
         Case {
-            name: "no API key and no application ID: the pre-check names the failing step",
-            world: tagged_key,
+            name: "no API key: the configured application is used, and the pre-check names the failing step",
+            world: |w| {
+                tagged_key(w);
+                w.faults.insert("graph.sp", Fault::Status(403, "Authorization_RequestDenied", None));
+            },
             api_key: false,
             expect: &[
-                (Kind::ServicePrincipalReady, F, Reason::InvalidSpec),
+                (Kind::ServicePrincipalReady, F, Reason::Forbidden),
                 (Kind::Registered, U, Reason::ManualRegistrationRequired),
             ],
-            ready: (F, Reason::InvalidSpec),
-            never: &["graph.sp", "rbac.put"],
+            ready: (F, Reason::Forbidden),
+            never: &["am.providers", "rbac.put"],
             ..BASE
         },
         // Suspended: observe only.
         Case {
             name: "suspended with no key: nothing is created",
             spec: |s| s.suspend = true,
-            expect: &[(Kind::KeyReady, F, Reason::KeyNotFound), (Kind::ServicePrincipalReady, U, Reason::Suspended)],
+            expect: &[
+                (Kind::KeyReady, F, Reason::KeyNotFound),
+                (Kind::ServicePrincipalReady, U, Reason::WaitingKeyReady),
+            ],
             ready: (F, Reason::KeyNotFound),
             never: &["key.create", "graph.sp", "rbac.put", "am.add"],
             message: Some("suspended"),
@@ -641,7 +797,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "suspended with an untagged key: not tagged, the role is read, not put",
-            world: untagged_key,
+            world: |w| {
+                given_principal(w);
+                untagged_key(w);
+            },
             spec: |s| {
                 s.suspend = true;
                 s.antimatter.service_principal_object_id = Some("sp-given".into());
@@ -658,7 +817,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "suspended and not registered: the list is read, nothing added",
             world: |w| {
-                tagged_key(w);
+                given_principal(w);
                 w.assignments.insert(
                     ("/keys/k".into(), "by-hand".into()),
                     RoleAssignment {
@@ -687,7 +846,10 @@ fn cases() -> Vec<Case> {
                 w.faults.insert("key.get", Fault::Status(429, "Throttled", Some(7)));
                 w.faults.insert("am.providers", Fault::Status(429, "TooManyRequests", Some(30)));
             },
-            expect: &[(Kind::KeyReady, F, Reason::Throttled), (Kind::ServicePrincipalReady, F, Reason::Throttled)],
+            expect: &[
+                (Kind::KeyReady, F, Reason::Throttled),
+                (Kind::ServicePrincipalReady, U, Reason::WaitingKeyReady),
+            ],
             ready: (F, Reason::Throttled),
             retry_after_secs: Some(30),
             ..BASE
@@ -705,7 +867,9 @@ async fn every_case_reports_what_it_should() {
         (case.world)(&mut world);
         let fake = Fake::new(world);
         let ark = object(case.spec);
-        let run = run_once(&fake, &ark, &AzureRootKeyStatus::default(), case.api_key).await;
+        let mut case_inputs = inputs(case.api_key);
+        (case.inputs)(&mut case_inputs);
+        let run = run_with(&fake, &ark, &AzureRootKeyStatus::default(), &case_inputs).await;
         let mut wrong = Vec::new();
         for (kind, status, reason) in case.expect {
             match run.report.outcome(*kind) {
@@ -779,7 +943,8 @@ async fn drift_is_repaired_on_the_next_run() {
     let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
     {
         let mut world = fake.world();
-        world.keys.get_mut("k").expect("k").tags.clear();
+        // Someone drops the domain tag (the owner marker stays) and the assignment.
+        world.keys.get_mut("k").expect("k").tags.remove(DOMAIN);
         world.assignments.clear();
     }
     let second = run_once(&fake, &ark, &first.status, true).await;
@@ -894,7 +1059,8 @@ async fn revoke_undoes_what_was_made_but_never_the_key() {
         assert!(world.registrations.is_empty() && world.assignments.is_empty());
         let key = world.keys.get("k").expect("the key is kept");
         assert_eq!(key.tags.get("owner").map(String::as_str), Some("platform"), "foreign tags kept");
-        assert_eq!(key.tags.len(), 1, "the domain tag and its marker removed: {:?}", key.tags);
+        assert!(!key.tags.keys().any(|t| t.contains(DOMAIN)), "the domain tag and its marker removed: {:?}", key.tags);
+        assert!(key.tags.contains_key(OWNER_TAG), "the owner marker stays (stale once the object is gone)");
     }
     revoke(&fake, &ark).await.expect("revoking again finds nothing to do");
 }
@@ -1034,4 +1200,27 @@ async fn revoke_of_an_object_from_before_the_record_removes_nothing() {
     assert_eq!((world.assignments.len(), world.registrations.len()), (1, 1));
     assert!(world.keys["k"].tags.contains_key(DOMAIN));
     assert!(!world.calls.contains(&"am.active") && !world.calls.contains(&"am.rotate"), "nothing to check");
+}
+
+/// `atScope()` lists the principal's assignment at `/` too; the one adopted after a 409 is the one
+/// at the key's scope (so `Revoke` can never delete an HSM-wide grant), found whatever the GUID case.
+#[tokio::test]
+async fn a_conflict_adopts_the_assignment_at_the_keys_scope_not_one_above_it() {
+    let assignment = |scope: &str, name: &str, principal: &str| {
+        let properties = RoleAssignmentProperties {
+            scope: Some(scope.into()),
+            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
+            principal_id: principal.into(),
+        };
+        ((scope.to_owned(), name.to_owned()), RoleAssignment { name: name.into(), properties })
+    };
+    let mut world = World::default();
+    given_principal(&mut world);
+    world.assignments.extend([assignment("/", "hsm-wide", "sp-given"), assignment("/keys/k", "by-hand", "SP-GIVEN")]);
+    world.faults.insert("rbac.put", Fault::Status(409, "MatchingRoleAssignmentExists", None));
+    let fake = Fake::new(world);
+    let ark = object(|s| s.antimatter.service_principal_object_id = Some("sp-given".into()));
+    let run = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert_eq!(run.report.outcome(Kind::RoleAssigned).map(|o| o.reason), Some(Reason::RoleAssigned));
+    assert_eq!(run.found.assignment.as_deref(), Some("by-hand"));
 }

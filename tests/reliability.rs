@@ -370,60 +370,124 @@ async fn malformed_and_oversized_responses_get_a_clear_condition_then_recover() 
     assert!(hwm_kb < 256 * 1024, "peak RSS {hwm_kb} kB after 10 MB bodies");
 }
 
+/// One SubjectAccessReview question: (verb, group, resource, subresource, namespace, name).
+type Access<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+
+/// The chart's RBAC rendered with `values` for a release in `ns`, applied to the control plane.
+struct ChartRbac {
+    client: kube::Client,
+    ns: String,
+    sa: String,
+    applied: Vec<String>,
+}
+
+impl ChartRbac {
+    async fn apply(ns: &str, values: &[String]) -> Self {
+        let client = support::client().await;
+        let release = format!("rk{}", fastrand::u32(..));
+        let out = std::process::Command::new("bin/helm")
+            .args(["template", &release, "charts/rootkey-operator", "--namespace", ns])
+            .args(values)
+            .output()
+            .expect("helm template");
+        assert!(out.status.success(), "helm: {}", String::from_utf8_lossy(&out.stderr));
+        let rendered = String::from_utf8(out.stdout).expect("utf8");
+        let mut sa = None;
+        let mut applied = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&rendered) {
+            let Ok(v) = <serde_json::Value as serde::Deserialize>::deserialize(doc) else { continue };
+            if v.is_null() {
+                continue;
+            }
+            let kind = v["kind"].as_str().unwrap_or_default().to_owned();
+            if !["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"].contains(&kind.as_str())
+            {
+                continue;
+            }
+            if kind == "ServiceAccount" {
+                sa = v["metadata"]["name"].as_str().map(str::to_owned);
+            }
+            let obj: DynamicObject = serde_json::from_value(v.clone()).expect("object");
+            let (ar, caps) = kube::discovery::pinned_kind(
+                &client,
+                &kube::core::GroupVersionKind::try_from(obj.types.as_ref().expect("types")).expect("gvk"),
+            )
+            .await
+            .expect("discover");
+            let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Cluster {
+                Api::all_with(client.clone(), &ar)
+            } else {
+                Api::namespaced_with(client.clone(), v["metadata"]["namespace"].as_str().unwrap_or(ns), &ar)
+            };
+            let name = obj.metadata.name.clone().expect("name");
+            api.patch(&name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&obj))
+                .await
+                .expect("apply rbac");
+            applied.push(format!("{kind}/{name}"));
+        }
+        let sa = sa.expect("the chart renders a ServiceAccount");
+        Self { client, ns: ns.to_owned(), sa, applied }
+    }
+
+    async fn can(&self, (verb, group, resource, sub, namespace, name): Access<'_>) -> bool {
+        let ns = &self.ns;
+        let review: SubjectAccessReview = serde_json::from_value(json!({"spec": {
+            "user": format!("system:serviceaccount:{ns}:{}", self.sa),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "subresource": sub,
+                "namespace": namespace, "name": name}}}))
+        .expect("review");
+        let reviews: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        reviews.create(&PostParams::default(), &review).await.expect("review").status.is_some_and(|s| s.allowed)
+    }
+
+    /// What the ServiceAccount cannot do of `must`, and can do of `must_not`.
+    async fn wrong(&self, must: &[Access<'_>], must_not: &[Access<'_>]) -> Vec<String> {
+        let mut wrong = Vec::new();
+        for &access in must {
+            if !self.can(access).await {
+                wrong.push(format!("cannot {access:?}"));
+            }
+        }
+        for &access in must_not {
+            if self.can(access).await {
+                wrong.push(format!("CAN {access:?}"));
+            }
+        }
+        eprintln!("applied {:?}", self.applied);
+        wrong
+    }
+
+    /// Removes the cluster-scoped objects (the namespace takes the rest with it).
+    async fn remove_cluster_objects(&self) {
+        for a in self.applied.iter().filter(|a| a.starts_with("Cluster")) {
+            let (kind, name) = a.split_once('/').expect("kind/name");
+            let gvk = kube::core::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
+            let (ar, _) = kube::discovery::pinned_kind(&self.client, &gvk).await.expect("discover");
+            let _ = Api::<DynamicObject>::all_with(self.client.clone(), &ar).delete(name, &Default::default()).await;
+        }
+    }
+}
+
+/// What no mode may grant on Secrets in `ns`: listing or watching them, there or cluster-wide
+/// (the operator only `get`s the Secrets objects name).
+fn no_secret_listing(ns: &str) -> Vec<Access<'_>> {
+    let mut denied = Vec::new();
+    for verb in ["list", "watch"] {
+        for namespace in [Some(ns), Some("kube-system"), None] {
+            denied.push((verb, "", "secrets", "", namespace, None));
+        }
+    }
+    denied
+}
+
 #[tokio::test]
 async fn helm_chart_service_account_can_do_exactly_what_the_operator_needs() {
     let client = support::client().await;
     let ns = support::namespace(&client, "rel-rbac").await;
-    let release = format!("rk{}", fastrand::u32(..));
-    let helm = "bin/helm";
-    let out = std::process::Command::new(helm)
-        .args(["template", &release, "charts/rootkey-operator", "--namespace", &ns])
-        .args(["--set", &format!("watchNamespaces={{{ns}}}"), "--set", "replicaCount=2"])
-        .output()
-        .expect("helm template");
-    assert!(out.status.success(), "helm: {}", String::from_utf8_lossy(&out.stderr));
-    let rendered = String::from_utf8(out.stdout).expect("utf8");
-    let mut sa = None;
-    let mut applied = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&rendered) {
-        let Ok(v) = <serde_json::Value as serde::Deserialize>::deserialize(doc) else { continue };
-        if v.is_null() {
-            continue;
-        }
-        let kind = v["kind"].as_str().unwrap_or_default().to_owned();
-        if !["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"].contains(&kind.as_str()) {
-            continue;
-        }
-        if kind == "ServiceAccount" {
-            sa = v["metadata"]["name"].as_str().map(str::to_owned);
-        }
-        let obj: DynamicObject = serde_json::from_value(v.clone()).expect("object");
-        let (ar, caps) = kube::discovery::pinned_kind(
-            &client,
-            &kube::core::GroupVersionKind::try_from(obj.types.as_ref().expect("types")).expect("gvk"),
-        )
-        .await
-        .expect("discover");
-        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Cluster {
-            Api::all_with(client.clone(), &ar)
-        } else {
-            Api::namespaced_with(client.clone(), v["metadata"]["namespace"].as_str().unwrap_or(&ns), &ar)
-        };
-        let name = obj.metadata.name.clone().expect("name");
-        api.patch(&name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&obj)).await.expect("apply rbac");
-        applied.push(format!("{kind}/{name}"));
-    }
-    let sa = sa.expect("the chart renders a ServiceAccount");
-    let user = format!("system:serviceaccount:{ns}:{sa}");
-    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
-    let can = |verb: &str, group: &str, resource: &str, sub: &str, namespace: Option<&str>, name: Option<&str>| {
-        let review: SubjectAccessReview = serde_json::from_value(json!({"spec": {"user": user, "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
-            "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "subresource": sub, "namespace": namespace, "name": name}}})).expect("review");
-        let reviews = reviews.clone();
-        async move {
-            reviews.create(&PostParams::default(), &review).await.expect("review").status.is_some_and(|s| s.allowed)
-        }
-    };
+    let unserved = support::namespace(&client, "rel-rbac-unserved").await;
+    let rbac = ChartRbac::apply(&ns, &["--set".into(), format!("watchNamespaces={{{ns}}}")]).await;
+    let sa = rbac.sa.clone();
     let n = Some(ns.as_str());
     let g = "antimatter.io";
     let must = [
@@ -434,22 +498,24 @@ async fn helm_chart_service_account_can_do_exactly_what_the_operator_needs() {
         ("patch", g, "azurerootkeys", "status", n, None),
         ("update", g, "azurerootkeys", "finalizers", n, None),
         ("get", "", "secrets", "", n, None),
-        ("list", "", "secrets", "", n, None),
-        ("watch", "", "secrets", "", n, None),
         ("create", "events.k8s.io", "events", "", n, None),
         ("get", "coordination.k8s.io", "leases", "", n, Some("rootkey-operator")),
         ("update", "coordination.k8s.io", "leases", "", n, Some("rootkey-operator")),
         ("create", "coordination.k8s.io", "leases", "", n, None),
         ("get", "", "namespaces", "", None, Some("kube-system")),
     ];
-    let must_not = [
+    let mut must_not = vec![
         ("create", "", "secrets", "", n, None),
         ("delete", "", "secrets", "", n, None),
         ("update", "", "secrets", "", n, None),
+        // No Secret read in namespaces the operator does not serve.
+        ("get", "", "secrets", "", Some("kube-system"), None),
+        ("get", "", "secrets", "", Some("default"), None),
+        ("get", "", "secrets", "", Some(unserved.as_str()), None),
+        ("get", "", "secrets", "", None, None),
         ("delete", g, "azurerootkeys", "", n, None),
         ("create", g, "azurerootkeys", "", n, None),
         ("list", "", "pods", "", n, None),
-        ("get", "", "secrets", "", Some("kube-system"), None),
         ("list", g, "azurerootkeys", "", Some("default"), None),
         ("update", "coordination.k8s.io", "leases", "", Some("kube-system"), Some("rootkey-operator")),
         ("update", "coordination.k8s.io", "leases", "", n, Some("someone-else")),
@@ -458,28 +524,36 @@ async fn helm_chart_service_account_can_do_exactly_what_the_operator_needs() {
         ("create", "rbac.authorization.k8s.io", "roles", "", n, None),
         ("patch", "events.k8s.io", "events", "", n, None),
         ("impersonate", "", "serviceaccounts", "", n, None),
-        ("create", "", "serviceaccounts", "token", n, Some(&sa)),
+        ("create", "", "serviceaccounts", "token", n, Some(sa.as_str())),
     ];
-    let mut wrong = Vec::new();
-    for (verb, group, res, sub, namespace, name) in must {
-        if !can(verb, group, res, sub, namespace, name).await {
-            wrong.push(format!("cannot {verb} {group}/{res}/{sub} in {namespace:?} {name:?}"));
-        }
-    }
-    for (verb, group, res, sub, namespace, name) in must_not {
-        if can(verb, group, res, sub, namespace, name).await {
-            wrong.push(format!("CAN {verb} {group}/{res}/{sub} in {namespace:?} {name:?}"));
-        }
-    }
-    eprintln!("applied {applied:?}");
+    must_not.extend(no_secret_listing(&ns));
+    let wrong = rbac.wrong(&must, &must_not).await;
+    rbac.remove_cluster_objects().await;
     assert!(wrong.is_empty(), "{wrong:#?}");
-    // Cluster-scoped objects are not removed with the namespace.
-    for a in applied.iter().filter(|a| a.starts_with("Cluster")) {
-        let (kind, name) = a.split_once('/').expect("kind/name");
-        let gvk = kube::core::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
-        let (ar, _) = kube::discovery::pinned_kind(&client, &gvk).await.expect("discover");
-        let _ = Api::<DynamicObject>::all_with(client.clone(), &ar).delete(name, &Default::default()).await;
-    }
+}
+
+#[tokio::test]
+async fn helm_chart_in_cluster_mode_reads_secrets_but_never_lists_or_watches_them() {
+    let client = support::client().await;
+    let ns = support::namespace(&client, "rel-rbac-cluster").await;
+    let other = support::namespace(&client, "rel-rbac-other").await;
+    let rbac = ChartRbac::apply(&ns, &[]).await;
+    let g = "antimatter.io";
+    let must = [
+        ("list", g, "azurerootkeys", "", None, None),
+        ("watch", g, "azurerootkeys", "", None, None),
+        ("get", "", "secrets", "", Some(other.as_str()), None),
+        ("get", "coordination.k8s.io", "leases", "", Some(ns.as_str()), Some("rootkey-operator")),
+    ];
+    let mut must_not = vec![
+        ("create", "", "secrets", "", Some(other.as_str()), None),
+        ("update", "", "secrets", "", Some(other.as_str()), None),
+    ];
+    must_not.extend(no_secret_listing(&other));
+    must_not.extend(no_secret_listing(&ns));
+    let wrong = rbac.wrong(&must, &must_not).await;
+    rbac.remove_cluster_objects().await;
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 #[tokio::test]

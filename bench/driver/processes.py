@@ -147,6 +147,7 @@ def start_operator(procs: Processes, cfg: Config, work, endpoints, kubeconfig, t
     argv += ["--authority-host", endpoints["authority_url"], "--graph-url", endpoints["graph_url"]]
     argv += ["--hsm-dns-suffixes", endpoints["hsm_dns_suffix"], "--ca-bundle", endpoints["ca_pem_path"]]
     argv += ["--azure-identity", "secret", "--cluster-id", "bench-cluster", "--concurrency", str(cfg.concurrency)]
+    argv += ["--antimatter-api-urls", endpoints["antimatter_url"]]
     argv += ["--metrics-addr", f"127.0.0.1:{metrics_port}", "--probe-addr", f"127.0.0.1:{probe_port}"]
     if not throttled:
         argv += ["--hsm-key-creates-per-second", "0", "--hsm-rbac-per-second", "0"]

@@ -10,8 +10,11 @@ use crate::{
 };
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ServicePrincipal {
     id: String,
+    #[serde(default)]
+    app_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -27,10 +30,18 @@ pub enum Found {
     Created,
 }
 
+/// Tenants whose principal lookups are remembered at once.
+const REMEMBERED_PRINCIPALS: usize = 1024;
+
 /// Service principal object IDs per (tenant, app), looked up once.
-#[derive(Default)]
 pub struct Graph {
     principals: Memo<(String, String), String>,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Self { principals: Memo::new(REMEMBERED_PRINCIPALS) }
+    }
 }
 
 impl Graph {
@@ -53,6 +64,32 @@ impl Graph {
             })
             .await?;
         Ok((id, if created_here { Found::Created } else { Found::Existing }))
+    }
+}
+
+impl Graph {
+    /// The application whose service principal `object_id` is in the identity's tenant; `None`
+    /// when the tenant has no such principal. Not remembered: a principal can be deleted and its
+    /// object ID is not reused for another application, but a stale "yes" would grant on a guess.
+    pub async fn principal_application(
+        &self,
+        azure: &Azure,
+        identity: &Identity,
+        object_id: &str,
+    ) -> Result<Option<String>, RemoteError> {
+        let graph = azure.cloud.graph_url.as_str().trim_end_matches('/');
+        let token = azure.token(identity, &scope(azure)).await?;
+        // The object ID is a GUID (validated at admission), so it is safe in the path.
+        let get = azure
+            .http()
+            .get(format!("{graph}/v1.0/servicePrincipals/{object_id}"))
+            .query(&[("$select", "id,appId")])
+            .bearer_auth(token.secret());
+        match send_json::<ServicePrincipal>(Service::Graph, "sp.get", get, describe_azure).await {
+            Ok(sp) => Ok(sp.app_id),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

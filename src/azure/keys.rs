@@ -1,7 +1,7 @@
 //! Managed HSM keys through the Azure SDK's `KeyClient`: read, create, and tag.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, Mutex},
 };
 
@@ -15,6 +15,7 @@ use azure_security_keyvault_keys::{
 
 use super::{Azure, Identity, from_azure};
 use crate::{
+    bounded::BoundedMap,
     cloud::HsmEndpoint,
     locks::lock,
     pacing::Class,
@@ -38,11 +39,19 @@ pub struct KeyInfo {
     pub tags: BTreeMap<String, String>,
 }
 
+/// (HSM, identity) pairs whose `KeyClient` is kept at once.
+const KEPT_KEY_CLIENTS: usize = 1024;
+
 /// `KeyClient`s per (HSM, identity), so each discovers its challenge scope once and reuses its
 /// connection pool and token.
-#[derive(Default)]
 pub struct KeyClients {
-    clients: Mutex<HashMap<(HsmEndpoint, Identity), Arc<KeyClient>>>,
+    clients: Mutex<BoundedMap<(HsmEndpoint, Identity), Arc<KeyClient>>>,
+}
+
+impl Default for KeyClients {
+    fn default() -> Self {
+        Self { clients: Mutex::new(BoundedMap::new(KEPT_KEY_CLIENTS, None)) }
+    }
 }
 
 impl KeyClients {

@@ -6,7 +6,6 @@ pub mod keys;
 pub mod rbac;
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -25,11 +24,12 @@ use azure_identity::{
 use serde::Deserialize;
 
 use crate::{
+    bounded::BoundedMap,
     cloud::{Cloud, HsmEndpoint},
     locks::lock,
     metrics::record_call,
     pacing::{Class, Pacers},
-    remote::{RemoteError, Service, parse_retry_after, truncate},
+    remote::{RemoteError, Service, parse_retry_after, parse_retry_after_millis, truncate},
 };
 
 /// How the operator authenticates as itself (objects may bring their own client secret instead).
@@ -72,14 +72,18 @@ pub struct Azure {
     mode: IdentityMode,
     transport: Transport,
     http: reqwest::Client,
-    credentials: Mutex<HashMap<(Identity, String), Arc<dyn TokenCredential>>>,
+    credentials: Mutex<BoundedMap<(Identity, String), Arc<dyn TokenCredential>>>,
     pacers: Pacers,
 }
+
+/// (identity, scope) pairs whose credential (and so its token cache) is kept at once.
+const KEPT_CREDENTIALS: usize = 1024;
 
 impl Azure {
     pub fn new(cloud: Cloud, mode: IdentityMode, http: reqwest::Client, pacers: Pacers) -> Self {
         let transport = Transport::new(Arc::new(MeteredTransport(http.clone())));
-        Self { cloud, mode, transport, http, credentials: Mutex::default(), pacers }
+        let credentials = Mutex::new(BoundedMap::new(KEPT_CREDENTIALS, None));
+        Self { cloud, mode, transport, http, credentials, pacers }
     }
 
     /// Runs one paced HSM call: waits for the HSM's slot of `class`, and a 429 holds back the next
@@ -203,8 +207,36 @@ impl HttpClient for MeteredTransport {
         let sent = std::time::Instant::now();
         let result = self.0.execute_request(request).await;
         record_call(service, operation, result.as_ref().map(|r| u16::from(r.status())).unwrap_or(0), sent);
-        result
+        result.map(capped_retry_after)
     }
+}
+
+/// The answer with its `Retry-After` headers capped (see [`parse_retry_after`]), or dropped when
+/// unreadable (an HTTP date is not used by Azure here). The SDK's own retry policies read them from
+/// here (the managed-identity credential retries with its own): no answer can make one wait longer
+/// than the cap, or overflow a deadline.
+fn capped_retry_after(response: AsyncRawResponse) -> AsyncRawResponse {
+    use azure_core::http::headers::{RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
+    let in_millis = [RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS];
+    if ![&RETRY_AFTER, &in_millis[0], &in_millis[1]].iter().any(|h| response.headers().get_optional_str(h).is_some()) {
+        return response;
+    }
+    let (status, mut headers, body) = response.deconstruct();
+    if let Some(value) = headers.get_optional_str(&RETRY_AFTER) {
+        match parse_retry_after(value) {
+            Some(wait) => headers.insert(RETRY_AFTER, wait.as_secs().to_string()),
+            None => drop(headers.remove(RETRY_AFTER)),
+        }
+    }
+    for name in in_millis {
+        if let Some(value) = headers.get_optional_str(&name) {
+            match parse_retry_after_millis(value) {
+                Some(wait) => headers.insert(name, wait.as_millis().to_string()),
+                None => drop(headers.remove(name)),
+            }
+        }
+    }
+    AsyncRawResponse::new(status, headers, Box::pin(body))
 }
 
 /// Names an SDK request for metrics from its method and path (a fixed set of names).
@@ -238,13 +270,15 @@ pub fn from_azure(service: Service, operation: &'static str, e: azure_core::Erro
                 service,
                 operation,
                 status: u16::from(*status),
-                code: if code.is_empty() { error_code.clone().unwrap_or_default() } else { code },
-                message: if message.is_empty() { e.to_string() } else { message },
+                code: truncate(&if code.is_empty() { error_code.clone().unwrap_or_default() } else { code }, 256),
+                message: truncate(&if message.is_empty() { e.to_string() } else { message }, 512),
                 retry_after,
             }
         }
         ErrorKind::Credential => RemoteError::Credentials { detail: truncate(&e.to_string(), 512) },
-        ErrorKind::Connection | ErrorKind::Io => RemoteError::Unreachable { service, operation, detail: e.to_string() },
+        ErrorKind::Connection | ErrorKind::Io => {
+            RemoteError::Unreachable { service, operation, detail: truncate(&e.to_string(), 512) }
+        }
         _ => RemoteError::Malformed { service, operation, detail: truncate(&e.to_string(), 512) },
     }
 }
@@ -265,4 +299,29 @@ pub fn describe_azure(body: &[u8]) -> (String, String) {
     }
     let e: Envelope = serde_json::from_slice(body).unwrap_or_default();
     (e.error.code, e.error.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use azure_core::http::{
+        StatusCode,
+        headers::{Headers, RETRY_AFTER, RETRY_AFTER_MS},
+    };
+
+    use super::*;
+
+    #[test]
+    fn the_sdk_sees_retry_after_capped() {
+        let mut headers = Headers::new();
+        headers.insert(RETRY_AFTER, (1u64 << 63).to_string());
+        headers.insert(RETRY_AFTER_MS, u64::MAX.to_string());
+        let capped = capped_retry_after(AsyncRawResponse::from_bytes(StatusCode::TooManyRequests, headers, "{}"));
+        assert_eq!(capped.headers().get_optional_str(&RETRY_AFTER), Some("3600"));
+        assert_eq!(capped.headers().get_optional_str(&RETRY_AFTER_MS), Some("3600000"));
+
+        let mut headers = Headers::new();
+        headers.insert(RETRY_AFTER, "Fri, 31 Dec 9999 23:59:59 GMT");
+        let dated = capped_retry_after(AsyncRawResponse::from_bytes(StatusCode::TooManyRequests, headers, "{}"));
+        assert_eq!(dated.headers().get_optional_str(&RETRY_AFTER), None, "an HTTP date is dropped");
+    }
 }

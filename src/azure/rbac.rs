@@ -53,6 +53,19 @@ struct List<T> {
     next_link: Option<String>,
 }
 
+/// Whether `link` is on the same scheme, host and port as `base`, an explicit default port (real
+/// nextLinks carry `:443`) counting as the port it names.
+fn same_origin(link: &str, base: &str) -> bool {
+    match (url::Url::parse(link), url::Url::parse(base)) {
+        (Ok(l), Ok(b)) => {
+            l.scheme() == b.scheme()
+                && l.host_str() == b.host_str()
+                && l.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
 /// Role assignments on an HSM's local RBAC.
 #[derive(Default)]
 pub struct Rbac;
@@ -159,14 +172,40 @@ impl Rbac {
                 .paced(Class::Rbac, hsm, send_json(Service::Hsm, "rbac.assignment.list", rq, describe_azure))
                 .await?;
             out.extend(page.value);
-            match page.next_link {
-                // Only follow links that stay on this HSM, so the token goes nowhere else.
-                Some(next) if next.starts_with(&format!("{}/", hsm.url)) => {
-                    let token = azure.token(identity, &hsm.scope).await?;
-                    rq = azure.http().get(next).bearer_auth(token.secret());
-                }
-                _ => return Ok(out),
+            let Some(next) = page.next_link else { return Ok(out) };
+            // Only links that stay on this HSM are followed, so the token goes nowhere else; a list
+            // cut short would look complete, so any other link is an error.
+            if !same_origin(&next, &hsm.url) {
+                return Err(RemoteError::Malformed {
+                    service: Service::Hsm,
+                    operation: "rbac.assignment.list",
+                    detail: "the role-assignment list's nextLink leaves the HSM".to_owned(),
+                });
             }
+            let token = azure.token(identity, &hsm.scope).await?;
+            rq = azure.http().get(next).bearer_auth(token.secret());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_are_followed_on_the_same_hsm_only() {
+        let hsm = "https://contoso.managedhsm.azure.net";
+        let next = "https://contoso.managedhsm.azure.net:443/providers/Microsoft.Authorization/roleAssignments?api-version=7.6&$skiptoken=abc";
+        assert!(same_origin(next, hsm), "an explicit :443 is the same HSM");
+        assert!(same_origin("https://CONTOSO.managedhsm.azure.net/x", hsm));
+        for elsewhere in [
+            "https://contoso.managedhsm.azure.net:8443/x",
+            "http://contoso.managedhsm.azure.net/x",
+            "https://contoso.managedhsm.azure.net.evil.example/x",
+            "https://fabrikam.managedhsm.azure.net/x",
+            "/relative",
+        ] {
+            assert!(!same_origin(elsewhere, hsm), "{elsewhere}");
         }
     }
 }

@@ -6,9 +6,16 @@ use std::borrow::Cow;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{reasons::Reason, table::Kind};
-use crate::api::{Condition, ConditionStatus};
+use crate::{
+    api::{Condition, ConditionStatus},
+    remote::truncate,
+};
 
 pub const READY: &str = "Ready";
+
+/// The longest condition message written to status: remote services' messages end up in them, and
+/// a hostile endpoint must not fill the object (etcd's object limit, every watcher's cache).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// A step's outcome before it becomes a [`Condition`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +68,7 @@ pub fn to_conditions(
                 type_: Cow::Borrowed(kind),
                 status: o.status,
                 reason: Cow::Borrowed(o.reason.as_str()),
-                message: o.message.clone(),
+                message: truncate(&o.message, MAX_MESSAGE_BYTES),
                 last_transition_time,
                 observed_generation: generation,
             }
@@ -108,5 +115,14 @@ mod tests {
         let bad = Outcome::failed(Reason::KeyDisabled, "b");
         let changed = to_conditions(&[("KeyReady", &bad)], &first, Some(1), &t1);
         assert_eq!(changed[0].last_transition_time, t1);
+    }
+
+    #[test]
+    fn a_remote_message_is_cut_to_the_status_bound() {
+        let t = Time(jiff::Timestamp::from_second(1_000).expect("ts"));
+        let flood = Outcome::failed(Reason::AntimatterRequestRejected, "x".repeat(1 << 20));
+        let written = to_conditions(&[("Registered", &flood)], &[], Some(1), &t);
+        assert!(written[0].message.len() <= MAX_MESSAGE_BYTES, "{} bytes", written[0].message.len());
+        assert!(written[0].message.ends_with('…'));
     }
 }

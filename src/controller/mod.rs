@@ -34,6 +34,7 @@ pub mod errors;
 pub mod events;
 pub mod inputs;
 pub mod memory;
+pub mod ownership;
 pub mod reasons;
 pub mod secrets;
 pub mod status;
@@ -68,8 +69,9 @@ use self::{
 };
 use crate::{
     api::{AzureRootKey, ConditionStatus, DeletionPolicy, FINALIZER},
+    authority::Authority,
+    locks::KeyedLocks,
     metrics,
-    policy::TenancyPolicy,
     remotes::Services,
 };
 
@@ -80,19 +82,22 @@ pub const FIELD_MANAGER: &str = "rootkey-operator";
 pub struct Context {
     pub client: Client,
     pub services: Services,
-    pub policy: TenancyPolicy,
+    /// What the cluster admin decided: endpoints, Antimatter's application, the tenancy policy.
+    pub authority: Authority,
     /// The cluster's identity (the `kube-system` namespace UID), part of role-assignment names.
     pub cluster_id: String,
     pub events: Publisher,
     pub secrets: secrets::SecretValues,
     pub memory: Memory,
+    /// One reconcile at a time per (HSM, key), so two objects cannot both claim an unmarked key.
+    pub keys_in_use: KeyedLocks<(String, String)>,
 }
 
 impl Context {
     pub fn new(
         client: Client,
         services: Services,
-        policy: TenancyPolicy,
+        authority: Authority,
         cluster_id: String,
         events: Publisher,
     ) -> Self {
@@ -100,10 +105,11 @@ impl Context {
             secrets: secrets::SecretValues::new(client.clone()),
             client,
             services,
-            policy,
+            authority,
             cluster_id,
             events,
             memory: Memory::default(),
+            keys_in_use: KeyedLocks::default(),
         }
     }
 
@@ -165,6 +171,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
     let prev = known.clone().unwrap_or_default();
     let (report, found, has_api_key, hsm_url) = match inputs::resolve(ctx, ark).await {
         Ok(inputs) => {
+            let _key = ctx.keys_in_use.lock((inputs.hsm.url.clone(), ark.spec.key.name.clone())).await;
             let (report, found) = steps::run(&ctx.services, &ctx.cluster_id, ark, &prev, &inputs).await;
             (report, found, inputs.domain.is_some(), Some(inputs.hsm.url.clone()))
         }
@@ -175,6 +182,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
             prev.hsm_url.clone(),
         ),
     };
+    forget_refused_secrets(ctx, ark, &report);
     let ready = report.ready(has_api_key, ark.spec.antimatter.activate);
     let status = status::build(ark, &prev, &report, &found, &ready, hsm_url);
 
@@ -207,6 +215,26 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         Ok(Action::requeue(jittered(check_interval(ark))))
     } else {
         Ok(Action::requeue(ctx.memory.backoff(ark, report.retry_after)))
+    }
+}
+
+/// A credential a service refused may have been changed in its Secret since it was remembered (no
+/// watch tells the operator): the retry reads the object's Secrets again.
+fn forget_refused_secrets(ctx: &Context, ark: &AzureRootKey, report: &Report) {
+    let refused = report
+        .outcomes()
+        .any(|(_, o)| matches!(o.reason, reasons::Reason::InvalidCredentials | reasons::Reason::Forbidden));
+    if !refused {
+        return;
+    }
+    let ns = ark.namespace().unwrap_or_default();
+    let spec = &ark.spec;
+    let names = [
+        spec.antimatter.api_key_secret_ref.as_ref().map(|r| &r.name),
+        spec.azure_credentials_secret_ref.as_ref().map(|r| &r.name),
+    ];
+    for name in names.into_iter().flatten() {
+        ctx.secrets.forget(&ns, name);
     }
 }
 

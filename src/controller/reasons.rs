@@ -16,6 +16,7 @@ Reason {
     KeyDisabled,
     KeyNotUsable,
     MissingKeyOperations,
+    KeyClaimed,
     // TagApplied
     TagPresent,
     // ServicePrincipalReady
@@ -70,6 +71,7 @@ closed_set! {
 ChangeReason {
     KeyCreated,
     TagAdded,
+    OwnerMarked,
     ServicePrincipalCreated,
     RoleAssigned,
     Registered,
@@ -129,6 +131,11 @@ impl Reason {
                 "KeyReady",
                 "the key does not allow wrapKey/unwrapKey: update its `key_ops` or use another key",
             ),
+            Reason::KeyClaimed => (
+                "False",
+                "KeyReady",
+                "another AzureRootKey owns the key (its owner marker, tag `antimatter-rootkey-owner`, names it; the message says which): nothing is changed until that object is deleted; a key marked by another cluster is taken only with `spec.key.adopt: true`",
+            ),
             Reason::TagPresent => (
                 "True",
                 "TagApplied",
@@ -137,7 +144,7 @@ impl Reason {
             Reason::ServicePrincipalGiven => (
                 "True",
                 "ServicePrincipalReady",
-                "the principal given in `spec.antimatter.servicePrincipalObjectId`; no Microsoft Graph calls are made",
+                "the principal given in `spec.antimatter.servicePrincipalObjectId`, once Graph confirmed it is Antimatter's application's (one read, no create), or unverified where the tenancy policy allows it (`unverifiedPrincipals`)",
             ),
             Reason::ServicePrincipalFound => (
                 "True",
@@ -186,8 +193,8 @@ impl Reason {
             ),
             Reason::PolicyDenied => (
                 "False",
-                "KeyReady",
-                "the tenancy policy does not let this namespace use the operator's identity for this HSM: set `azureCredentialsSecretRef` or ask the cluster admin",
+                "KeyReady or ServicePrincipalReady",
+                "refused before any remote call or Secret read by what the cluster admin decided: an `apiUrl` outside the operator's Antimatter allowlist, the tenancy policy (HSM, key name, tenant, domain, manual route, claiming existing keys), no trusted source for Antimatter's application ID; or, on `ServicePrincipalReady`, a spec `applicationId` or `servicePrincipalObjectId` that is not Antimatter's — the message says which",
             ),
             Reason::SecretNotFound => {
                 ("False", "KeyReady", "a referenced Secret or key in it does not exist in the object's namespace")
@@ -277,6 +284,9 @@ impl ChangeReason {
         match self {
             ChangeReason::KeyCreated => "the operator created the `oct-HSM` key",
             ChangeReason::TagAdded => "the operator added `<domainId>=allow` to a key version",
+            ChangeReason::OwnerMarked => {
+                "the operator marked the key as this object's (tag `antimatter-rootkey-owner=<cluster-id>/<namespace>/<name>`)"
+            }
             ChangeReason::ServicePrincipalCreated => {
                 "the operator created Antimatter's service principal through Graph"
             }

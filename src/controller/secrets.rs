@@ -1,62 +1,59 @@
-//! Values read from Secrets, remembered per Secret until the metadata watch reports another
-//! resourceVersion of it, so reconciles do not GET the same Secret for every object and every check.
-//! Only the keys asked for are kept, and only values that passed the checks.
+//! Values read from Secrets the objects name. The operator may only `get` Secrets (no list, no
+//! watch: it never sees a Secret no object names), so it cannot be told when one changes. Instead a
+//! value is remembered for at most [`REMEMBER_FOR`], so that the objects sharing a Secret and the
+//! retries of a failing object do not each GET it, and is read again after that: a changed Secret
+//! is used from the object's next reconcile after at most that long (its periodic check, its next
+//! retry, or any change to the object). A remote refusal of a remembered credential drops it
+//! ([`SecretValues::forget`]), so the retry reads the Secret again. Only the keys asked for are
+//! kept, and only values that passed the checks.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{sync::Mutex, time::Duration};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Api, Client};
 
 use super::{conditions::Outcome, reasons::Reason};
-use crate::locks::lock;
+use crate::{bounded::BoundedMap, locks::lock};
 
-type SecretRef = (String, String);
 /// (namespace, name, key)
 type ValueRef = (String, String, String);
 
-/// A checked value and the Secret version it was read from.
-struct Remembered {
-    version: String,
-    value: String,
-}
+/// The longest a value is used without reading its Secret again.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(300);
+/// Values remembered at once (least recently used dropped first).
+const REMEMBERED_VALUES: usize = 4096;
 
 pub struct SecretValues {
     client: Client,
-    values: Mutex<HashMap<ValueRef, Remembered>>,
-    /// The newest resourceVersion the watch has reported per Secret in the watched namespaces.
-    seen: Mutex<HashMap<SecretRef, String>>,
+    values: Mutex<BoundedMap<ValueRef, String>>,
 }
 
 impl SecretValues {
     pub fn new(client: Client) -> Self {
-        Self { client, values: Mutex::default(), seen: Mutex::default() }
+        Self { client, values: Mutex::new(BoundedMap::new(REMEMBERED_VALUES, Some(REMEMBER_FOR))) }
     }
 
-    /// Records what the Secret watch reported; a remembered value of an older version is read again.
-    pub fn observe(&self, ns: &str, name: &str, resource_version: &str) {
-        lock(&self.seen).insert((ns.to_owned(), name.to_owned()), resource_version.to_owned());
+    /// Drops what is remembered of one Secret: its next use reads it again.
+    pub fn forget(&self, ns: &str, name: &str) {
+        lock(&self.values).retain(|(n, s, _), _| !(n == ns && s == name));
     }
 
     /// One key of a Secret in the object's namespace: a single line of text.
     pub async fn value(&self, ns: &str, name: &str, key: &str) -> Result<String, Outcome> {
         let id = (ns.to_owned(), name.to_owned(), key.to_owned());
-        let seen = lock(&self.seen).get(&(id.0.clone(), id.1.clone())).cloned();
-        if let Some(remembered) = lock(&self.values).get(&id)
-            && seen.as_ref() == Some(&remembered.version)
-        {
-            return Ok(remembered.value.clone());
+        if let Some(remembered) = lock(&self.values).get(&id) {
+            return Ok(remembered.clone());
         }
         let secret = Api::<Secret>::namespaced(self.client.clone(), ns).get_opt(name).await.map_err(|e| {
             Outcome::failed(Reason::SecretUnreadable, format!("Could not read Secret {ns}/{name}: {}", kube_reason(&e)))
         })?;
         let secret = secret
             .ok_or_else(|| Outcome::failed(Reason::SecretNotFound, format!("Secret {ns}/{name} does not exist.")))?;
-        let version = secret.metadata.resource_version.clone().unwrap_or_default();
         let value = secret.data.and_then(|mut d| d.remove(key)).ok_or_else(|| {
             Outcome::failed(Reason::SecretNotFound, format!("Secret {ns}/{name} has no key {key:?}."))
         })?;
         let text = checked(ns, name, key, value)?;
-        lock(&self.values).insert(id, Remembered { version, value: text.clone() });
+        lock(&self.values).insert(id, text.clone());
         Ok(text)
     }
 }
@@ -77,7 +74,7 @@ fn checked(ns: &str, name: &str, key: &str, value: ByteString) -> Result<String,
 }
 
 /// A Kubernetes error without anything the API server echoed back from a request.
-fn kube_reason(e: &kube::Error) -> String {
+pub(super) fn kube_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
         _ => "the API server could not be reached".to_owned(),
@@ -91,7 +88,7 @@ mod tests {
     use super::*;
 
     /// Secret edge cases against a mocked API server (the ones a real cluster rarely shows), and
-    /// remembering a value until the watch reports a newer version.
+    /// remembering a value until it is forgotten.
     #[tokio::test]
     async fn secret_values_are_read_carefully() {
         use http::{Request, Response};
@@ -139,10 +136,9 @@ mod tests {
         assert_eq!(read().await.expect_err("two lines").reason, Reason::InvalidSpec);
         assert_eq!(read().await.expect_err("no such key").reason, Reason::SecretNotFound);
         assert_eq!(read().await.expect("trimmed"), "s3cret");
-        values.observe("ns", "s", "7");
         assert_eq!(read().await.expect("remembered: no request"), "s3cret");
-        values.observe("ns", "s", "8");
-        assert_eq!(read().await.expect("a newer version is read again"), "new");
+        values.forget("ns", "s");
+        assert_eq!(read().await.expect("forgotten: read again"), "new");
         server.await.expect("server");
     }
 }

@@ -30,7 +30,7 @@ impl Kind {
         match self {
             Kind::KeyReady => (&[], Route::Azure),
             Kind::TagApplied => (&[Kind::KeyReady], Route::Azure),
-            Kind::ServicePrincipalReady => (&[], Route::Azure),
+            Kind::ServicePrincipalReady => (&[Kind::KeyReady], Route::Azure),
             Kind::RoleAssigned => (&[Kind::KeyReady, Kind::ServicePrincipalReady], Route::Azure),
             Kind::Registered => (&[Kind::KeyReady, Kind::TagApplied], Route::Antimatter),
             Kind::Paired => (&[Kind::Registered, Kind::RoleAssigned, Kind::TagApplied], Route::Antimatter),

@@ -23,7 +23,8 @@ VALUE_SETS = {
     ),
 }
 
-# What the operator needs, and nothing more: (apiGroup, resource, verb, resourceNames).
+# What the operator needs, and nothing more: (apiGroup, resource, verb, resourceNames). Secrets are
+# only read: no list, no watch, in any mode.
 WATCH_RULES = {
     ("antimatter.io", "azurerootkeys", "get", ()),
     ("antimatter.io", "azurerootkeys", "list", ()),
@@ -32,8 +33,6 @@ WATCH_RULES = {
     ("antimatter.io", "azurerootkeys/status", "patch", ()),
     ("antimatter.io", "azurerootkeys/finalizers", "update", ()),
     ("", "secrets", "get", ()),
-    ("", "secrets", "list", ()),
-    ("", "secrets", "watch", ()),
     ("events.k8s.io", "events", "create", ()),
 }
 CLUSTER_UID_RULES = {("", "namespaces", "get", ("kube-system",))}
@@ -179,7 +178,7 @@ def test_defaults(render):
     env = _env(c)
     assert dep["spec"]["replicas"] == 1
     assert c["image"] == "ghcr.io/antimatterhq/rootkey-operator:0.1.0"
-    assert env["LEADER_ELECT"] == "false"
+    assert env["LEADER_ELECT"] == "true", "a rolling update briefly runs two pods"
     assert env["WATCH_NAMESPACES"] == ""
     assert env["CONCURRENCY"] == "64"
     assert env["AZURE_IDENTITY"] == "workload"
@@ -194,7 +193,8 @@ def test_defaults(render):
     assert not find(manifests, "PodDisruptionBudget")
     assert not find(manifests, "ServiceMonitor")
     assert not find(manifests, "NetworkPolicy")
-    assert not find(manifests, "Role")  # no leases without leader election, no per-namespace roles
+    (role,) = find(manifests, "Role")  # the Lease only: no per-namespace roles
+    assert flatten(role["rules"]) == LEASE_RULES
     (svc,) = find(manifests, "Service")
     assert svc["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
 
@@ -222,7 +222,14 @@ def test_all_on(render):
     assert mounts["tenancy-policy"]["readOnly"] and mounts["ca-bundle"]["readOnly"]
     (policy_cm,) = find(manifests, "ConfigMap", "rootkey-operator-tenancy-policy")
     policy = yaml.safe_load(policy_cm["data"]["policy.yaml"])
-    assert policy["rules"][0] == {"namespaces": ["team-a"], "hsms": ["contoso-*"]}
+    assert policy["rules"][0] == {
+        "namespaces": ["team-a"],
+        "hsms": ["contoso-*"],
+        "keys": ["team-a-*"],
+        "manualRoute": False,
+    }
+    assert env["ANTIMATTER_API_URLS"] == "https://api.antimatter.io/v2,https://api.eu.antimatter.io/v2"
+    assert env["ANTIMATTER_APPLICATION_ID"] == "8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70"
     (ca_cm,) = find(manifests, "ConfigMap", "rootkey-operator-ca-bundle")
     assert ca_cm["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
     (pdb,) = find(manifests, "PodDisruptionBudget")
@@ -261,12 +268,13 @@ def test_managed_identity(render):
     assert "azure.workload.identity/client-id" not in (sa["metadata"].get("annotations") or {})
 
 
-def test_leader_election_forced_with_one_replica(render):
-    manifests = render("--set", "leaderElection.force=true")
-    assert _env(_deployment(manifests)["spec"]["template"]["spec"]["containers"][0])["LEADER_ELECT"] == "true"
-    (role,) = find(manifests, "Role")
-    assert flatten(role["rules"]) == LEASE_RULES
+def test_leader_election_can_be_turned_off_only_with_one_replica(render):
+    manifests = render("--set", "leaderElection.enabled=false")
+    assert _env(_deployment(manifests)["spec"]["template"]["spec"]["containers"][0])["LEADER_ELECT"] == "false"
+    assert not find(manifests, "Role")
     assert not find(manifests, "PodDisruptionBudget")
+    two = render("--set", "leaderElection.enabled=false", "--set", "replicaCount=2")
+    assert _env(_deployment(two)["spec"]["template"]["spec"]["containers"][0])["LEADER_ELECT"] == "true"
 
 
 def _no_wildcards(manifests):
@@ -276,7 +284,7 @@ def _no_wildcards(manifests):
                 for field in ("apiGroups", "resources", "verbs", "resourceNames"):
                     assert "*" not in r.get(field, []), (m["metadata"]["name"], r)
                 if "secrets" in r.get("resources", []):
-                    assert set(r["verbs"]) <= {"get", "list", "watch"}, r
+                    assert set(r["verbs"]) == {"get"}, r
 
 
 def test_rbac_cluster_wide(render):

@@ -61,6 +61,10 @@ pub struct SpawnExtra {
 pub struct OperatorOptions {
     pub policy: Option<&'static str>,
     pub leader_elect: bool,
+    /// Leave `--antimatter-application-id` unset, so Antimatter's application is asked from its API.
+    pub ask_antimatter_for_application: bool,
+    /// `--cluster-id` (default `test-cluster`): another value plays another cluster's operator.
+    pub cluster_id: Option<&'static str>,
 }
 
 impl Env {
@@ -133,7 +137,8 @@ impl Env {
             .args(["--hsm-dns-suffixes", &self.sandbox.hsm_dns_suffix()])
             .arg("--ca-bundle")
             .arg(self.sandbox.ca_pem_path())
-            .args(["--azure-identity", "secret", "--cluster-id", "test-cluster"])
+            .args(["--azure-identity", "secret", "--cluster-id", options.cluster_id.unwrap_or("test-cluster")])
+            .args(["--antimatter-api-urls", &self.api_url()])
             .args(["--metrics-addr", &format!("127.0.0.1:{}", ports.metrics)])
             .args(["--probe-addr", &format!("127.0.0.1:{}", ports.probe)])
             .args(["--lease-namespace", &self.ns, "--pod-name", &format!("operator-{index}")])
@@ -152,6 +157,9 @@ impl Env {
         }
         if options.leader_elect {
             cmd.arg("--leader-elect");
+        }
+        if !options.ask_antimatter_for_application {
+            cmd.args(["--antimatter-application-id", ANTIMATTER_APP]);
         }
         if let Some(policy) = options.policy {
             let path = self.log_dir.join(format!("{}-policy.yaml", self.ns));
@@ -235,6 +243,30 @@ impl Env {
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.client.clone(), &self.ns);
         let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": string_data});
         secrets.patch(name, &PatchParams::apply("rootkey-tests").force(), &Patch::Apply(&s)).await.expect("secret");
+    }
+
+    /// Creates Antimatter's service principal in the tenant (as an admin would by hand) through
+    /// the sandbox's Graph; returns its object ID.
+    pub async fn create_antimatter_principal(&self) -> String {
+        let client = self.sandbox.client();
+        let graph = self.sandbox.graph_url();
+        let token = client
+            .token(
+                &self.sandbox.authority_url(),
+                TENANT,
+                OPERATOR_CLIENT,
+                OPERATOR_SECRET,
+                &format!("{graph}/.default"),
+            )
+            .await
+            .expect("token");
+        let token = token.json()["access_token"].as_str().expect("access_token").to_owned();
+        let created = client
+            .post_json(&format!("{graph}/v1.0/servicePrincipals"), Some(&token), &json!({"appId": ANTIMATTER_APP}))
+            .await
+            .expect("create");
+        assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+        created.json()["id"].as_str().expect("id").to_owned()
     }
 
     /// A spec for key `key` in the sandbox HSM with the given extra fields merged in.

@@ -20,7 +20,7 @@ use rootkey_operator::{
     },
     cloud::HsmEndpoint,
     remote::{RemoteError, Service},
-    remotes::{AntimatterDomain, Directory, ManagedHsm, Remotes, Tags},
+    remotes::{AntimatterDomain, Directory, ManagedHsm, Owners, Remotes, Tags},
 };
 
 pub const HSM_URL: &str = "https://contoso.managedhsm.azure.net";
@@ -55,6 +55,8 @@ pub struct World {
     pub faults: HashMap<&'static str, Fault>,
     /// Every call made, by operation name, in order.
     pub calls: Vec<&'static str>,
+    /// AzureRootKeys that exist in the cluster, as (namespace, name).
+    pub objects: std::collections::BTreeSet<(String, String)>,
     next_id: u32,
 }
 
@@ -74,6 +76,7 @@ impl Default for World {
             pairing: "HEALTHY",
             faults: HashMap::new(),
             calls: Vec::new(),
+            objects: Default::default(),
             next_id: 1,
         }
     }
@@ -172,6 +175,17 @@ impl Remotes for Fake {
     fn antimatter<'a>(&'a self, _: &'a DomainTarget) -> Box<dyn AntimatterDomain + 'a> {
         Box::new(Session(self))
     }
+
+    fn owners(&self) -> &dyn Owners {
+        self
+    }
+}
+
+#[async_trait]
+impl Owners for Fake {
+    async fn exists(&self, namespace: &str, name: &str) -> bool {
+        self.world().objects.contains(&(namespace.to_owned(), name.to_owned()))
+    }
 }
 
 #[async_trait]
@@ -229,7 +243,9 @@ impl ManagedHsm for Session<'_> {
 
     async fn assignments_at(&self, scope: &str) -> Result<Vec<RoleAssignment>, RemoteError> {
         let world = self.0.call("rbac.list")?;
-        Ok(world.assignments.iter().filter(|((s, _), _)| s == scope).map(|(_, a)| a.clone()).collect())
+        // As `$filter=atScope()` answers: the assignments at the scope and above it.
+        let covers = |s: &str| s == "/" || s == scope || scope.starts_with(&format!("{s}/"));
+        Ok(world.assignments.iter().filter(|((s, _), _)| covers(s)).map(|(_, a)| a.clone()).collect())
     }
 }
 
@@ -243,6 +259,11 @@ impl Directory for Session<'_> {
         let id = world.id("sp-");
         world.principals.insert(app_id.to_owned(), id.clone());
         Ok((id, Found::Created))
+    }
+
+    async fn principal_application(&self, object_id: &str) -> Result<Option<String>, RemoteError> {
+        let world = self.0.call("graph.sp.get")?;
+        Ok(world.principals.iter().find(|(_, id)| *id == object_id).map(|(app, _)| app.clone()))
     }
 
     async fn warm_up(&self) {

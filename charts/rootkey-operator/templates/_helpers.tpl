@@ -53,7 +53,7 @@ app.kubernetes.io/part-of: rootkey-operator
 
 {{/* "true" when leader election is on: more than one replica, or forced. */}}
 {{- define "rootkey-operator.leaderElect" -}}
-{{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.force -}}true{{- end -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.enabled -}}true{{- end -}}
 {{- end -}}
 
 {{/* The CA bundle ConfigMap name, or nothing when no extra CA bundle is configured. */}}
@@ -85,9 +85,10 @@ app.kubernetes.io/part-of: rootkey-operator
 - apiGroups: ["antimatter.io"]
   resources: ["azurerootkeys/finalizers"]
   verbs: ["update"]
+# Only `get`: the operator reads the Secrets objects name and never lists or watches Secrets.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
@@ -99,4 +100,14 @@ app.kubernetes.io/part-of: rootkey-operator
   resources: ["namespaces"]
   resourceNames: ["kube-system"]
   verbs: ["get"]
+{{- $selects := false }}
+{{- range (default (list) .Values.tenancyPolicy.rules) }}
+{{- if .namespaceSelector }}{{ $selects = true }}{{ end }}
+{{- end }}
+{{- if $selects }}
+# The tenancy policy selects namespaces by label: read the labels of an object's namespace.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+{{- end }}
 {{- end -}}

@@ -11,20 +11,36 @@ use crate::{
     controller::{
         conditions::Outcome,
         errors::Failure,
+        ownership::{self, OWNER_TAG, Owner},
         reasons::{ChangeReason, Reason},
     },
-    remotes::ManagedHsm,
+    policy::Grant,
+    remotes::{ManagedHsm, Owners},
 };
+
+/// Who is asking, for the ownership check: the object and what the policy lets it claim.
+pub struct Claimant<'a> {
+    pub me: &'a Owner,
+    pub grant: &'a Grant,
+    pub owners: &'a dyn Owners,
+}
 
 pub async fn ensure(
     hsm: &dyn ManagedHsm,
     endpoint: &HsmEndpoint,
     ark: &AzureRootKey,
+    claimant: &Claimant<'_>,
 ) -> Result<Step<KeyInfo>, Failure> {
     let spec = &ark.spec;
     let name = &spec.key.name;
     let (key, created) = match hsm.key(name).await? {
-        Some(key) => (key, None),
+        Some(key) => {
+            let Claimant { me, grant, owners } = claimant;
+            if let Err(refused) = ownership::claim(&key, name, me, spec.key.adopt, grant, *owners).await {
+                return Ok(Step::stopped(refused));
+            }
+            (key, None)
+        }
         None if spec.key.create == CreatePolicy::Never => {
             return Ok(Step::stopped(Outcome::failed(
                 Reason::KeyNotFound,
@@ -41,8 +57,10 @@ pub async fn ensure(
             )));
         }
         None => {
-            // Created with the domain tag (and its marker), so the tag step has nothing to do.
-            let tags = BTreeMap::from(tag::ours(&spec.domain_id, &object_uid(ark)));
+            // Created with the domain tag (and its addedBy marker) and the owner marker, so the tag
+            // step has nothing to do.
+            let mut tags = BTreeMap::from(tag::ours(&spec.domain_id, &object_uid(ark)));
+            tags.insert(OWNER_TAG.to_owned(), claimant.me.marker());
             let key = hsm.create_key(name, spec.key.size, tags).await?;
             let note = format!("Created oct-HSM key {name} ({} bits) in {}", spec.key.size, endpoint.url);
             (key, Some(note))

@@ -13,6 +13,7 @@ mod tag;
 
 use std::{collections::BTreeMap, time::Duration};
 
+pub use self::principal::NO_APPLICATION;
 pub use super::table::Kind;
 use super::{
     conditions::Outcome,
@@ -22,6 +23,9 @@ use super::{
     step::{Change, Step},
     table::Route,
 };
+use kube::ResourceExt;
+
+use super::ownership::Owner;
 use crate::{
     antimatter::{DomainTarget, RootKey},
     api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, PairingStatus},
@@ -133,8 +137,9 @@ pub struct Found {
 }
 
 /// Runs every step for one object; nothing here writes to Kubernetes. Steps that do not need each
-/// other run at once: the key and its tag beside Antimatter's application and service principal,
-/// then the role assignment beside the registration.
+/// other run at once: the key and its tag beside the read-only lookup of Antimatter's application
+/// (and the directory token); the service principal once the key is this object's to use; then the
+/// role assignment beside the registration.
 pub async fn run(
     remotes: &dyn Remotes,
     cluster_id: &str,
@@ -148,18 +153,33 @@ pub async fn run(
     let domain = inputs.domain.as_ref().map(|d| remotes.antimatter(d));
     let mut report = Report::default();
     let mut found = Found::default();
+    let me =
+        Owner { cluster: cluster_id.to_owned(), namespace: ark.namespace().unwrap_or_default(), name: ark.name_any() };
+    let claimant = key::Claimant { me: &me, grant: &inputs.grant, owners: remotes.owners() };
 
     let key_chain = async {
-        let key = report.take(Kind::KeyReady, Step::settle(key::ensure(&*hsm, &inputs.hsm, ark).await));
+        let key = report.take(Kind::KeyReady, Step::settle(key::ensure(&*hsm, &inputs.hsm, ark, &claimant).await));
         let tagged = match &key {
-            Some(key) => Step::settle(tag::ensure(&*hsm, key, ark, report.unmet(Kind::TagApplied)).await),
+            Some(key) => Step::settle(tag::ensure(&*hsm, key, ark, &me.marker(), report.unmet(Kind::TagApplied)).await),
             None => Step::stopped(Outcome::waiting(Kind::KeyReady)),
         };
         report.take(Kind::TagApplied, tagged).or(key)
     };
-    let (key, principal) =
-        tokio::join!(key_chain, async { Step::settle(principal::ensure(&*directory, domain.as_deref(), spec).await) });
+    let application =
+        async { tokio::join!(principal::application(&inputs.application, domain.as_deref()), directory.warm_up()).0 };
+    let (key, application) = tokio::join!(key_chain, application);
     found.key = key;
+    // No Graph call, not even a read, for a key this object may not use.
+    let principal = match (report.gate(Kind::ServicePrincipalReady, Some(())), application) {
+        // A service that asked to be left alone is still left alone.
+        (Err(waiting), Err(failure)) => Step { retry_after: failure.retry_after, ..Step::stopped(waiting) },
+        (Err(waiting), Ok(_)) => Step::stopped(waiting),
+        (Ok(()), Err(failure)) => Step::settle(Err(failure)),
+        (Ok(()), Ok(app_id)) => {
+            let unverified = inputs.grant.unverified_principals;
+            Step::settle(principal::ensure(&*directory, spec, app_id.as_deref(), unverified).await)
+        }
+    };
     found.principal = report.take(Kind::ServicePrincipalReady, principal);
 
     let role_inputs = report.gate(Kind::RoleAssigned, found.principal.as_deref());

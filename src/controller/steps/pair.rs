@@ -6,7 +6,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
     api::{PairingState, PairingStatus},
-    controller::{conditions::Outcome, errors::Failure, reasons::Reason, step::Step},
+    controller::{
+        conditions::{MAX_MESSAGE_BYTES, Outcome},
+        errors::Failure,
+        reasons::Reason,
+        step::Step,
+    },
+    remote::truncate,
     remotes::AntimatterDomain,
 };
 
@@ -35,7 +41,7 @@ pub async fn check(domain: &dyn AntimatterDomain, rek_id: &str) -> Result<Step<P
     };
     let pairing = PairingStatus {
         status: state,
-        message: Some(result.status_message.clone()).filter(|m| !m.is_empty()),
+        message: Some(truncate(&result.status_message, MAX_MESSAGE_BYTES)).filter(|m| !m.is_empty()),
         latency_ms: result.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as i64),
         last_check_time: Some(Time(jiff::Timestamp::now())),
     };

@@ -54,7 +54,13 @@ pub async fn ensure(
     let scope = key_scope(&spec.key.name);
     let ours = assignment_name(cluster_id, endpoint, &scope, principal, &object_uid(ark));
     let held = |name: String| Held { created: name == ours, name };
-    let matches = |p: &RoleAssignmentProperties| p.principal_id == principal && is_crypto_user(&p.role_definition_id);
+    // `atScope()` lists the assignments above the key too (at `/`): only one at the key's own scope
+    // is the key's. GUIDs compare in any case.
+    let matches = |p: &RoleAssignmentProperties| {
+        p.principal_id.eq_ignore_ascii_case(principal)
+            && is_crypto_user(&p.role_definition_id)
+            && p.scope.as_deref().is_none_or(|s| s.trim_end_matches('/').eq_ignore_ascii_case(&scope))
+    };
     let holds = || Outcome::ok(Reason::RoleAssigned, format!("{principal} holds {CRYPTO_USER_ROLE} at {scope}."));
 
     // The assignment recorded in status (ours or one made by hand) is checked with one read. With none

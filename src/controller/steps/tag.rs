@@ -1,4 +1,5 @@
-//! `TagApplied`: the key version carries `<domain-id>=allow`, every other tag kept; and its undo.
+//! `TagApplied`: the key version carries `<domain-id>=allow` and this object's owner marker, every
+//! other tag kept; and its undo.
 
 use super::role::object_uid;
 use crate::controller::{step::Step, table::Kind};
@@ -8,6 +9,7 @@ use crate::{
     controller::{
         conditions::Outcome,
         errors::Failure,
+        ownership::OWNER_TAG,
         reasons::{ChangeReason, Reason},
     },
     remotes::ManagedHsm,
@@ -46,18 +48,21 @@ pub fn other_domains<'a>(key: &'a KeyInfo, domain_id: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Reports the tag when the key carries it, whatever `unmet` says; adds it only when every step it
-/// needs passed (`unmet` is `None`): an unusable key is never tagged.
+/// Reports the tag when the key carries it and the owner marker `marker`, whatever `unmet` says;
+/// adds them only when every step it needs passed (`unmet` is `None`): an unusable key is never
+/// tagged. A domain tag this object adds is written with its `addedBy` marker.
 pub async fn ensure(
     hsm: &dyn ManagedHsm,
     key: &KeyInfo,
     ark: &AzureRootKey,
+    marker: &str,
     unmet: Option<Kind>,
 ) -> Result<Step<KeyInfo>, Failure> {
     let spec = &ark.spec;
     let domain_id = &spec.domain_id;
     let present = || Outcome::ok(Reason::TagPresent, format!("The key carries {domain_id}={DOMAIN_TAG_VALUE}."));
-    if carries(key, domain_id) {
+    let marked = key.tags.get(OWNER_TAG).is_some_and(|m| m == marker);
+    if carries(key, domain_id) && marked {
         return Ok(Step::found(present(), key.clone()));
     }
     if let Some(need) = unmet {
@@ -66,16 +71,30 @@ pub async fn ensure(
     if spec.suspend {
         return Ok(Step::stopped(Outcome::failed(
             Reason::Suspended,
-            format!("The tag {domain_id}={DOMAIN_TAG_VALUE} is missing; suspended, so not adding it."),
+            format!(
+                "The tag {domain_id}={DOMAIN_TAG_VALUE} or the owner marker {OWNER_TAG} is missing; suspended, so not adding it."
+            ),
         )));
     }
     // Every other tag is sent back unchanged: the update replaces the whole set.
     let mut tags = key.tags.clone();
-    tags.extend(ours(domain_id, &object_uid(ark)));
+    if !carries(key, domain_id) {
+        tags.extend(ours(domain_id, &object_uid(ark)));
+    }
+    tags.insert(OWNER_TAG.to_owned(), marker.to_owned());
     let name = &spec.key.name;
     let updated = hsm.set_key_tags(name, &key.version, tags).await?;
-    let note = format!("Tagged key {name} version {} with {domain_id}={DOMAIN_TAG_VALUE}", key.version);
-    Ok(Step::found(present(), updated).changed(ChangeReason::TagAdded, note))
+    let mut step = Step::found(present(), updated);
+    if !carries(key, domain_id) {
+        let note = format!("Tagged key {name} version {} with {domain_id}={DOMAIN_TAG_VALUE}", key.version);
+        step = step.changed(ChangeReason::TagAdded, note);
+    }
+    if !marked {
+        let note =
+            format!("Marked key {name} version {} as managed by this object ({OWNER_TAG}={marker})", key.version);
+        step = step.changed(ChangeReason::OwnerMarked, note);
+    }
+    Ok(step)
 }
 
 /// Removes the domain tag and its marker from `key` (the current version), keeping every other tag.
