@@ -24,18 +24,18 @@ fn carries(key: &KeyInfo, domain_id: &str) -> bool {
 
 /// The tag written together with the domain tag, naming the object (UID) that added it: the proof
 /// `Revoke` reads back, so a tag someone else added (or that was there before) is never removed.
-fn marker(domain_id: &str) -> String {
+fn added_by_tag(domain_id: &str) -> String {
     format!("addedBy.{domain_id}")
 }
 
 /// The domain tag and its marker, as this object writes them.
 pub fn ours(domain_id: &str, object_uid: &str) -> [(String, String); 2] {
-    [(domain_id.to_owned(), DOMAIN_TAG_VALUE.to_owned()), (marker(domain_id), object_uid.to_owned())]
+    [(domain_id.to_owned(), DOMAIN_TAG_VALUE.to_owned()), (added_by_tag(domain_id), object_uid.to_owned())]
 }
 
 /// Whether this object added the domain tag to this key version.
 pub fn added_by(key: &KeyInfo, domain_id: &str, object_uid: &str) -> bool {
-    carries(key, domain_id) && key.tags.get(&marker(domain_id)).is_some_and(|v| v == object_uid)
+    carries(key, domain_id) && key.tags.get(&added_by_tag(domain_id)).is_some_and(|v| v == object_uid)
 }
 
 /// Other Antimatter domains allowed on this key (`dm-…=allow` tags besides `domain_id`): they reach
@@ -77,15 +77,16 @@ pub async fn ensure(
         )));
     }
     // Every other tag is sent back unchanged: the update replaces the whole set.
+    let adding = !carries(key, domain_id);
     let mut tags = key.tags.clone();
-    if !carries(key, domain_id) {
+    if adding {
         tags.extend(ours(domain_id, &object_uid(ark)));
     }
     tags.insert(OWNER_TAG.to_owned(), marker.to_owned());
     let name = &spec.key.name;
     let updated = hsm.set_key_tags(name, &key.version, tags).await?;
     let mut step = Step::found(present(), updated);
-    if !carries(key, domain_id) {
+    if adding {
         let note = format!("Tagged key {name} version {} with {domain_id}={DOMAIN_TAG_VALUE}", key.version);
         step = step.changed(ChangeReason::TagAdded, note);
     }
@@ -102,7 +103,7 @@ pub async fn ensure(
 pub async fn remove(hsm: &dyn ManagedHsm, key_name: &str, key: &KeyInfo, domain_id: &str) -> Result<(), Failure> {
     let mut tags = key.tags.clone();
     tags.remove(domain_id);
-    tags.remove(&marker(domain_id));
+    tags.remove(&added_by_tag(domain_id));
     hsm.set_key_tags(key_name, &key.version, tags).await?;
     Ok(())
 }
