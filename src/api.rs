@@ -43,6 +43,7 @@ const GUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.deletionPolicy != 'Revoke' || has(self.antimatter.apiKeySecretRef)").message("deletionPolicy: Revoke needs antimatter.apiKeySecretRef: without the Antimatter API the operator cannot tell whether Antimatter still uses the key, so it would never remove access; use deletionPolicy: Retain"))]
 pub struct AzureRootKeySpec {
     /// Antimatter domain whose root encryption key this is, e.g. `dm-AbCdEfGhJkL`. Immutable.
     #[x_kube(
@@ -73,9 +74,11 @@ pub struct AzureRootKeySpec {
     pub azure_credentials_secret_ref: Option<SecretNameRef>,
 
     /// What to do in Azure and Antimatter when this object is deleted. `Retain` (default) leaves
-    /// everything in place; `Revoke` removes the role assignment, the domain tag and the Antimatter
-    /// registration; only `Revoke` objects carry the `antimatter.io/cleanup` finalizer. The key
-    /// itself is never deleted or disabled.
+    /// everything in place; `Revoke` (needs `antimatter.apiKeySecretRef`) removes what this object
+    /// added (see `status.created`): its Antimatter registrations first, then its role assignment
+    /// and domain tag, and only once the key is not active and Antimatter's rotation is complete.
+    /// Only `Revoke` objects carry the `antimatter.io/cleanup` finalizer. The key itself is never
+    /// deleted or disabled.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
@@ -177,7 +180,8 @@ pub enum DeletionPolicy {
     /// Leave the role assignment, tag and registration in place.
     #[default]
     Retain,
-    /// Remove the role assignment, the domain tag and the Antimatter registration (never the key).
+    /// Remove what this object added: its Antimatter registrations, then its role assignment and
+    /// domain tag (never the key, never what it found in place).
     Revoke,
 }
 
@@ -313,6 +317,32 @@ pub struct AzureRootKeyStatus {
     /// Result of the last pairing check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairing: Option<PairingStatus>,
+
+    /// What this object itself added outside the cluster, as last seen; what it found in place
+    /// (or another object added) is not listed. `Revoke` removes only these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<CreatedRecord>,
+}
+
+/// What one object added, each proven by a mark the operator reads back from the service (so
+/// the record survives a restart between the change and the status write): the role assignment's
+/// name is derived from the object's UID, the domain tag is written together with
+/// `addedBy.<domainId>=<object UID>`, and the registration's description names the object's UID.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedRecord {
+    /// The "Managed HSM Crypto User" role assignment this object created (absent when it adopted
+    /// one that was there before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_assignment_name: Option<String>,
+
+    /// This object added `<domainId>=allow` to the key's current version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub domain_tag: bool,
+
+    /// The Antimatter registration (`rekID`) of the current key version that this object made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_encryption_key_id: Option<String>,
 }
 
 /// One aspect of the object's state, in the shape of the standard `metav1.Condition`.

@@ -175,6 +175,15 @@ async fn bad_manifests_are_refused_with_a_message_naming_the_field() {
             "antimatter.activate needs antimatter.apiKeySecretRef",
         ),
         (
+            "Revoke without an API key",
+            {
+                let mut doc = with("/spec/antimatter", Some(json!({})));
+                doc["spec"]["deletionPolicy"] = json!("Revoke");
+                doc
+            },
+            "deletionPolicy: Revoke needs antimatter.apiKeySecretRef",
+        ),
+        (
             "apiKeySecretRef without a name",
             with("/spec/antimatter", Some(json!({"apiKeySecretRef": {"key": "k"}}))),
             "spec.antimatter.apiKeySecretRef.name: Required value",

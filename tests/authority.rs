@@ -15,3 +15,5 @@ mod ownership;
 mod policy;
 #[path = "authority/principal.rs"]
 mod principal;
+#[path = "authority/revoke.rs"]
+mod revoke;

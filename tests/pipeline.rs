@@ -16,6 +16,7 @@ use rootkey_operator::{
     cloud::HsmEndpoint,
     controller::{
         conditions::Outcome,
+        errors::Failure,
         inputs::{Application, Inputs},
         ownership::OWNER_TAG,
         reasons::Reason,
@@ -35,7 +36,7 @@ const CLUSTER: &str = "cluster-uid";
 fn object(tweak: impl FnOnce(&mut AzureRootKeySpec)) -> AzureRootKey {
     let mut ark: AzureRootKey = serde_json::from_value(json!({
         "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
-        "metadata": {"name": "root", "namespace": "team-a", "generation": 1},
+        "metadata": {"name": "root", "namespace": "team-a", "generation": 1, "uid": "uid-root"},
         "spec": {"domainId": DOMAIN, "tenantId": TENANT, "hsm": {"name": "contoso"}, "key": {"name": "k"},
                  "antimatter": {"apiKeySecretRef": {"name": "am"}, "activate": true}}
     }))
@@ -1014,32 +1015,191 @@ fn the_dependency_table_orders_the_steps() {
     assert!(!Kind::Paired.required(false, true) && Kind::RoleAssigned.required(false, false));
 }
 
-/// Revoke removes the registration, then the assignment, then the tag; never the key; and is
-/// refused while the key is Antimatter's active key.
+/// `steps::revoke` with an API key, as the finalizer calls it.
+async fn revoke(fake: &Fake, ark: &AzureRootKey) -> Result<steps::Revoked, Failure> {
+    let inputs = inputs(true);
+    let target = inputs.domain.clone().expect("an API key");
+    steps::revoke(fake, CLUSTER, ark, &inputs, &target).await
+}
+
+/// The object after one run, with the status that run wrote.
+async fn settled(fake: &Fake, mut ark: AzureRootKey) -> AzureRootKey {
+    let run = run_once(fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    ark.status = Some(run.status);
+    ark
+}
+
+fn with_uid(mut ark: AzureRootKey, uid: &str) -> AzureRootKey {
+    ark.metadata.uid = Some(uid.to_owned());
+    ark
+}
+
+/// Revoke removes the registration, then the assignment, then the tag (and its marker); never the
+/// key nor another tag; and is refused while the key is Antimatter's active key.
 #[tokio::test]
 async fn revoke_undoes_what_was_made_but_never_the_key() {
     let fake = Fake::default();
-    let mut ark = object(|s| s.antimatter.activate = false);
-    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    let ark = settled(&fake, object(|s| s.antimatter.activate = false)).await;
+    let created = ark.status.as_ref().and_then(|s| s.created.clone()).expect("a record");
+    assert!(created.domain_tag && created.role_assignment_name.is_some() && created.root_encryption_key_id.is_some());
     fake.world().keys.get_mut("k").expect("k").tags.insert("owner".into(), "platform".into());
-    ark.status = Some(first.status.clone());
 
-    let rek = first.status.root_encryption_key_id.clone().expect("rek");
+    let rek = created.root_encryption_key_id.clone().expect("rek");
     fake.world().active = Some(format!("{DOMAIN}::{rek}"));
-    let refused = steps::revoke(&fake, &ark, &inputs(true)).await.expect_err("active key");
+    let refused = revoke(&fake, &ark).await.expect_err("active key");
     assert_eq!(refused.outcome.reason, Reason::KeyIsActive);
     assert_eq!(fake.world().assignments.len(), 1, "nothing removed while active");
 
     fake.world().active = None;
-    steps::revoke(&fake, &ark, &inputs(true)).await.expect("revoked");
+    let revoked = revoke(&fake, &ark).await.expect("revoked");
+    assert_eq!(revoked.removed.len(), 3, "{revoked:?}");
+    assert!(revoked.kept.is_empty(), "{revoked:?}");
     {
         let world = fake.world();
         assert!(world.registrations.is_empty() && world.assignments.is_empty());
         let key = world.keys.get("k").expect("the key is kept");
         assert_eq!(key.tags.get("owner").map(String::as_str), Some("platform"), "foreign tags kept");
-        assert!(!key.tags.contains_key(DOMAIN));
+        assert!(!key.tags.keys().any(|t| t.contains(DOMAIN)), "the domain tag and its marker removed: {:?}", key.tags);
+        assert!(key.tags.contains_key(OWNER_TAG), "the owner marker stays (stale once the object is gone)");
     }
-    steps::revoke(&fake, &ark, &inputs(true)).await.expect("revoking again finds nothing to do");
+    revoke(&fake, &ark).await.expect("revoking again finds nothing to do");
+}
+
+/// A second object on the same key and domain finds the tag, the assignment and the registration
+/// in place: it records none of them as its own, and its Revoke removes none of them.
+#[tokio::test]
+async fn revoke_of_a_shadow_object_leaves_the_owners_access() {
+    let fake = Fake::default();
+    let owner = settled(&fake, object(|s| s.antimatter.activate = false)).await;
+    let shadow = settled(&fake, with_uid(object(|s| s.antimatter.activate = false), "uid-shadow")).await;
+    let status = shadow.status.clone().expect("status");
+    assert_eq!(status.created, Some(Default::default()), "the shadow added nothing");
+    assert_eq!(status.root_encryption_key_id, owner.status.as_ref().and_then(|s| s.root_encryption_key_id.clone()));
+    let snapshot = |w: &World| (w.assignments.clone(), w.registrations.clone(), w.keys.clone());
+    let before = snapshot(&fake.world());
+
+    let revoked = revoke(&fake, &shadow).await.expect("released: it has nothing of its own to remove");
+    assert!(revoked.removed.is_empty(), "{revoked:?}");
+    assert_eq!(revoked.kept.len(), 3, "tells what it left: {revoked:?}");
+    let after = snapshot(&fake.world());
+    assert_eq!(before, after, "nothing of the owner's removed");
+}
+
+/// While Antimatter still re-wraps data keys (after another key became active), the key may still
+/// be needed: Revoke waits, calling rotate, and removes nothing until has_more is false.
+#[tokio::test]
+async fn revoke_waits_until_rotation_is_complete() {
+    let fake = Fake::default();
+    let ark = settled(&fake, object(|s| s.antimatter.activate = false)).await;
+    {
+        let mut world = fake.world();
+        world.active = Some("rek-other".into());
+        world.rotation_batches = 30;
+    }
+    let waiting = revoke(&fake, &ark).await.expect_err("rotation not complete");
+    assert_eq!((waiting.outcome.status, waiting.outcome.reason), (U, Reason::RotationIncomplete));
+    assert!(waiting.retry_after.is_some(), "comes back soon");
+    {
+        let world = fake.world();
+        assert!(world.count("am.rotate") > 1, "the operator drives the rotation");
+        assert_eq!((world.registrations.len(), world.assignments.len()), (1, 1), "nothing removed");
+    }
+
+    let revoked = revoke(&fake, &ark).await.expect("rotation finished");
+    assert_eq!(revoked.removed.len(), 3, "{revoked:?}");
+    assert_eq!(fake.world().rotation_batches, 0);
+}
+
+/// A key registered by hand (before the object adopted it) may be made active by a person at any
+/// time: its access is never removed while that registration exists; while it is active, nothing
+/// is touched.
+#[tokio::test]
+async fn revoke_keeps_access_while_a_registration_it_did_not_make_remains() {
+    let fake = Fake::default();
+    fake.world().keys.insert("k".into(), World::key("k", &[]));
+    let url = World::key("k", &[]).kid;
+    fake.world().registrations.insert("rek-by-hand".into(), url);
+    let ark = settled(&fake, object(|s| s.antimatter.activate = false)).await;
+    let created = ark.status.as_ref().and_then(|s| s.created.clone()).expect("record");
+    assert_eq!(created.root_encryption_key_id, None, "adopted, not created");
+    assert!(created.domain_tag && created.role_assignment_name.is_some());
+
+    fake.world().active = Some("rek-by-hand".into());
+    assert_eq!(revoke(&fake, &ark).await.expect_err("active").outcome.reason, Reason::KeyIsActive);
+    fake.world().active = None;
+    let refused = revoke(&fake, &ark).await.expect_err("still registered");
+    assert_eq!(refused.outcome.reason, Reason::KeyStillRegistered);
+    assert!(refused.outcome.message.contains("rek-by-hand"), "{}", refused.outcome.message);
+    let world = fake.world();
+    assert_eq!((world.registrations.len(), world.assignments.len()), (1, 1));
+    assert!(world.keys["k"].tags.contains_key(DOMAIN), "the tag stays too");
+}
+
+/// Another domain allowed on the key reaches it through the same principal: the assignment stays
+/// (and is reported kept); this domain's tag goes.
+#[tokio::test]
+async fn revoke_keeps_the_assignment_another_domain_still_needs() {
+    let fake = Fake::default();
+    let ark = settled(&fake, object(|s| s.antimatter.activate = false)).await;
+    fake.world().keys.get_mut("k").expect("k").tags.insert("dm-OtherDomain1".into(), "allow".into());
+    let revoked = revoke(&fake, &ark).await.expect("revoked");
+    assert_eq!(fake.world().assignments.len(), 1, "still needed by dm-OtherDomain1");
+    assert!(revoked.kept.iter().any(|k| k.contains("dm-OtherDomain1")), "{revoked:?}");
+    assert!(!fake.world().keys["k"].tags.contains_key(DOMAIN));
+    assert!(fake.world().registrations.is_empty());
+}
+
+/// The proof of what an object added lives with the thing itself, so a restart between the change
+/// and the status write (the status is lost) still records, and revokes, all of it.
+#[tokio::test]
+async fn ownership_survives_a_lost_status_write() {
+    let fake = Fake::default();
+    let ark = object(|s| s.antimatter.activate = false);
+    run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    let again = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    let created = again.status.created.clone().expect("record");
+    assert!(created.domain_tag && created.role_assignment_name.is_some() && created.root_encryption_key_id.is_some());
+    let ark = AzureRootKey { status: Some(again.status), ..ark };
+    assert_eq!(revoke(&fake, &ark).await.expect("revoked").removed.len(), 3);
+}
+
+/// An object from before the record (status names an assignment and a registration, but nothing
+/// proves this object made them): Revoke removes nothing and lists what it left.
+#[tokio::test]
+async fn revoke_of_an_object_from_before_the_record_removes_nothing() {
+    let fake = Fake::default();
+    let mut key = World::key("k", &[(DOMAIN, "allow")]);
+    key.tags.insert("owner".into(), "platform".into());
+    let url = key.kid.clone();
+    let assignment = RoleAssignment {
+        name: "legacy-assignment".into(),
+        properties: RoleAssignmentProperties {
+            scope: Some("/keys/k".into()),
+            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
+            principal_id: "sp-existing".into(),
+        },
+    };
+    {
+        let mut world = fake.world();
+        world.keys.insert("k".into(), key);
+        world.registrations.insert("rek-legacy".into(), url);
+        world.descriptions.insert("rek-legacy".into(), "AzureRootKey team-a/root".into());
+        world.assignments.insert(("/keys/k".into(), "legacy-assignment".into()), assignment);
+    }
+    let mut ark = object(|s| s.antimatter.activate = false);
+    ark.status = Some(AzureRootKeyStatus {
+        role_assignment_name: Some("legacy-assignment".into()),
+        root_encryption_key_id: Some("rek-legacy".into()),
+        ..Default::default()
+    });
+    let revoked = revoke(&fake, &ark).await.expect("released: nothing is provably its own");
+    assert!(revoked.removed.is_empty(), "{revoked:?}");
+    assert!(revoked.kept.iter().any(|k| k.contains("legacy-assignment")), "{revoked:?}");
+    assert!(revoked.kept.iter().any(|k| k.contains("rek-legacy")), "{revoked:?}");
+    let world = fake.world();
+    assert_eq!((world.assignments.len(), world.registrations.len()), (1, 1));
+    assert!(world.keys["k"].tags.contains_key(DOMAIN));
+    assert!(!world.calls.contains(&"am.active") && !world.calls.contains(&"am.rotate"), "nothing to check");
 }
 
 /// `atScope()` lists the principal's assignment at `/` too; the one adopted after a 409 is the one

@@ -47,6 +47,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -63,6 +64,7 @@ use self::{
     errors::Error,
     events::{EventType, Note, Publisher},
     memory::Memory,
+    reasons::{ChangeReason, Reason},
     steps::Report,
 };
 use crate::{
@@ -247,32 +249,70 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
-/// Deletion: `Retain` and suspended objects are released at once; `Revoke` removes what the
-/// operator granted (role assignment, tag, registration), never the key.
+/// Deletion: `Retain` and suspended objects are released at once. `Revoke` removes what this
+/// object added ([`steps::revoke`]), never the key. When the operator cannot revoke safely — no API
+/// key (it cannot tell whether Antimatter uses the key), or the namespace is being deleted (its
+/// Secrets go first, and the namespace must not wait) — the object is released as `Retain` with a
+/// Warning event listing what was left in place.
 async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Result<Action, Error> {
     if ark.spec.suspend || ark.spec.deletion_policy == DeletionPolicy::Retain {
         ctx.memory.forget(ark);
         return Ok(Action::await_change());
     }
-    let blocked = match inputs::resolve(ctx, ark).await {
-        Ok(inputs) => steps::revoke(&ctx.services, ark, &inputs).await.err().map(|f| f.outcome),
-        Err(refused) => Some(refused),
-    };
-    tracing::info!(object = %ObjectRef::from(ark), blocked = ?blocked.as_ref().map(|o| o.reason), "revoke");
-    let Some(blocked) = blocked else {
-        ctx.event(
-            ark,
-            EventType::Normal,
-            reasons::ChangeReason::Revoked.as_str(),
-            "Removed Antimatter's access to the key; the key itself is kept.".to_owned(),
+    let untouched = || listing(&steps::left_in_place(ark, &steps::Revoked::default()));
+    if ark.spec.antimatter.api_key_secret_ref.is_none() {
+        let note = format!(
+            "Released as Retain without revoking: without spec.antimatter.apiKeySecretRef the operator cannot tell whether Antimatter still uses the key. Left in place: {}.",
+            untouched()
         );
-        ctx.memory.forget(ark);
-        return Ok(Action::await_change());
+        return Ok(release(ctx, ark, EventType::Warning, Reason::RevokeNeedsApiKey.as_str(), note));
+    }
+    if namespace_deleting(ctx, ark).await? {
+        let note = format!(
+            "Released as Retain without revoking: the namespace is being deleted. Left in place: {}.",
+            untouched()
+        );
+        return Ok(release(ctx, ark, EventType::Warning, Reason::NamespaceDeleting.as_str(), note));
+    }
+    let revoked = match inputs::resolve(ctx, ark).await {
+        Ok(inputs) => match &inputs.domain {
+            Some(target) => {
+                steps::revoke(&ctx.services, &ctx.cluster_id, ark, &inputs, target).await.map_err(|f| f.outcome)
+            }
+            // `resolve` names the domain whenever apiKeySecretRef is set (checked above).
+            None => Err(Outcome::failed(Reason::InvalidSpec, "No Antimatter domain to revoke from.")),
+        },
+        Err(refused) => Err(refused),
+    };
+    tracing::info!(object = %ObjectRef::from(ark), blocked = ?revoked.as_ref().err().map(|o| o.reason), "revoke");
+    let blocked = match revoked {
+        Ok(revoked) => {
+            let removed = match revoked.removed.is_empty() {
+                true => "Removed nothing: this object added nothing that is still there".to_owned(),
+                false => format!("Removed {}", revoked.removed.join(", ")),
+            };
+            ctx.event(
+                ark,
+                EventType::Normal,
+                ChangeReason::Revoked.as_str(),
+                format!("{removed}; the key itself is kept."),
+            );
+            if !revoked.kept.is_empty() {
+                let note = format!(
+                    "Left in place (not added by this object, or not provably: made before status.created; or still needed by another domain): {}.",
+                    listing(&revoked.kept)
+                );
+                ctx.event(ark, EventType::Warning, Reason::AccessLeftInPlace.as_str(), note);
+            }
+            ctx.memory.forget(ark);
+            return Ok(Action::await_change());
+        }
+        Err(blocked) => blocked,
     };
     let prev = ark.status.clone().unwrap_or_default();
     let message =
         format!("{} Set spec.deletionPolicy: Retain to release the object without revoking.", blocked.message);
-    let status = status::with_deleting(ark, &prev, &Outcome::failed(blocked.reason, message.clone()));
+    let status = status::with_deleting(ark, &prev, &Outcome { message: message.clone(), ..blocked });
     if status != prev {
         status::write(api, ark, &status).await?;
         ctx.event(ark, EventType::Warning, blocked.reason.as_str(), format!("Revoke blocked: {message}"));
@@ -302,6 +342,26 @@ pub fn object_series<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> Vec
             }
         })
         .collect()
+}
+
+/// Releases a deleted object without revoking, telling why in an event and in the log (the event
+/// may be refused in a namespace being deleted).
+fn release(ctx: &Context, ark: &AzureRootKey, type_: EventType, reason: &str, note: String) -> Action {
+    tracing::warn!(object = %ObjectRef::from(ark), reason, note, "released without revoking");
+    ctx.event(ark, type_, reason, note);
+    ctx.memory.forget(ark);
+    Action::await_change()
+}
+
+/// Whether the object's namespace is being deleted (or already gone).
+async fn namespace_deleting(ctx: &Context, ark: &AzureRootKey) -> Result<bool, kube::Error> {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let ns = namespaces.get_opt(&ark.namespace().unwrap_or_default()).await?;
+    Ok(ns.is_none_or(|n| n.metadata.deletion_timestamp.is_some()))
+}
+
+fn listing(items: &[String]) -> String {
+    if items.is_empty() { "nothing".to_owned() } else { items.join(", ") }
 }
 
 /// Counts objects by Ready status (`True`, `False`, `Unknown`) for the `objects` gauge.

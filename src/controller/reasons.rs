@@ -35,8 +35,14 @@ Reason {
     KeyActive,
     Rotating,
     ActivationNotRequested,
-    // Deleting
+    // Deleting (a `Revoke` that waits or is refused)
     KeyIsActive,
+    RotationIncomplete,
+    KeyStillRegistered,
+    // Warning events of a deletion that left access in place
+    AccessLeftInPlace,
+    RevokeNeedsApiKey,
+    NamespaceDeleting,
     // A step that has not run because one it needs has not succeeded yet.
     WaitingKeyReady,
     WaitingTagApplied,
@@ -232,7 +238,32 @@ impl Reason {
             Reason::KeyIsActive => (
                 "False",
                 "Deleting",
-                "`Revoke` refused: the key is Antimatter's active key. Activate another key, or set `deletionPolicy: Retain` to release the object",
+                "`Revoke` refused: the key (some version of it) is Antimatter's active key. Activate another key, or set `deletionPolicy: Retain` to release the object",
+            ),
+            Reason::RotationIncomplete => (
+                "Unknown",
+                "Deleting",
+                "`Revoke` waits: Antimatter is still re-wrapping data keys (`rotate` answers `has_more`), some perhaps still under this key; the operator keeps calling `rotate` and removes access once it is done",
+            ),
+            Reason::KeyStillRegistered => (
+                "False",
+                "Deleting",
+                "`Revoke` refused: Antimatter still has the key registered, not by this object (by hand or by another object); delete that registration in Antimatter, or set `deletionPolicy: Retain`",
+            ),
+            Reason::AccessLeftInPlace => (
+                "Warning event",
+                "deletion",
+                "`Revoke` released the object but left access in place that it did not add (or cannot prove it added: objects from before `status.created`), or that another domain on the key still needs; the event lists each",
+            ),
+            Reason::RevokeNeedsApiKey => (
+                "Warning event",
+                "deletion",
+                "a `Revoke` object without `apiKeySecretRef` (made before admission required one) was released as `Retain`: without the Antimatter API the operator cannot tell whether Antimatter uses the key; the event lists what was left",
+            ),
+            Reason::NamespaceDeleting => (
+                "Warning event",
+                "deletion",
+                "the object's namespace is being deleted (its Secrets may be gone), so it was released as `Retain` and namespace deletion does not wait; the operator's log lists what was left (the namespace may refuse the event)",
             ),
             Reason::WaitingKeyReady
             | Reason::WaitingTagApplied
@@ -262,7 +293,7 @@ impl ChangeReason {
             ChangeReason::RoleAssigned => "the operator assigned \"Managed HSM Crypto User\" at the key",
             ChangeReason::Registered => "the operator registered the key URL with Antimatter",
             ChangeReason::Activated => "the operator made the key active",
-            ChangeReason::Revoked => "`Revoke` deletion removed Antimatter's access (the key is kept)",
+            ChangeReason::Revoked => "`Revoke` deletion removed what this object had added (listed); the key is kept",
         }
     }
 }

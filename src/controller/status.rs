@@ -12,7 +12,7 @@ use super::{
     conditions::{Outcome, READY, to_conditions},
     steps::{Found, Report},
 };
-use crate::api::{AzureRootKey, AzureRootKeyStatus};
+use crate::api::{AzureRootKey, AzureRootKeyStatus, CreatedRecord};
 
 /// The condition type shown while a `Revoke` deletion is blocked.
 pub const DELETING: &str = "Deleting";
@@ -57,6 +57,25 @@ pub fn build(
         role_assignment_name: found.assignment.clone().or_else(|| prev.role_assignment_name.clone()),
         root_encryption_key_id: rek_id,
         pairing,
+        created: Some(created(prev.created.clone().unwrap_or_default(), found)),
+    }
+}
+
+/// What this object added: what the steps proved this time, and for what they did not look at,
+/// the record before.
+fn created(prev: CreatedRecord, found: &Found) -> CreatedRecord {
+    let now = &found.created;
+    CreatedRecord {
+        role_assignment_name: match &found.assignment {
+            Some(_) => now.role_assignment_name.clone(),
+            None => prev.role_assignment_name,
+        },
+        domain_tag: if found.key.is_some() { now.domain_tag } else { prev.domain_tag },
+        root_encryption_key_id: match &found.rek_id {
+            _ if found.registration_gone => None,
+            Some(_) => now.root_encryption_key_id.clone(),
+            None => prev.root_encryption_key_id,
+        },
     }
 }
 

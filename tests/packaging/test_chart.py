@@ -36,6 +36,8 @@ WATCH_RULES = {
     ("events.k8s.io", "events", "create", ()),
 }
 CLUSTER_UID_RULES = {("", "namespaces", "get", ("kube-system",))}
+# Whether an object's namespace is being deleted (a Revoke object is then released without revoking).
+NAMESPACE_RULES = {("", "namespaces", "get", ())}
 LEASE_RULES = {
     ("coordination.k8s.io", "leases", "create", ()),
     ("coordination.k8s.io", "leases", "get", ("rootkey-operator",)),
@@ -289,7 +291,7 @@ def test_rbac_cluster_wide(render):
     manifests = render()
     _no_wildcards(manifests)
     (cr,) = find(manifests, "ClusterRole")
-    assert flatten(cr["rules"]) == WATCH_RULES | CLUSTER_UID_RULES
+    assert flatten(cr["rules"]) == WATCH_RULES | NAMESPACE_RULES
     (crb,) = find(manifests, "ClusterRoleBinding")
     assert crb["roleRef"]["name"] == cr["metadata"]["name"]
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "rootkey-operator", "namespace": RELEASE_NS}]
@@ -305,7 +307,7 @@ def test_rbac_watch_namespaces(render):
         (RELEASE_NS, "rootkey-operator-leader-election"),
     }
     for ns in ("team-a", "team-b"):
-        assert flatten(roles[(ns, "rootkey-operator")]["rules"]) == WATCH_RULES
+        assert flatten(roles[(ns, "rootkey-operator")]["rules"]) == WATCH_RULES | {("", "namespaces", "get", (ns,))}
     assert flatten(roles[(RELEASE_NS, "rootkey-operator-leader-election")]["rules"]) == LEASE_RULES
     (cr,) = find(manifests, "ClusterRole")
     assert flatten(cr["rules"]) == CLUSTER_UID_RULES

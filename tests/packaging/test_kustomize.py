@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import CRD_SOURCE, REPO, docs, find, run
-from test_chart import CLUSTER_UID_RULES, LEASE_RULES, WATCH_RULES, flatten
+from test_chart import LEASE_RULES, NAMESPACE_RULES, WATCH_RULES, flatten
 
 LAYOUTS = ["deploy/base", "deploy/overlays/workload-identity", "deploy/overlays/client-secret"]
 
@@ -40,7 +40,7 @@ def test_builds(built, path):
     (crd,) = find(manifests, "CustomResourceDefinition")
     assert crd["spec"] == yaml.safe_load(CRD_SOURCE.read_text())["spec"]
     (cr,) = find(manifests, "ClusterRole")
-    assert flatten(cr["rules"]) == WATCH_RULES | CLUSTER_UID_RULES
+    assert flatten(cr["rules"]) == WATCH_RULES | NAMESPACE_RULES
     (role,) = find(manifests, "Role")
     assert flatten(role["rules"]) == LEASE_RULES
     (dep,) = find(manifests, "Deployment")

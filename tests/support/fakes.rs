@@ -45,6 +45,8 @@ pub struct World {
     pub application_id: Option<String>,
     /// root key ID → key URL
     pub registrations: BTreeMap<String, String>,
+    /// root key ID → description given at registration
+    pub descriptions: BTreeMap<String, String>,
     pub active: Option<String>,
     /// Rotate calls still answering `has_more: true` after an activation.
     pub rotation_batches: u32,
@@ -68,6 +70,7 @@ impl Default for World {
             principals: BTreeMap::new(),
             application_id: Some(APP_ID.to_owned()),
             registrations: BTreeMap::new(),
+            descriptions: BTreeMap::new(),
             active: None,
             rotation_batches: 0,
             pairing: "HEALTHY",
@@ -287,18 +290,19 @@ impl AntimatterDomain for Session<'_> {
                 rek_id: rek.clone(),
                 source: "azure_am".into(),
                 resource_path: url.clone(),
-                description: String::new(),
+                description: world.descriptions.get(rek).cloned().unwrap_or_default(),
             })
             .collect())
     }
 
-    async fn register(&self, _: &str, _: &str, key_url: &str) -> Result<String, RemoteError> {
+    async fn register(&self, description: &str, _: &str, key_url: &str) -> Result<String, RemoteError> {
         let mut world = self.0.call("am.add")?;
         if world.registrations.values().any(|u| u == key_url) {
             return Err(fail("am.add", Fault::Status(409, "keyURL", None)));
         }
         let id = world.id("rek-");
         world.registrations.insert(id.clone(), key_url.to_owned());
+        world.descriptions.insert(id.clone(), description.to_owned());
         Ok(id)
     }
 
@@ -318,9 +322,9 @@ impl AntimatterDomain for Session<'_> {
     async fn active_key(&self) -> Result<Option<RootKey>, RemoteError> {
         let world = self.0.call("am.active")?;
         Ok(world.active.clone().map(|rek_id| RootKey {
+            resource_path: world.registrations.get(&rek_id).cloned().unwrap_or_default(),
             rek_id,
             source: String::new(),
-            resource_path: String::new(),
             description: String::new(),
         }))
     }

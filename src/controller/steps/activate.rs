@@ -12,13 +12,27 @@ use crate::{
         errors::Failure,
         reasons::{ChangeReason, Reason},
     },
+    remote::RemoteError,
     remotes::AntimatterDomain,
 };
 
 /// Rotate calls per reconcile: keeps one object from holding a worker while a large domain re-wraps.
 const ROTATE_CALLS_PER_RECONCILE: usize = 20;
 /// How soon to come back while Antimatter is still re-wrapping.
-const ROTATING_RECHECK: Duration = Duration::from_secs(1);
+pub(super) const ROTATING_RECHECK: Duration = Duration::from_secs(1);
+
+/// Antimatter re-wraps the domain's data keys under the active root key and asks to be called
+/// again while it has more: calls `rotate` while `has_more`, at most [`ROTATE_CALLS_PER_RECONCILE`]
+/// times. `true` while it still has more.
+pub(super) async fn rotate_while_more(domain: &dyn AntimatterDomain, mut has_more: bool) -> Result<bool, RemoteError> {
+    for _ in 0..ROTATE_CALLS_PER_RECONCILE {
+        if !has_more {
+            break;
+        }
+        has_more = domain.rotate().await?;
+    }
+    Ok(has_more)
+}
 
 pub async fn ensure(domain: &dyn AntimatterDomain, spec: &AzureRootKeySpec, rek_id: &str) -> Result<Step<()>, Failure> {
     let active = || Outcome::ok(Reason::KeyActive, format!("{rek_id} is the domain's active root encryption key."));
@@ -31,17 +45,10 @@ pub async fn ensure(domain: &dyn AntimatterDomain, spec: &AzureRootKeySpec, rek_
             "The key is not active; suspended, so not activating it.",
         )));
     }
-    let mut has_more = Ok(domain.activate(rek_id, spec.antimatter.rotate_batch).await?);
+    let has_more = domain.activate(rek_id, spec.antimatter.rotate_batch).await?;
     let activated = format!("Made {rek_id} the domain's active root encryption key");
-    // Antimatter re-wraps the domain's data keys under the new root key and asks to be called again
-    // while it has more. A failure from here on is reported beside the activation it follows.
-    for _ in 0..ROTATE_CALLS_PER_RECONCILE {
-        match has_more {
-            Ok(true) => has_more = domain.rotate().await,
-            _ => break,
-        }
-    }
-    let step = match has_more {
+    // A failure from here on is reported beside the activation it follows.
+    let step = match rotate_while_more(domain, has_more).await {
         Ok(false) => Step::found(active(), ()),
         Ok(true) => Step {
             retry_after: Some(ROTATING_RECHECK),

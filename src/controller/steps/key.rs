@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::tag::DOMAIN_TAG_VALUE;
+use super::{role::object_uid, tag};
 use crate::controller::step::Step;
 use crate::{
-    api::{AzureRootKeySpec, CreatePolicy},
+    api::{AzureRootKey, CreatePolicy},
     azure::keys::KeyInfo,
     cloud::HsmEndpoint,
     controller::{
@@ -28,9 +28,10 @@ pub struct Claimant<'a> {
 pub async fn ensure(
     hsm: &dyn ManagedHsm,
     endpoint: &HsmEndpoint,
-    spec: &AzureRootKeySpec,
+    ark: &AzureRootKey,
     claimant: &Claimant<'_>,
 ) -> Result<Step<KeyInfo>, Failure> {
+    let spec = &ark.spec;
     let name = &spec.key.name;
     let (key, created) = match hsm.key(name).await? {
         Some(key) => {
@@ -56,11 +57,10 @@ pub async fn ensure(
             )));
         }
         None => {
-            // Created with the domain tag and the owner marker, so the tag step has nothing to do.
-            let tags = BTreeMap::from([
-                (spec.domain_id.clone(), DOMAIN_TAG_VALUE.to_owned()),
-                (OWNER_TAG.to_owned(), claimant.me.marker()),
-            ]);
+            // Created with the domain tag (and its addedBy marker) and the owner marker, so the tag
+            // step has nothing to do.
+            let mut tags = BTreeMap::from(tag::ours(&spec.domain_id, &object_uid(ark)));
+            tags.insert(OWNER_TAG.to_owned(), claimant.me.marker());
             let key = hsm.create_key(name, spec.key.size, tags).await?;
             let note = format!("Created oct-HSM key {name} ({} bits) in {}", spec.key.size, endpoint.url);
             (key, Some(note))

@@ -27,7 +27,8 @@ use kube::ResourceExt;
 
 use super::ownership::Owner;
 use crate::{
-    api::{AzureRootKey, AzureRootKeyStatus, PairingStatus},
+    antimatter::{DomainTarget, RootKey},
+    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, PairingStatus},
     azure::keys::KeyInfo,
     remotes::Remotes,
 };
@@ -131,6 +132,8 @@ pub struct Found {
     /// Antimatter no longer knows the recorded root key: forget it, so the next run registers again.
     pub registration_gone: bool,
     pub pairing: Option<PairingStatus>,
+    /// What of the above this object added itself.
+    pub created: CreatedRecord,
 }
 
 /// Runs every step for one object; nothing here writes to Kubernetes. Steps that do not need each
@@ -155,11 +158,9 @@ pub async fn run(
     let claimant = key::Claimant { me: &me, grant: &inputs.grant, owners: remotes.owners() };
 
     let key_chain = async {
-        let key = report.take(Kind::KeyReady, Step::settle(key::ensure(&*hsm, &inputs.hsm, spec, &claimant).await));
+        let key = report.take(Kind::KeyReady, Step::settle(key::ensure(&*hsm, &inputs.hsm, ark, &claimant).await));
         let tagged = match &key {
-            Some(key) => {
-                Step::settle(tag::ensure(&*hsm, key, spec, &me.marker(), report.unmet(Kind::TagApplied)).await)
-            }
+            Some(key) => Step::settle(tag::ensure(&*hsm, key, ark, &me.marker(), report.unmet(Kind::TagApplied)).await),
             None => Step::stopped(Outcome::waiting(Kind::KeyReady)),
         };
         report.take(Kind::TagApplied, tagged).or(key)
@@ -187,15 +188,8 @@ pub async fn run(
         async {
             match role_inputs {
                 Ok(principal) => Step::settle(
-                    role::ensure(
-                        &*hsm,
-                        cluster_id,
-                        &inputs.hsm,
-                        spec,
-                        principal,
-                        known.role_assignment_name.as_deref(),
-                    )
-                    .await,
+                    role::ensure(&*hsm, cluster_id, &inputs.hsm, ark, principal, known.role_assignment_name.as_deref())
+                        .await,
                 ),
                 Err(waiting) => Step::stopped(waiting),
             }
@@ -208,13 +202,19 @@ pub async fn run(
             }
         }
     );
-    found.assignment = report.take(Kind::RoleAssigned, role);
+    let held = report.take(Kind::RoleAssigned, role);
+    found.created.role_assignment_name = held.as_ref().filter(|h| h.created).map(|h| h.name.clone());
+    found.assignment = held.map(|h| h.name);
+    found.created.domain_tag =
+        found.key.as_ref().is_some_and(|k| tag::added_by(k, &spec.domain_id, &role::object_uid(ark)));
 
     let (Some(domain), Some(registered)) = (domain, registered) else {
         report.manual(found.key.as_ref(), &spec.tenant_id);
         return (report, found);
     };
-    found.rek_id = report.take(Kind::Registered, registered);
+    let registration = report.take(Kind::Registered, registered);
+    found.created.root_encryption_key_id = registration.as_ref().filter(|r| r.created).map(|r| r.rek_id.clone());
+    found.rek_id = registration.map(|r| r.rek_id);
 
     let paired = match report.gate(Kind::Paired, found.rek_id.as_deref()) {
         Ok(rek_id) => Step::settle(pair::check(&*domain, rek_id).await),
@@ -238,17 +238,135 @@ pub async fn run(
     (report, found)
 }
 
-/// Undoes what `Revoke` removes, each beside the step that made it: the Antimatter registration
-/// first (refused while it is the active key), then the role assignment, then the tag. The key
-/// itself is never touched. Absent things count as removed.
-pub async fn revoke(remotes: &dyn Remotes, ark: &AzureRootKey, inputs: &Inputs) -> Result<(), Failure> {
-    let status = ark.status.clone().unwrap_or_default();
+/// What a `Revoke` removed, and what it left in place and why.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// Removes what this object added, each proven by its mark (see [`CreatedRecord`]), in the order
+/// that never cuts off a key in use: an object that added nothing removes nothing and checks
+/// nothing; otherwise, while the key (any version) is the domain's active key or Antimatter is
+/// still re-wrapping data keys, nothing is touched; then this object's registrations of the key
+/// are deleted; then, only when no other registration of the key is left in the domain, its role
+/// assignment (kept while another domain's tag allows that domain on the key) and its domain tag.
+/// What it did not add is never removed, nor the key. `Err` says why it stopped, after what.
+pub async fn revoke(
+    remotes: &dyn Remotes,
+    cluster_id: &str,
+    ark: &AzureRootKey,
+    inputs: &Inputs,
+    target: &DomainTarget,
+) -> Result<Revoked, Failure> {
+    let mut done = Revoked::default();
+    match revoke_into(&mut done, remotes, cluster_id, ark, inputs, target).await {
+        Ok(()) => {
+            let unproven = left_in_place(ark, &done);
+            done.kept.extend(unproven);
+            Ok(done)
+        }
+        Err(mut failure) if !done.removed.is_empty() => {
+            failure.outcome.message = format!("Removed {}. {}", done.removed.join(", "), failure.outcome.message);
+            Err(failure)
+        }
+        Err(failure) => Err(failure),
+    }
+}
+
+async fn revoke_into(
+    done: &mut Revoked,
+    remotes: &dyn Remotes,
+    cluster_id: &str,
+    ark: &AzureRootKey,
+    inputs: &Inputs,
+    target: &DomainTarget,
+) -> Result<(), Failure> {
+    let spec = &ark.spec;
     let hsm = remotes.hsm(&inputs.hsm, &inputs.identity);
-    if let (Some(domain), Some(rek_id)) = (&inputs.domain, &status.root_encryption_key_id) {
-        register::unregister(&*remotes.antimatter(domain), rek_id).await?;
+    let domain = remotes.antimatter(target);
+    let versions = format!("{}/keys/{}/", inputs.hsm.url, spec.key.name);
+    let of_this_key = |k: &RootKey| k.resource_path.starts_with(&versions);
+
+    let registered: Vec<RootKey> = domain.root_keys().await?.into_iter().filter(of_this_key).collect();
+    let (our_registrations, others): (Vec<RootKey>, Vec<RootKey>) =
+        registered.iter().cloned().partition(|k| register::made_by(k, ark));
+    let key = hsm.key(&spec.key.name).await?;
+    let our_assignments = role::created_by(&*hsm, cluster_id, &inputs.hsm, ark).await?;
+    let our_tag = key.as_ref().filter(|k| tag::added_by(k, &spec.domain_id, &role::object_uid(ark)));
+    if our_registrations.is_empty() && our_assignments.is_empty() && our_tag.is_none() {
+        return Ok(());
     }
-    if let Some(name) = &status.role_assignment_name {
-        role::unassign(&*hsm, &ark.spec.key.name, name).await?;
+
+    if let Some(active) = domain.active_key().await?
+        && (of_this_key(&active) || registered.iter().any(|k| register::same_rek(&k.rek_id, &active.rek_id)))
+    {
+        return Err(Outcome::failed(
+            Reason::KeyIsActive,
+            format!(
+                "Root key {} (key {}) is the domain's active key; make another key active in Antimatter first.",
+                active.rek_id, spec.key.name
+            ),
+        )
+        .into());
     }
-    tag::remove(&*hsm, &ark.spec.key.name, &ark.spec.domain_id).await
+    // Data keys still wrapped under this key (a rotation away from it not finished) need it.
+    if activate::rotate_while_more(&*domain, true).await? {
+        return Err(Failure {
+            outcome: Outcome::unknown(
+                Reason::RotationIncomplete,
+                "Antimatter is still re-wrapping the domain's data keys (rotate answers has_more); the operator keeps calling rotate and removes access once it is done.",
+            ),
+            retry_after: Some(activate::ROTATING_RECHECK),
+        });
+    }
+    for registration in our_registrations {
+        register::unregister(&*domain, &registration.rek_id).await?;
+        done.removed.push(format!("registration {}", registration.rek_id));
+    }
+    if !others.is_empty() && (!our_assignments.is_empty() || our_tag.is_some()) {
+        let ids: Vec<&str> = others.iter().map(|k| k.rek_id.as_str()).collect();
+        return Err(Outcome::failed(
+            Reason::KeyStillRegistered,
+            format!(
+                "Antimatter still has this key registered as {}, not by this object; its access stays until that registration is deleted in Antimatter.",
+                ids.join(", ")
+            ),
+        )
+        .into());
+    }
+
+    let other_domains = key.as_ref().map(|k| tag::other_domains(k, &spec.domain_id)).unwrap_or_default();
+    for assignment in our_assignments {
+        if other_domains.is_empty() {
+            role::unassign(&*hsm, &spec.key.name, &assignment.name).await?;
+            done.removed.push(format!("role assignment {}", assignment.name));
+        } else {
+            done.kept.push(format!(
+                "role assignment {} (still needed: the key also allows {})",
+                assignment.name,
+                other_domains.join(", ")
+            ));
+        }
+    }
+    if let Some(key) = our_tag {
+        tag::remove(&*hsm, &spec.key.name, key, &spec.domain_id).await?;
+        done.removed.push(format!("tag {}=allow", spec.domain_id));
+    }
+    Ok(())
+}
+
+/// What the status shows in use that `done` neither removed nor kept already: found in place,
+/// added by another object, or by an operator version that kept no record (no proof, so it stays).
+pub fn left_in_place(ark: &AzureRootKey, done: &Revoked) -> Vec<String> {
+    let Some(status) = &ark.status else { return Vec::new() };
+    let tagged =
+        status.conditions.iter().any(|c| c.type_ == Kind::TagApplied.as_str() && c.status == ConditionStatus::True);
+    let shown = [
+        status.role_assignment_name.as_ref().map(|n| format!("role assignment {n}")),
+        status.root_encryption_key_id.as_ref().map(|r| format!("registration {r}")),
+        tagged.then(|| format!("tag {}=allow", ark.spec.domain_id)),
+    ];
+    let told = |s: &String| done.removed.iter().chain(&done.kept).any(|d| d.starts_with(s.as_str()));
+    shown.into_iter().flatten().filter(|s| !told(s)).collect()
 }
