@@ -36,10 +36,13 @@ const GUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
     doc = "AzureRootKey hands an Azure Managed HSM key to Antimatter as a domain's root encryption key.",
     status = "AzureRootKeyStatus",
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domainId"}"#,
-    printcolumn = r#"{"name":"HSM","type":"string","jsonPath":".status.hsmUrl"}"#,
+    printcolumn = r#"{"name":"HSM","type":"string","jsonPath":".status.hsmName"}"#,
     printcolumn = r#"{"name":"Key","type":"string","jsonPath":".spec.key.name"}"#,
     printcolumn = r#"{"name":"Pairing","type":"string","jsonPath":".status.pairing.status"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Active","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Active\")].status"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -289,6 +292,10 @@ pub struct AzureRootKeyStatus {
     /// The Managed HSM's URL, as resolved from `spec.hsm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsm_url: Option<String>,
+
+    /// The Managed HSM's name (the first label of its host), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm_name: Option<String>,
 
     /// Versioned key URL exactly as the HSM reports it (`kid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

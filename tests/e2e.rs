@@ -625,4 +625,19 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(cli(&["status", &format!("{}/root", env.ns)]).contains("Healthy"));
+
+    // `kubectl get -o wide`: the HSM by name, Ready's reason, and at wide Active and the message.
+    let out = std::process::Command::new("bin/kubectl")
+        .args(["get", "ark", "-o", "wide", "-n", &env.ns])
+        .output()
+        .expect("kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    eprintln!("kubectl get ark -o wide:\n{table}");
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["DOMAIN", "HSM", "KEY", "PAIRING", "READY", "REASON", "ACTIVE", "MESSAGE"] {
+        assert!(header.contains(column), "{column} in {table}");
+    }
+    let row = table.lines().find(|l| l.starts_with("root ")).unwrap_or_default();
+    assert!(row.contains(&format!(" {HSM} ")) && !row.contains("https://"), "the HSM's name, not its URL: {table}");
+    assert!(row.contains("KeyNotFound") || row.contains(" Ready "), "Ready's reason: {table}");
 }

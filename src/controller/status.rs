@@ -22,6 +22,12 @@ fn now() -> Time {
     Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
 }
 
+/// `contoso` of `https://contoso.managedhsm.azure.net`.
+fn hsm_name(url: &str) -> Option<String> {
+    let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
+    host.split('.').next().map(str::to_owned)
+}
+
 /// The status after one run: the steps' conditions and `Ready`, and what they found, keeping
 /// what they did not look at this time from the status before.
 pub fn build(
@@ -46,10 +52,13 @@ pub fn build(
     } else {
         found.rek_id.clone().or_else(|| prev.root_encryption_key_id.clone())
     };
+    let hsm_url = hsm_url.or_else(|| prev.hsm_url.clone());
+    let hsm_name = hsm_url.as_deref().and_then(hsm_name);
     AzureRootKeyStatus {
         observed_generation: generation,
         conditions: to_conditions(&outcomes, &prev.conditions, generation, &now()),
-        hsm_url: hsm_url.or_else(|| prev.hsm_url.clone()),
+        hsm_url,
+        hsm_name,
         key_url: found.key.as_ref().map(|k| k.kid.clone()).or_else(|| prev.key_url.clone()),
         key_version: found.key.as_ref().map(|k| k.version.clone()).or_else(|| prev.key_version.clone()),
         tenant_id: Some(ark.spec.tenant_id.clone()),
