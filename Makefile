@@ -12,6 +12,8 @@ HELM_TOOLS := $(CACHE_DIR)/tools/helm-$(HELM_VERSION)-$(shell sha256sum hack/too
 PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt) bench/requirements.txt
 VENV := $(CACHE_DIR)/venv-$(shell cat $(PY_REQUIREMENTS) | sha256sum | cut -c1-12)
 CARGO_TOOLS := $(CACHE_DIR)/cargo-tools
+# Tools build in their own target directory: the project's is locked while tests run.
+CARGO_INSTALL := CARGO_TARGET_DIR=$(CARGO_TOOLS)/target cargo install --locked
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 BIN := $(CURDIR)/bin
@@ -136,7 +138,7 @@ FUZZ_SECONDS ?= 20
 FUZZ_TARGETS := key_url hsm_url key_bundle role_assignment jwt_expiry antimatter_responses
 
 $(CARGO_TOOLS)/bin/cargo-fuzz:
-	cargo install --locked cargo-fuzz --root $(CARGO_TOOLS)
+	$(CARGO_INSTALL) cargo-fuzz --root $(CARGO_TOOLS)
 
 .PHONY: fuzz
 fuzz: $(CARGO_TOOLS)/bin/cargo-fuzz ## cargo fuzz: each parser target for FUZZ_SECONDS (needs a nightly toolchain)
@@ -146,14 +148,14 @@ fuzz: $(CARGO_TOOLS)/bin/cargo-fuzz ## cargo fuzz: each parser target for FUZZ_S
 	done
 
 $(CARGO_TOOLS)/bin/cargo-deny:
-	cargo install --locked cargo-deny --root $(CARGO_TOOLS)
+	$(CARGO_INSTALL) cargo-deny --root $(CARGO_TOOLS)
 
 .PHONY: deny
 deny: $(CARGO_TOOLS)/bin/cargo-deny ## Licences, bans and sources (advisories: make audit)
 	$(CARGO_TOOLS)/bin/cargo-deny check licenses bans sources
 
 $(CARGO_TOOLS)/bin/cargo-audit:
-	cargo install --locked cargo-audit --root $(CARGO_TOOLS)
+	$(CARGO_INSTALL) cargo-audit --root $(CARGO_TOOLS)
 
 # Both checks read a snapshot of the RustSec advisory database beside the clone and never fetch it.
 # cargo audit reads the directory as it is. cargo-deny wants a git checkout named after the
@@ -182,7 +184,7 @@ audit: $(CARGO_TOOLS)/bin/cargo-deny $(CARGO_TOOLS)/bin/cargo-audit ## Known vul
 	exit $$rc
 
 $(CARGO_TOOLS)/bin/cargo-cyclonedx:
-	cargo install --locked cargo-cyclonedx --root $(CARGO_TOOLS)
+	$(CARGO_INSTALL) cargo-cyclonedx --root $(CARGO_TOOLS)
 
 .PHONY: release-artifacts
 release-artifacts: $(CARGO_TOOLS)/bin/cargo-cyclonedx ## Release binaries and a CycloneDX SBOM
