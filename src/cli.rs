@@ -12,7 +12,10 @@ use kube::{
 
 use crate::{
     api::{AzureRootKey, ConditionStatus},
-    controller::reasons::Reason,
+    controller::{
+        conditions::{RECONCILING, STALLED},
+        reasons::Reason,
+    },
 };
 
 /// The annotation `recheck` sets: any change to it makes the operator reconcile the object at once
@@ -64,7 +67,7 @@ fn render(ark: &AzureRootKey, mut events: Vec<Event>) -> String {
     let fixes: Vec<String> = status
         .conditions
         .iter()
-        .filter(|c| c.status == ConditionStatus::False)
+        .filter(|c| c.status == ConditionStatus::False && c.type_ != RECONCILING && c.type_ != STALLED)
         .filter_map(|c| Reason::ALL.into_iter().find(|r| r.as_str() == c.reason).map(|r| (c, r)))
         .map(|(c, r)| format!("  {} ({}): {}", c.type_, r.as_str(), r.doc().2))
         .collect();

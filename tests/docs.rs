@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use rootkey_operator::controller::{
-    conditions::READY,
+    conditions::{READY, RECONCILING, STALLED},
     reasons::{ChangeReason, Reason},
     status::DELETING,
     steps::Kind,
@@ -51,7 +51,7 @@ fn every_condition_reason_has_a_fix_in_the_troubleshooting_table() {
 #[test]
 fn every_condition_type_and_event_reason_is_documented() {
     let doc = reference();
-    let types = Kind::ALL.iter().map(|k| k.as_str()).chain([READY, DELETING]);
+    let types = Kind::ALL.iter().map(|k| k.as_str()).chain([READY, DELETING, RECONCILING, STALLED]);
     let missing: Vec<&str> = types
         .chain(ChangeReason::ALL.iter().map(|r| r.as_str()))
         .filter(|t| !doc.contains(&format!("`{t}`")))
@@ -70,4 +70,20 @@ fn every_metric_is_documented() {
         assert!(doc.contains(&format!("rootkey_operator_{name}")), "metric {name} is not documented");
     }
     assert_eq!(found, 8, "every registered metric was found");
+}
+
+/// The Argo CD health check's `Degraded` set is the operator's terminal set (`Stalled`), in both
+/// copies of the script.
+#[test]
+fn argo_health_degrades_on_exactly_the_terminal_reasons() {
+    let mut terminal: Vec<&str> = Reason::ALL.iter().filter(|r| r.is_terminal()).map(|r| r.as_str()).collect();
+    terminal.sort_unstable();
+    for path in ["deploy/argocd/health.lua", "deploy/argocd/argocd-cm.yaml"] {
+        let script = std::fs::read_to_string(path).expect("health script");
+        let table =
+            script.split("local terminal = {").nth(1).and_then(|t| t.split('}').next()).expect("terminal table");
+        let mut listed: Vec<&str> = table.lines().filter_map(|l| l.trim().strip_suffix(" = true,")).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, terminal, "{path}");
+    }
 }

@@ -599,7 +599,13 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     env.apply("missing", env.spec("absent-key", json!({"key": {"create": "Never"}}))).await;
-    env.wait_condition("missing", "KeyReady", ConditionStatus::False, Some("KeyNotFound")).await;
+    let o = env.wait_condition("missing", "KeyReady", ConditionStatus::False, Some("KeyNotFound")).await;
+    // kstatus: a terminal reason is Stalled (Flux and `helm --wait` fail at once), not Reconciling.
+    let kstatus = |o: &rootkey_operator::api::AzureRootKey| {
+        ["Reconciling", "Stalled"].map(|t| condition(o, t).map(|c| (c.status, c.reason.to_string())))
+    };
+    let stalled = Some((ConditionStatus::True, "KeyNotFound".to_owned()));
+    assert_eq!(kstatus(&o), [Some((ConditionStatus::False, "KeyNotFound".to_owned())), stalled]);
     // The Warning event is written shortly after the status.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let shown = loop {
@@ -614,7 +620,12 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
     assert!(shown.contains("Warning") && shown.contains("Recent events:"), "{shown}");
 
     env.apply("root", env.spec("cli-key", json!({}))).await;
-    env.wait_ready("root").await;
+    let o = env.wait_ready("root").await;
+    assert!(
+        kstatus(&o).iter().all(|c| c.as_ref().is_some_and(|(s, _)| *s == ConditionStatus::False)),
+        "{:?}",
+        kstatus(&o)
+    );
     // Settled: nothing would check it again within its hour.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let checks = env.sandbox.count("antimatter", "rek.test");

@@ -10,6 +10,7 @@
 local terminal = {
   InvalidSpec = true,
   PolicyDenied = true,
+  KeyClaimed = true,
   KeyNotFound = true,
   UnsupportedKeyType = true,
   KeyDisabled = true,

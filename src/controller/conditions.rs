@@ -12,6 +12,11 @@ use crate::{
 };
 
 pub const READY: &str = "Ready";
+/// kstatus' "abnormal-true" conditions: `Reconciling` while the object is progressing, `Stalled` when
+/// it stopped on a reason that only a change (to the object, a Secret or permissions) fixes, so
+/// Flux and `helm --wait` fail at once instead of timing out.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// The longest condition message written to status: remote services' messages end up in them, and
 /// a hostile endpoint must not fill the object (etcd's object limit, every watcher's cache).
@@ -88,9 +93,28 @@ pub fn ready<'a>(required: impl IntoIterator<Item = (Kind, &'a Outcome)>) -> Out
     }
 }
 
+/// `Reconciling` and `Stalled` from `Ready`: at most one of them `True`, both `False` when Ready.
+pub fn kstatus(ready: &Outcome) -> [(&'static str, Outcome); 2] {
+    let stalled = ready.status == ConditionStatus::False && ready.reason.is_terminal();
+    let reconciling = ready.status != ConditionStatus::True && !stalled;
+    let with =
+        |on: bool| Outcome { status: if on { ConditionStatus::True } else { ConditionStatus::False }, ..ready.clone() };
+    [(RECONCILING, with(reconciling)), (STALLED, with(stalled))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stalled_only_on_terminal_reasons() {
+        let status = |o: &Outcome| kstatus(o).map(|(_, c)| c.status);
+        use ConditionStatus::{False, True};
+        assert_eq!(status(&Outcome::ok(Reason::Ready, "ok")), [False, False]);
+        assert_eq!(status(&Outcome::failed(Reason::KeyNotFound, "no key")), [False, True]);
+        assert_eq!(status(&Outcome::failed(Reason::Throttled, "429")), [True, False]);
+        assert_eq!(status(&Outcome::unknown(Reason::Progressing, "waiting")), [True, False]);
+    }
 
     #[test]
     fn ready_needs_every_required_step() {

@@ -200,7 +200,11 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         reason: c.reason.to_string(),
         note: c.note.clone(),
     });
-    let new_failures = status.conditions.iter().filter(|c| c.status == ConditionStatus::False).filter(|c| {
+    // kstatus' summaries restate Ready; `False` is their good state.
+    let failing = |c: &&crate::api::Condition| {
+        c.status == ConditionStatus::False && c.type_ != conditions::RECONCILING && c.type_ != conditions::STALLED
+    };
+    let new_failures = status.conditions.iter().filter(failing).filter(|c| {
         !prev.conditions.iter().any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
     });
     let warnings = new_failures.map(|c| Note {

@@ -80,6 +80,25 @@ ChangeReason {
 }}
 
 impl Reason {
+    /// Reasons retrying alone cannot fix: they need a change to the object, its Secrets or the
+    /// permissions. `Stalled` (kstatus) and the Argo CD health check's `Degraded` follow this set.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidSpec
+                | Reason::PolicyDenied
+                | Reason::KeyClaimed
+                | Reason::KeyNotFound
+                | Reason::UnsupportedKeyType
+                | Reason::KeyDisabled
+                | Reason::KeyNotUsable
+                | Reason::MissingKeyOperations
+                | Reason::Forbidden
+                | Reason::InvalidCredentials
+                | Reason::PairingMisconfigured
+        )
+    }
+
     /// The reason of a step that waits for `on`.
     pub fn waiting(on: Kind) -> Reason {
         match on {

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     FIELD_MANAGER,
-    conditions::{Outcome, READY, to_conditions},
+    conditions::{self, Outcome, READY, to_conditions},
     steps::{Found, Report},
 };
 use crate::api::{AzureRootKey, AzureRootKeyStatus, CreatedRecord};
@@ -41,6 +41,8 @@ pub fn build(
     let generation = ark.metadata.generation;
     let mut outcomes: Vec<(&'static str, &Outcome)> = report.outcomes().map(|(k, o)| (k.as_str(), o)).collect();
     outcomes.push((READY, ready));
+    let [reconciling, stalled] = conditions::kstatus(ready);
+    outcomes.extend([(reconciling.0, &reconciling.1), (stalled.0, &stalled.1)]);
     // A new pairing result is recorded only when it differs, so steady checks write nothing.
     let pairing = match (&found.pairing, &prev.pairing) {
         (Some(new), Some(old)) if new.status == old.status && new.message == old.message => Some(old.clone()),
@@ -132,6 +134,6 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(first.observed_generation, Some(2));
         assert!(first.conditions.iter().all(|c| c.observed_generation == Some(2)));
-        assert_eq!(first.conditions.len(), Kind::ALL.len() + 1, "one per step and Ready");
+        assert_eq!(first.conditions.len(), Kind::ALL.len() + 3, "one per step, Ready, Reconciling and Stalled");
     }
 }

@@ -25,6 +25,7 @@ ARGOCD_CM = REPO / "deploy" / "argocd" / "argocd-cm.yaml"
 TERMINAL = [
     "InvalidSpec",
     "PolicyDenied",
+    "KeyClaimed",
     "KeyNotFound",
     "UnsupportedKeyType",
     "KeyDisabled",
