@@ -113,6 +113,8 @@ def test_schema_top_level_is_closed():
         (("--set", "azure.identity=kerberos"), "identity"),
         (("--set", "logFormat=xml"), "logFormat"),
         (("--set", "image.digest=latest"), "digest"),
+        (("--set", "dnsPolicy=HostFirst"), "dnsPolicy"),
+        (("--set", "hostAliases[0].ip=127.0.0.1"), "hostnames"),
     ],
 )
 def test_schema_rejects(helm, args, message):
@@ -255,6 +257,23 @@ def test_secret_identity(render):
         {"secretRef": {"name": secret["metadata"]["name"]}}
     ]
     assert "azure.workload.identity/use" not in dep["spec"]["template"]["metadata"]["labels"]
+
+
+def test_host_network_and_aliases(render):
+    spec = _deployment(
+        render(
+            "--set", "hostNetwork=true",
+            "--set", "dnsPolicy=ClusterFirstWithHostNet",
+            "--set", "hostAliases[0].ip=127.0.0.1",
+            "--set", "hostAliases[0].hostnames={login.sandbox.localhost,api.sandbox.localhost}",
+        )
+    )["spec"]["template"]["spec"]  # fmt: skip
+    assert spec["hostNetwork"] is True
+    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    hostnames = ["login.sandbox.localhost", "api.sandbox.localhost"]
+    assert spec["hostAliases"] == [{"ip": "127.0.0.1", "hostnames": hostnames}]
+    default = _deployment(render())["spec"]["template"]["spec"]
+    assert not {"hostNetwork", "dnsPolicy", "hostAliases"} & set(default)
 
 
 def test_managed_identity(render):

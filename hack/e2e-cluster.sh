@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# `make e2e-cluster`: the operator as users run it. A one-node cluster on loopback (hack/cluster.sh),
+# the project's image built by crane and pulled by the kubelet from a loopback registry, the chart
+# `helm push`ed there and installed from oci://, the sandbox standing in for Azure and Antimatter.
+# Checks: the chart's pod passes Pod Security "restricted"; the pod becomes Ready through its own
+# probes; the sample reconciles to Ready; the pod's /metrics counts it. Stops everything on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-$PWD/bin}
+TARGET=${CARGO_TARGET_DIR:-target}/debug
+STATIC_BIN=${STATIC_BIN:?set STATIC_BIN (make static)}
+E2E_DIR=${E2E_DIR:-$PWD/.e2e-cluster}
+NS=rootkey-system
+TENANT_NS=tenant-a
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+fail() {
+  echo "e2e-cluster: FAILED: $*" >&2
+  "$BIN/kubectl" get pods -A -o wide >&2 || true
+  "$BIN/kubectl" -n "$NS" describe pods >&2 || true
+  tail -n 30 "$E2E_DIR"/cluster/pod-logs/*/*/*.log "$E2E_DIR"/cluster/logs/kubelet.log >&2 || true
+  exit 1
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+started=$(date +%s)
+
+rm -rf "$E2E_DIR" && mkdir -p "$E2E_DIR"
+sandbox_pid=
+cleanup() {
+  trap - EXIT INT TERM
+  [ -n "$sandbox_pid" ] && kill "$sandbox_pid" 2>/dev/null
+  hack/cluster.sh down "$E2E_DIR/cluster" || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "one-node cluster"
+hack/cluster.sh up "$E2E_DIR/cluster"
+# shellcheck disable=SC1091
+source "$E2E_DIR/cluster/env"
+kubectl() { "$BIN/kubectl" "$@"; }
+helm() { "$BIN/helm" "$@"; }
+
+step "sandbox (Entra ID, Graph, Managed HSM, Antimatter)"
+"$TARGET/rootkey-sandbox" --world deploy/sandbox/world.yaml --port 0 --admin-port 0 \
+  --state-dir "$E2E_DIR/sandbox" >"$E2E_DIR/sandbox.log" 2>&1 &
+sandbox_pid=$!
+for _ in $(seq 50); do [ -s "$E2E_DIR/sandbox/endpoints.json" ] && break; sleep 0.2; done
+[ -s "$E2E_DIR/sandbox/endpoints.json" ] || { cat "$E2E_DIR/sandbox.log"; exit 1; }
+SANDBOX_PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$E2E_DIR/sandbox/endpoints.json")
+
+step "image (crane) into the registry at $CLUSTER_REGISTRY"
+IMAGE_REF=$(STATIC_BIN=$STATIC_BIN IMAGE_DIR=$E2E_DIR/image hack/image.sh)
+echo "    $IMAGE_REF"
+ROOTKEY_IMAGE_DIR=$E2E_DIR/image "${VENV:?set VENV (make venv)}/bin/python" -m pytest -q tests/packaging/test_image.py
+
+step "chart: helm package, helm push oci://$CLUSTER_REGISTRY/charts"
+helm package charts/rootkey-operator -d "$E2E_DIR" >/dev/null
+chart_tgz=$(ls "$E2E_DIR"/rootkey-operator-*.tgz)
+chart_version=$(basename "$chart_tgz" .tgz | sed 's/^rootkey-operator-//')
+helm push "$chart_tgz" "oci://$CLUSTER_REGISTRY/charts" --plain-http
+
+METRICS_PORT=$(free_port) PROBE_PORT=$(free_port)
+python3 - "$E2E_DIR/values.yaml" <<PY
+import json, sys
+port = "$SANDBOX_PORT"
+hosts = ["login", "graph", "api", "contoso-hsm.managedhsm"]
+values = {
+    "image": {"repository": "${IMAGE_REF%@*}", "digest": "${IMAGE_REF#*@}"},
+    # The one-node cluster gives pods no network of their own; the API server is on the node's
+    # loopback, which the kubelet cannot advertise (it refuses a loopback node IP).
+    "hostNetwork": True,
+    "hostAliases": [{"ip": "127.0.0.1", "hostnames": [f"{h}.sandbox.localhost" for h in hosts]}],
+    "extraEnv": [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "$CLUSTER_API_HOST"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": "$CLUSTER_API_PORT"},
+    ],
+    "metrics": {"port": $METRICS_PORT},
+    "probePort": $PROBE_PORT,
+    "logFormat": "text",
+    "azure": {
+        "identity": "secret",
+        "clientId": "3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50",
+        "clientSecret": "fake-operator-secret-not-real",
+        "cloud": "Custom",
+        "authorityHost": f"https://login.sandbox.localhost:{port}",
+        "graphUrl": f"https://graph.sandbox.localhost:{port}",
+        "hsmDnsSuffixes": [f"managedhsm.sandbox.localhost:{port}"],
+    },
+    "antimatter": {
+        "apiUrls": [f"https://api.sandbox.localhost:{port}/v2"],
+        "applicationId": "8d4e2f1a-7c3b-4e5d-b9a8-6f2e1d4c3b70",
+    },
+    "extraCABundle": {"pem": open("$E2E_DIR/sandbox/ca.pem").read()},
+}
+json.dump(values, open(sys.argv[1], "w"), indent=2)
+PY
+
+step "Pod Security: the chart's pod (without host networking) is admitted by a namespace enforcing restricted"
+kubectl create namespace restricted-check >/dev/null
+kubectl label namespace restricted-check pod-security.kubernetes.io/enforce=restricted >/dev/null
+helm template rootkey "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
+  -n restricted-check -f "$E2E_DIR/values.yaml" --set hostNetwork=false --set crds.install=false |
+  kubectl -n restricted-check apply --dry-run=server -f - 2>&1 | tee "$E2E_DIR/restricted-check.log" | grep -i deployment
+if grep -qi "violate\|forbidden" "$E2E_DIR/restricted-check.log"; then fail "restricted refused the chart's pod: $(cat "$E2E_DIR/restricted-check.log")"; fi
+
+step "helm install from oci:// into $NS (restricted is warned and audited; host networking is the one exception)"
+kubectl create namespace "$NS" >/dev/null
+kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=privileged \
+  pod-security.kubernetes.io/warn=restricted pod-security.kubernetes.io/audit=restricted >/dev/null
+helm install rootkey "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
+  -n "$NS" -f "$E2E_DIR/values.yaml" --wait --timeout 180s 2>&1 | tee "$E2E_DIR/helm-install.log" ||
+  fail "helm install"
+violations=$(grep -o 'violate PodSecurity "restricted:latest": .*' "$E2E_DIR/helm-install.log" | sort -u || true)
+if [ -n "$violations" ] && [ "$violations" != 'violate PodSecurity "restricted:latest": host namespaces (hostNetwork=true)' ]; then
+  fail "restricted violations besides host networking: $violations"
+fi
+
+step "operator pod Ready through its probes"
+kubectl -n "$NS" wait --for condition=Ready pod -l app.kubernetes.io/name=rootkey-operator --timeout 120s || fail "pod not Ready"
+POD=$(kubectl -n "$NS" get pod -l app.kubernetes.io/name=rootkey-operator -o jsonpath='{.items[0].metadata.name}')
+kubectl -n "$NS" get pod "$POD" -o jsonpath='{.status.containerStatuses[0].imageID}{"\n"}'
+
+step "sample AzureRootKey in $TENANT_NS reconciles to Ready"
+kubectl create namespace "$TENANT_NS" >/dev/null
+sed "s/:8443\//:$SANDBOX_PORT\//" deploy/sandbox/demo.yaml | kubectl -n "$TENANT_NS" apply -f - >/dev/null
+kubectl -n "$TENANT_NS" wait --for condition=Ready azurerootkey/contoso-root --timeout 120s || {
+  kubectl -n "$TENANT_NS" get azurerootkey contoso-root -o yaml >&2; fail "sample not Ready"
+}
+
+step "metrics scraped from the pod (host network: 127.0.0.1:$METRICS_PORT)"
+curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >"$E2E_DIR/metrics.txt" || fail "no /metrics"
+grep -E '^rootkey_operator_objects\{ready="True"\} 1$' "$E2E_DIR/metrics.txt" || fail "metrics do not count the Ready object: $(grep rootkey_operator_objects "$E2E_DIR/metrics.txt")"
+
+step "passed in $(($(date +%s) - started)) s"
