@@ -214,7 +214,7 @@ lint: venv ## rustfmt, clippy, rustdoc (no warnings), and ruff (lint and format)
 	$(VENV)/bin/ruff format --check
 
 # The node side of `make e2e-cluster`: Debian's containerd (1.6) and runc, the CNI loopback plugin,
-# and gcc with a static libc for the pause binary. See docs/development.md, "One-node cluster".
+# and gcc with a static libc for the pause binary (README, "End-to-end in a one-node cluster").
 NODE_DEPS := containerd runc containernetworking-plugins gcc libc6-dev
 
 .PHONY: node-deps

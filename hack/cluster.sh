@@ -5,13 +5,12 @@
 #   hack/cluster.sh down DIR   stop every process it started, unmount, remove DIR
 # Everything listens on 127.0.0.1. Pods must use host networking: the only CNI plugin is
 # `loopback`, so a pod's own network namespace reaches nothing (no pod or service CIDR traffic).
-# containerd and runc are Debian's (see docs/development.md, "One-node cluster").
+# containerd and runc are Debian's (README, "End-to-end in a one-node cluster" says why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/bin}
 TARGET=${CARGO_TARGET_DIR:-target}/debug
 CNI_BIN_DIR=${CNI_BIN_DIR:-/usr/lib/cni}
-PAUSE_IMAGE=rootkey.local/pause:3.10
 
 cmd=${1:?usage: cluster.sh up|down DIR}
 D=${2:?usage: cluster.sh up|down DIR}
@@ -19,9 +18,10 @@ log() { printf '[cluster] %s\n' "$*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Starts a process in the background, logging to DIR/logs/NAME.log, and records its pid for `down`.
+# Its own session, so it outlives the shell that ran `up` (and that shell's process group).
 start() {
   local name=$1; shift
-  "$@" >"$D/logs/$name.log" 2>&1 &
+  setsid "$@" >"$D/logs/$name.log" 2>&1 </dev/null &
   echo "$! $name" >>"$D/pids"
 }
 
@@ -41,20 +41,23 @@ up() {
   rm -rf "$D" && mkdir -p "$D"/{logs,cni,registry,containerd,kubelet,pod-logs}
   D=$(cd "$D" && pwd)
   : >"$D/pids"
+  trap 'log "up failed; stopping what started"; down' ERR
 
   local registry_port kubelet_port kubelet_healthz kcm_port sched_port
   registry_port=$(free_port) kubelet_port=$(free_port) kubelet_healthz=$(free_port)
   kcm_port=$(free_port) sched_port=$(free_port)
   local registry=127.0.0.1:$registry_port
+  local pause_image=$registry/pause:3.10
 
   log "OCI registry (distribution) on $registry"
   cat >"$D/registry.yaml" <<EOF
 version: 0.1
-log: {level: warn}
+log: {level: error, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: $D/registry}, delete: {enabled: true}}
 http: {addr: $registry}
 EOF
-  start registry "$BIN/registry" serve "$D/registry.yaml"
+  # No OpenTelemetry exporter: it would post traces to localhost:4318.
+  OTEL_TRACES_EXPORTER=none start registry "$BIN/registry" serve "$D/registry.yaml"
   wait_for registry 40 curl -fsS "http://$registry/v2/"
 
   log "etcd + kube-apiserver"
@@ -67,7 +70,7 @@ EOF
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
     --root-ca-file "$pki/ca.crt" --service-account-private-key-file "$pki/sa.key" \
-    --use-service-account-credentials=false --controllers '*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle'
+    --use-service-account-credentials=false
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false
 
@@ -89,7 +92,7 @@ state = "$D/containerd/state"
 [debug]
   level = "warn"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
+  sandbox_image = "$pause_image"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CNI_BIN_DIR"
@@ -101,7 +104,7 @@ state = "$D/containerd/state"
 EOF
   start containerd containerd --config "$D/containerd.toml"
   wait_for containerd 40 ctr --address "$D/containerd.sock" version
-  build_pause "$registry"
+  build_pause "$pause_image"
 
   log "kubelet"
   cat >"$D/kubelet.yaml" <<EOF
@@ -148,16 +151,17 @@ EOF
 # The pod sandbox image: registries are unreachable here, so Kubernetes' own pause.c (from the
 # Kubernetes module the tools are built from) is compiled, packed by crane and imported.
 build_pause() {
-  local registry=$1 k8s_src
+  local image=$1 k8s_src
   k8s_src=$(cd hack/tools/k8s && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
   mkdir -p "$D/pause/rootfs"
   gcc -Os -static -o "$D/pause/rootfs/pause" "$k8s_src/build/pause/linux/pause.c"
   tar -C "$D/pause/rootfs" --owner 0 --group 0 -cf "$D/pause/layer.tar" pause
-  "$BIN/crane" append --insecure --oci-empty-base -f "$D/pause/layer.tar" -t "$registry/pause:build" >/dev/null
-  "$BIN/crane" mutate --insecure "$registry/pause:build" --entrypoint /pause --user 65535:65535 -t "$registry/pause:3.10" >/dev/null
-  "$BIN/crane" pull --insecure "$registry/pause:3.10" "$D/pause/image.tar"
-  ctr --address "$D/containerd.sock" -n k8s.io images import --base-name rootkey.local/pause "$D/pause/image.tar" >/dev/null
-  ctr --address "$D/containerd.sock" -n k8s.io images tag --force "$(ctr --address "$D/containerd.sock" -n k8s.io images ls -q | grep '^rootkey.local/pause' | head -1)" "$PAUSE_IMAGE" >/dev/null
+  "$BIN/crane" append --insecure --oci-empty-base -f "$D/pause/layer.tar" -t "$image-build" 2>/dev/null
+  "$BIN/crane" mutate --insecure "$image-build" -t "$image" \
+    --entrypoint /pause --user 65535:65535 --set-platform linux/amd64 2>/dev/null
+  "$BIN/crane" pull --insecure "$image" "$D/pause/image.tar"
+  ctr --address "$D/containerd.sock" -n k8s.io images import "$D/pause/image.tar" >/dev/null
+  ctr --address "$D/containerd.sock" -n k8s.io images check "name==$image" | grep -q complete
 }
 
 down() {

@@ -25,7 +25,7 @@ if [ -z "${CLUSTER_REGISTRY:-}" ]; then
   CLUSTER_REGISTRY=127.0.0.1:$port
   printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
     "$IMAGE_DIR/registry" "$CLUSTER_REGISTRY" >"$IMAGE_DIR/registry.yaml"
-  "$BIN/registry" serve "$IMAGE_DIR/registry.yaml" >"$IMAGE_DIR/registry.log" 2>&1 &
+  OTEL_TRACES_EXPORTER=none "$BIN/registry" serve "$IMAGE_DIR/registry.yaml" >"$IMAGE_DIR/registry.log" 2>&1 &
   registry_pid=$!
   trap 'kill $registry_pid' EXIT
   for _ in $(seq 40); do curl -fsS "http://$CLUSTER_REGISTRY/v2/" >/dev/null 2>&1 && break; sleep 0.25; done
