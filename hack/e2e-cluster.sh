@@ -39,9 +39,26 @@ hack/cluster.sh up "$E2E_DIR/cluster"
 source "$E2E_DIR/cluster/env"
 kubectl() { "$BIN/kubectl" "$@"; }
 helm() { "$BIN/helm" "$@"; }
+VENV=${VENV:?set VENV (make venv)}
 
 step "sandbox (Entra ID, Graph, Managed HSM, Antimatter)"
-"$TARGET/rootkey-sandbox" --world deploy/sandbox/world.yaml --port 0 --admin-port 0 \
+# The operator's Entra application trusts this cluster's ServiceAccount tokens (its issuer, the
+# chart's ServiceAccount, the workload identity audience), as `az identity federated-credential
+# create` makes it trust an AKS cluster's.
+ISSUER=$(kubectl get --raw /.well-known/openid-configuration | python3 -c 'import json,sys; print(json.load(sys.stdin)["issuer"])')
+"$VENV/bin/python" - "$E2E_DIR/world.yaml" <<PY
+import sys, yaml
+world = yaml.safe_load(open("deploy/sandbox/world.yaml"))
+(operator,) = [a for a in world["applications"] if a["name"] == "rootkey-operator"]
+operator["federated_credentials"].append({
+    "name": "e2e-cluster",
+    "issuer": "$ISSUER",
+    "subject": "system:serviceaccount:$NS:rootkey-operator",
+    "audiences": ["api://AzureADTokenExchange"],
+})
+yaml.safe_dump(world, open(sys.argv[1], "w"))
+PY
+"$TARGET/rootkey-sandbox" --world "$E2E_DIR/world.yaml" --port 0 --admin-port 0 \
   --state-dir "$E2E_DIR/sandbox" >"$E2E_DIR/sandbox.log" 2>&1 &
 sandbox_pid=$!
 for _ in $(seq 50); do [ -s "$E2E_DIR/sandbox/endpoints.json" ] && break; sleep 0.2; done
@@ -51,7 +68,7 @@ SANDBOX_PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["
 step "image (crane) into the registry at $CLUSTER_REGISTRY"
 IMAGE_REF=$(STATIC_BIN=$STATIC_BIN IMAGE_DIR=$E2E_DIR/image hack/image.sh)
 echo "    $IMAGE_REF"
-ROOTKEY_IMAGE_DIR=$E2E_DIR/image "${VENV:?set VENV (make venv)}/bin/python" -m pytest -q tests/packaging/test_image.py
+ROOTKEY_IMAGE_DIR=$E2E_DIR/image "$VENV/bin/python" -m pytest -q tests/packaging/test_image.py
 
 step "chart: helm package, helm push oci://$CLUSTER_REGISTRY/charts"
 helm package charts/rootkey-operator -d "$E2E_DIR" >/dev/null
@@ -78,9 +95,11 @@ values = {
     "probePort": $PROBE_PORT,
     "logFormat": "text",
     "azure": {
-        "identity": "secret",
+        # Workload identity without the webhook: the chart mounts the projected token itself.
+        "identity": "workload",
+        "workloadIdentityToken": {"mount": True},
+        "tenantId": "7b0e4c2a-5d1f-4e8a-9c3b-2f6a1d8e4c10",
         "clientId": "3f2b8c1d-9e4a-4b7c-a6d5-1e8f2c3b4a50",
-        "clientSecret": "fake-operator-secret-not-real",
         "cloud": "Custom",
         "authorityHost": f"https://login.sandbox.localhost:{port}",
         "graphUrl": f"https://graph.sandbox.localhost:{port}",
@@ -98,7 +117,7 @@ PY
 step "Pod Security: the chart's pod (without host networking) is admitted by a namespace enforcing restricted"
 kubectl create namespace restricted-check >/dev/null
 kubectl label namespace restricted-check pod-security.kubernetes.io/enforce=restricted >/dev/null
-helm template rootkey "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
+helm template rootkey-operator "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
   -n restricted-check -f "$E2E_DIR/values.yaml" --set hostNetwork=false --set crds.install=false |
   kubectl -n restricted-check apply --dry-run=server -f - 2>&1 | tee "$E2E_DIR/restricted-check.log" | grep -i deployment
 if grep -qi "violate\|forbidden" "$E2E_DIR/restricted-check.log"; then fail "restricted refused the chart's pod: $(cat "$E2E_DIR/restricted-check.log")"; fi
@@ -107,7 +126,7 @@ step "helm install from oci:// into $NS (restricted is warned and audited; host 
 kubectl create namespace "$NS" >/dev/null
 kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=privileged \
   pod-security.kubernetes.io/warn=restricted pod-security.kubernetes.io/audit=restricted >/dev/null
-helm install rootkey "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
+helm install rootkey-operator "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
   -n "$NS" -f "$E2E_DIR/values.yaml" --wait --timeout 180s 2>&1 | tee "$E2E_DIR/helm-install.log" ||
   fail "helm install"
 violations=$(grep -o 'violate PodSecurity "restricted:latest": .*' "$E2E_DIR/helm-install.log" | sort -u || true)

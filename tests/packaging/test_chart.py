@@ -276,6 +276,30 @@ def test_host_network_and_aliases(render):
     assert not {"hostNetwork", "dnsPolicy", "hostAliases"} & set(default)
 
 
+def test_workload_identity_token_mounted_by_the_chart(render):
+    spec = _deployment(render("--set", "azure.clientId=abc", "--set", "azure.workloadIdentityToken.mount=true"))[
+        "spec"
+    ]["template"]["spec"]
+    c = spec["containers"][0]
+    assert _env(c)["AZURE_FEDERATED_TOKEN_FILE"] == "/var/run/secrets/azure/tokens/azure-identity-token"
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "azure-identity-token"]
+    assert mount == {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": True}
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "azure-identity-token"]
+    assert volume["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "path": "azure-identity-token",
+                "audience": "api://AzureADTokenExchange",
+                "expirationSeconds": 3600,
+            }
+        }
+    ]
+    # Left to the webhook by default, and never mounted for the other identities.
+    for args in ((), ("--set", "azure.workloadIdentityToken.mount=true", *VALUE_SETS["managed-identity"])):
+        c = _deployment(render(*args))["spec"]["template"]["spec"]["containers"][0]
+        assert "AZURE_FEDERATED_TOKEN_FILE" not in _env(c)
+
+
 def test_managed_identity(render):
     manifests = render(*VALUE_SETS["managed-identity"])
     env = _env(_deployment(manifests)["spec"]["template"]["spec"]["containers"][0])
