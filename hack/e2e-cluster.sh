@@ -147,7 +147,17 @@ kubectl -n "$TENANT_NS" wait --for condition=Ready azurerootkey/contoso-root --t
 }
 
 step "metrics scraped from the pod (host network: 127.0.0.1:$METRICS_PORT)"
-curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >"$E2E_DIR/metrics.txt" || fail "no /metrics"
-grep -E '^rootkey_operator_objects\{ready="True"\} 1$' "$E2E_DIR/metrics.txt" || fail "metrics do not count the Ready object: $(grep rootkey_operator_objects "$E2E_DIR/metrics.txt")"
+# The Ready gauge is refreshed every 10 s.
+for _ in $(seq 30); do
+  curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >"$E2E_DIR/metrics.txt" || fail "no /metrics"
+  grep -qE '^rootkey_operator_objects\{ready="True"\} 1$' "$E2E_DIR/metrics.txt" && break
+  sleep 1
+done
+grep -E '^rootkey_operator_objects\{ready="True"\} 1$' "$E2E_DIR/metrics.txt" || fail "metrics do not count the Ready object"
+# The projected token was exchanged at Entra ID, and the key was created once.
+grep -E '^rootkey_operator_remote_calls_total\{service="entra",operation="token",code="200"\} [1-9]' "$E2E_DIR/metrics.txt" ||
+  fail "no token from Entra ID"
+grep -E '^rootkey_operator_remote_calls_total\{service="hsm",operation="key.create",code="200"\} 1$' "$E2E_DIR/metrics.txt" ||
+  fail "the key was not created exactly once"
 
 step "passed in $(($(date +%s) - started)) s"
