@@ -12,9 +12,11 @@ STATIC_BIN=${STATIC_BIN:?set STATIC_BIN (make static)}
 E2E_DIR=${E2E_DIR:-$PWD/.e2e-cluster}
 NS=rootkey-system
 TENANT_NS=tenant-a
+LOAD=${E2E_LOAD:-50}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 fail() {
   echo "e2e-cluster: FAILED: $*" >&2
+  "$BIN/kubectl" get azurerootkeys -A >&2 || true
   "$BIN/kubectl" get pods -A -o wide >&2 || true
   "$BIN/kubectl" -n "$NS" describe pods >&2 || true
   tail -n 30 "$E2E_DIR"/cluster/pod-logs/*/*/*.log "$E2E_DIR"/cluster/logs/kubelet.log >&2 || true
@@ -28,6 +30,9 @@ sandbox_pid=
 cleanup() {
   trap - EXIT INT TERM
   [ -n "$sandbox_pid" ] && kill "$sandbox_pid" 2>/dev/null
+  # The cluster's and the pods' logs outlive it, for a failed run.
+  cp -r "$E2E_DIR/cluster/logs" "$E2E_DIR/cluster-logs" 2>/dev/null || true
+  cp -r "$E2E_DIR/cluster/pod-logs" "$E2E_DIR/pod-logs" 2>/dev/null || true
   hack/cluster.sh down "$E2E_DIR/cluster" || true
 }
 trap cleanup EXIT
@@ -64,6 +69,7 @@ sandbox_pid=$!
 for _ in $(seq 50); do [ -s "$E2E_DIR/sandbox/endpoints.json" ] && break; sleep 0.2; done
 [ -s "$E2E_DIR/sandbox/endpoints.json" ] || { cat "$E2E_DIR/sandbox.log"; exit 1; }
 SANDBOX_PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$E2E_DIR/sandbox/endpoints.json")
+SANDBOX_ADMIN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin_url"])' "$E2E_DIR/sandbox/endpoints.json")
 
 step "image (crane) into the registry at $CLUSTER_REGISTRY"
 IMAGE_REF=$(STATIC_BIN=$STATIC_BIN IMAGE_DIR=$E2E_DIR/image hack/image.sh)
@@ -159,5 +165,75 @@ grep -E '^rootkey_operator_remote_calls_total\{service="entra",operation="token"
   fail "no token from Entra ID"
 grep -E '^rootkey_operator_remote_calls_total\{service="hsm",operation="key.create",code="200"\} 1$' "$E2E_DIR/metrics.txt" ||
   fail "the key was not created exactly once"
+
+# Sandbox calls that change Azure or Antimatter, summed from its counters (successful ones only).
+writes() {
+  curl -fsS "$SANDBOX_ADMIN/counters" | python3 -c '
+import json, sys
+# Reads, tokens and crypto with the key (the pairing check) change nothing.
+unchanging = ("get", "list", "versions", "token", "openid-configuration", "instance-discovery", "authenticate",
+              "test", "wrap", "unwrap", "encrypt", "decrypt")
+rows = json.load(sys.stdin)["counters"]
+changes = [r for r in rows if 200 <= r["status"] < 300 and r["operation"].split(".")[-1] not in unchanging]
+for r in changes:
+    print(r["service"], r["operation"], r["count"], file=sys.stderr)
+print(sum(r["count"] for r in changes))'
+}
+count_ok() { curl -fsS "$SANDBOX_ADMIN/counters?service=$1&operation=$2" | python3 -c '
+import json, sys
+print(sum(r["count"] for r in json.load(sys.stdin)["counters"] if 200 <= r["status"] < 300))'; }
+
+step "helm upgrade (a changed value rolls the pod) while $LOAD more AzureRootKeys are created"
+for i in $(seq -w 1 "$LOAD"); do
+  cat <<YAML
+---
+apiVersion: antimatter.io/v1alpha1
+kind: AzureRootKey
+metadata: {name: load-$i}
+spec:
+  domainId: dm-7fQ2xPz9KdL
+  tenantId: 7b0e4c2a-5d1f-4e8a-9c3b-2f6a1d8e4c10
+  hsm: {name: contoso-hsm}
+  key: {name: load-$i}
+  antimatter:
+    apiUrl: https://api.sandbox.localhost:$SANDBOX_PORT/v2
+    apiKeySecretRef: {name: antimatter-api-key}
+YAML
+done >"$E2E_DIR/load.yaml"
+kubectl -n "$TENANT_NS" apply -f "$E2E_DIR/load.yaml" >/dev/null &
+load_pid=$!
+helm upgrade rootkey-operator "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
+  -n "$NS" --reuse-values --set concurrency=16 --wait --timeout 180s >"$E2E_DIR/helm-upgrade.log" 2>&1 ||
+  fail "helm upgrade: $(cat "$E2E_DIR/helm-upgrade.log")"
+wait "$load_pid"
+[ "$(kubectl -n "$NS" get deployment rootkey-operator -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="CONCURRENCY")].value}')" = 16 ] ||
+  fail "the upgrade did not change CONCURRENCY"
+kubectl -n "$TENANT_NS" wait --for condition=Ready azurerootkey --all --timeout 300s >/dev/null || fail "not every object Ready after the upgrade"
+total=$((LOAD + 1))
+for op in "hsm key.create" "hsm rbac.assignment.put" "antimatter rek.add"; do
+  # shellcheck disable=SC2086
+  n=$(count_ok $op)
+  [ "$n" = "$total" ] || fail "$op succeeded $n times for $total objects"
+done
+echo "    $total objects Ready; one key, one role assignment and one registration each"
+
+step "helm uninstall keeps the CRD and the objects; a reinstall adopts them with no writes"
+helm uninstall rootkey-operator -n "$NS" --wait --timeout 120s >/dev/null
+kubectl get crd azurerootkeys.antimatter.io >/dev/null || fail "the CRD went with the release"
+[ "$(kubectl -n "$TENANT_NS" get azurerootkey -o name | wc -l)" = "$total" ] || fail "objects went with the release"
+curl -fsS -X DELETE "$SANDBOX_ADMIN/counters" >/dev/null
+helm install rootkey-operator "oci://$CLUSTER_REGISTRY/charts/rootkey-operator" --version "$chart_version" --plain-http \
+  -n "$NS" -f "$E2E_DIR/values.yaml" --wait --timeout 180s >"$E2E_DIR/helm-reinstall.log" 2>&1 ||
+  fail "helm reinstall: $(cat "$E2E_DIR/helm-reinstall.log")"
+# Every object is reconciled once by the new pod (the reconcile counter starts at 0 in it).
+for _ in $(seq 60); do
+  ok=$( { curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null || true; } | awk '$1 == "rootkey_operator_reconciles_total{result=\"ok\"}" {print $2}')
+  [ "${ok:-0}" -ge "$total" ] && break
+  sleep 1
+done
+[ "${ok:-0}" -ge "$total" ] || fail "the reinstalled operator reconciled ${ok:-0} of $total objects"
+n=$(writes)
+[ "$n" = 0 ] || fail "the reinstalled operator made $n writes to Azure or Antimatter"
+echo "    $total objects reconciled by the new pod with 0 writes"
 
 step "passed in $(($(date +%s) - started)) s"

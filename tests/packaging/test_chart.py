@@ -260,20 +260,24 @@ def test_secret_identity(render):
 
 
 def test_host_network_and_aliases(render):
-    spec = _deployment(
+    dep = _deployment(
         render(
             "--set", "hostNetwork=true",
             "--set", "dnsPolicy=ClusterFirstWithHostNet",
             "--set", "hostAliases[0].ip=127.0.0.1",
             "--set", "hostAliases[0].hostnames={login.sandbox.localhost,api.sandbox.localhost}",
         )
-    )["spec"]["template"]["spec"]  # fmt: skip
+    )  # fmt: skip
+    spec = dep["spec"]["template"]["spec"]
     assert spec["hostNetwork"] is True
+    # The new pod cannot start beside the old one on the same host ports.
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     hostnames = ["login.sandbox.localhost", "api.sandbox.localhost"]
     assert spec["hostAliases"] == [{"ip": "127.0.0.1", "hostnames": hostnames}]
-    default = _deployment(render())["spec"]["template"]["spec"]
-    assert not {"hostNetwork", "dnsPolicy", "hostAliases"} & set(default)
+    default = _deployment(render())
+    assert not {"hostNetwork", "dnsPolicy", "hostAliases"} & set(default["spec"]["template"]["spec"])
+    assert "strategy" not in default["spec"]
 
 
 def test_workload_identity_token_mounted_by_the_chart(render):
