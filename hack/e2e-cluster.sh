@@ -216,6 +216,9 @@ for op in "hsm key.create" "hsm rbac.assignment.put" "antimatter rek.add"; do
   [ "$n" = "$total" ] || fail "$op succeeded $n times for $total objects"
 done
 echo "    $total objects Ready; one key, one role assignment and one registration each"
+kubectl -n "$TENANT_NS" get azurerootkey -o json >"$E2E_DIR/objects.json"
+ROOTKEY_E2E_OBJECTS=$E2E_DIR/objects.json "$VENV/bin/python" -m pytest -q \
+  tests/packaging/test_argocd_health.py -k real_cluster || fail "the Argo CD health check on the real objects"
 
 step "helm uninstall keeps the CRD and the objects; a reinstall adopts them with no writes"
 helm uninstall rootkey-operator -n "$NS" --wait --timeout 120s >/dev/null
