@@ -61,7 +61,8 @@ EOF
   wait_for registry 40 curl -fsS "http://$registry/v2/"
 
   log "etcd + kube-apiserver"
-  start controlplane "$TARGET/controlplane" --bin-dir "$BIN" up --kubeconfig-out "$D/kubeconfig"
+  # Its PKI and etcd data under DIR (TMPDIR), not in /tmp beside every other test's.
+  TMPDIR=$D start controlplane "$TARGET/controlplane" --bin-dir "$BIN" up --kubeconfig-out "$D/kubeconfig"
   wait_for controlplane 240 test -s "$D/kubeconfig"
   local kubeconfig=$D/kubeconfig pki
   pki=$(dirname "$(awk '/certificate-authority:/ {print $2; exit}' "$kubeconfig")")
