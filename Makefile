@@ -20,7 +20,7 @@ CONTROLPLANE := $(CARGO_TARGET_DIR)/debug/controlplane
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: tools
 tools: $(K8S_TOOLS)/.done $(HELM_TOOLS)/.done $(OCI_TOOLS)/.done host-deps ## Build the Kubernetes binaries, etcd, helm, crane and registry (cached) into bin/
@@ -226,10 +226,10 @@ node-deps:
 IMAGE_DIR := $(dir $(STATIC_BIN))image
 
 .PHONY: image
-image: tools static venv ## The static binary as an OCI image (crane, no Docker) in $(IMAGE_DIR); imported into containerd at $CONTAINERD_ADDRESS if set
+image: tools static venv ## The static binary as an OCI image (crane, no Docker) beside it in image/; imported into containerd at $CONTAINERD_ADDRESS if set
 	STATIC_BIN=$(STATIC_BIN) IMAGE_DIR=$(IMAGE_DIR) BIN=$(BIN) bash hack/image.sh
 	ROOTKEY_IMAGE_DIR=$(IMAGE_DIR) $(VENV)/bin/python -m pytest -q tests/packaging/test_image.py
 
 .PHONY: e2e-cluster
-e2e-cluster: tools node-deps build static venv ## One-node cluster on loopback: image, OCI registry, helm install from oci://, the sample to Ready
+e2e-cluster: tools node-deps build static venv ## One-node cluster on loopback: image, OCI registry, helm install from oci://, the sample to Ready, upgrade, reinstall
 	STATIC_BIN=$(STATIC_BIN) BIN=$(BIN) VENV=$(VENV) bash hack/e2e-cluster.sh
