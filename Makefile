@@ -7,6 +7,7 @@ SHELL := /bin/bash
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rootkey-operator
 K8S_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit} $$2=="k8s.io/kubernetes" {print $$3; exit}' hack/tools/k8s/go.mod)
 HELM_VERSION := $(shell awk '$$1=="helm.sh/helm/v3" {print $$2; exit} $$2=="helm.sh/helm/v3" {print $$3; exit}' hack/tools/helm/go.mod)
+OCI_TOOLS := $(CACHE_DIR)/tools/oci-$(shell sha256sum hack/tools/oci/go.sum | cut -c1-12)
 K8S_TOOLS := $(CACHE_DIR)/tools/k8s-$(K8S_VERSION)-$(shell sha256sum hack/tools/k8s/go.sum | cut -c1-12)
 HELM_TOOLS := $(CACHE_DIR)/tools/helm-$(HELM_VERSION)-$(shell sha256sum hack/tools/helm/go.sum | cut -c1-12)
 PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt) bench/requirements.txt
@@ -21,21 +22,27 @@ CONTROLPLANE := $(CARGO_TARGET_DIR)/debug/controlplane
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(K8S_TOOLS)/.done $(HELM_TOOLS)/.done host-deps ## Build kube-apiserver, etcd, kubectl and helm (cached) into bin/
+tools: $(K8S_TOOLS)/.done $(HELM_TOOLS)/.done $(OCI_TOOLS)/.done host-deps ## Build the Kubernetes binaries, etcd, helm, crane and registry (cached) into bin/
 	@mkdir -p $(BIN)
-	@for t in kube-apiserver etcd kubectl; do ln -sfn $(K8S_TOOLS)/$$t $(BIN)/$$t; done
+	@for t in $(K8S_CMDS) etcd; do ln -sfn $(K8S_TOOLS)/$$t $(BIN)/$$t; done
 	@ln -sfn $(HELM_TOOLS)/helm $(BIN)/helm
+	@for t in crane registry; do ln -sfn $(OCI_TOOLS)/$$t $(BIN)/$$t; done
 	@echo "tools: Kubernetes $(K8S_VERSION), helm $(HELM_VERSION) in $(BIN)"
 
 # Content-addressed (the directory name carries the go.sum hash): no mtime prerequisites, so a fresh
 # clone reuses the cache.
+# Without the version in ldflags every component reports v0.0.0-master, and the kubelet's node
+# version would not match the API server's.
+K8S_LDFLAGS := -s $(addprefix -X k8s.io/component-base/version.,gitVersion=$(K8S_VERSION) gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION:v%=%))) gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) gitTreeState=clean)
+K8S_CMDS := kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
+
 $(K8S_TOOLS)/.done:
-	@echo "building kube-apiserver, etcd and kubectl $(K8S_VERSION) from Go modules (first time only: several minutes)"
+	@echo "building $(K8S_CMDS) and etcd $(K8S_VERSION) from Go modules (first time only: several minutes)"
 	@rm -rf $(K8S_TOOLS).tmp && mkdir -p $(K8S_TOOLS).tmp
-	cd hack/tools/k8s && go build -trimpath -ldflags=-s -o $(K8S_TOOLS).tmp/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./cmd/etcd
+	cd hack/tools/k8s && go build -trimpath -ldflags='$(K8S_LDFLAGS)' -o $(K8S_TOOLS).tmp/ $(addprefix k8s.io/kubernetes/cmd/,$(K8S_CMDS)) ./cmd/etcd
 	@touch $(K8S_TOOLS).tmp/.done && rm -rf $(K8S_TOOLS) && mv $(K8S_TOOLS).tmp $(K8S_TOOLS)
 
 $(HELM_TOOLS)/.done:
@@ -43,6 +50,12 @@ $(HELM_TOOLS)/.done:
 	@rm -rf $(HELM_TOOLS).tmp && mkdir -p $(HELM_TOOLS).tmp
 	cd hack/tools/helm && go build -trimpath -ldflags=-s -o $(HELM_TOOLS).tmp/ helm.sh/helm/v3/cmd/helm
 	@touch $(HELM_TOOLS).tmp/.done && rm -rf $(HELM_TOOLS) && mv $(HELM_TOOLS).tmp $(HELM_TOOLS)
+
+$(OCI_TOOLS)/.done:
+	@echo "building crane and the distribution registry from their Go modules (first time only)"
+	@rm -rf $(OCI_TOOLS).tmp && mkdir -p $(OCI_TOOLS).tmp
+	cd hack/tools/oci && go build -trimpath -ldflags=-s -o $(OCI_TOOLS).tmp/ github.com/google/go-containerregistry/cmd/crane github.com/distribution/distribution/v3/cmd/registry
+	@touch $(OCI_TOOLS).tmp/.done && rm -rf $(OCI_TOOLS) && mv $(OCI_TOOLS).tmp $(OCI_TOOLS)
 
 # The sandbox serves every Azure host under *.sandbox.localhost; glibc resolves *.localhost to
 # loopback through nss-myhostname.
@@ -201,3 +214,24 @@ lint: venv ## rustfmt, clippy, rustdoc (no warnings), and ruff (lint and format)
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
+
+# The node side of `make e2e-cluster`: Debian's containerd (1.6) and runc, the CNI loopback plugin,
+# and gcc with a static libc for the pause binary (README, "End-to-end in a one-node cluster").
+NODE_DEPS := containerd runc containernetworking-plugins gcc libc6-dev
+
+.PHONY: node-deps
+node-deps:
+	@dpkg-query -W $(NODE_DEPS) >/dev/null 2>&1 || { \
+	  echo "installing $(NODE_DEPS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(NODE_DEPS) >/dev/null; }
+
+IMAGE_DIR := $(dir $(STATIC_BIN))image
+
+.PHONY: image
+image: tools static venv ## The static binary as an OCI image (crane, no Docker) beside it in image/; imported into containerd at $CONTAINERD_ADDRESS if set
+	STATIC_BIN=$(STATIC_BIN) IMAGE_DIR=$(IMAGE_DIR) BIN=$(BIN) bash hack/image.sh
+	ROOTKEY_IMAGE_DIR=$(IMAGE_DIR) $(VENV)/bin/python -m pytest -q tests/packaging/test_image.py
+
+.PHONY: e2e-cluster
+e2e-cluster: tools node-deps build static venv ## One-node cluster on loopback: image, OCI registry, helm install from oci://, the sample to Ready, upgrade, reinstall
+	STATIC_BIN=$(STATIC_BIN) BIN=$(BIN) VENV=$(VENV) bash hack/e2e-cluster.sh

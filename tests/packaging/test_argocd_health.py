@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -200,3 +201,14 @@ def test_argocd_cm_snippet_matches_health_lua():
     cm = yaml.safe_load(ARGOCD_CM.read_text())
     assert cm["metadata"]["name"] == "argocd-cm"
     assert cm["data"]["resource.customizations.health.antimatter.io_AzureRootKey"] == HEALTH_LUA.read_text()
+
+
+def test_healthy_on_the_objects_of_a_real_cluster(health):
+    # `make e2e-cluster` exports its Ready AzureRootKeys (kubectl get -o json) and sets this.
+    exported = os.environ.get("ROOTKEY_E2E_OBJECTS")
+    if not exported:
+        pytest.skip("ROOTKEY_E2E_OBJECTS not set: `make e2e-cluster` runs this on its objects")
+    objects = json.loads(Path(exported).read_text())["items"]
+    assert objects
+    for obj in objects:
+        assert health(obj)["status"] == "Healthy", obj["metadata"]["name"]

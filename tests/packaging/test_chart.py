@@ -114,6 +114,8 @@ def test_schema_top_level_is_closed():
         (("--set", "azure.identity=kerberos"), "identity"),
         (("--set", "logFormat=xml"), "logFormat"),
         (("--set", "image.digest=latest"), "digest"),
+        (("--set", "dnsPolicy=HostFirst"), "dnsPolicy"),
+        (("--set", "hostAliases[0].ip=127.0.0.1"), "hostnames"),
     ],
 )
 def test_schema_rejects(helm, args, message):
@@ -257,6 +259,51 @@ def test_secret_identity(render):
         {"secretRef": {"name": secret["metadata"]["name"]}}
     ]
     assert "azure.workload.identity/use" not in dep["spec"]["template"]["metadata"]["labels"]
+
+
+def test_host_network_and_aliases(render):
+    dep = _deployment(
+        render(
+            "--set", "hostNetwork=true",
+            "--set", "dnsPolicy=ClusterFirstWithHostNet",
+            "--set", "hostAliases[0].ip=127.0.0.1",
+            "--set", "hostAliases[0].hostnames={login.sandbox.localhost,api.sandbox.localhost}",
+        )
+    )  # fmt: skip
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True
+    # The new pod cannot start beside the old one on the same host ports.
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    hostnames = ["login.sandbox.localhost", "api.sandbox.localhost"]
+    assert spec["hostAliases"] == [{"ip": "127.0.0.1", "hostnames": hostnames}]
+    default = _deployment(render())
+    assert not {"hostNetwork", "dnsPolicy", "hostAliases"} & set(default["spec"]["template"]["spec"])
+    assert "strategy" not in default["spec"]
+
+
+def test_workload_identity_token_mounted_by_the_chart(render):
+    spec = _deployment(render("--set", "azure.clientId=abc", "--set", "azure.workloadIdentityToken.mount=true"))[
+        "spec"
+    ]["template"]["spec"]
+    c = spec["containers"][0]
+    assert _env(c)["AZURE_FEDERATED_TOKEN_FILE"] == "/var/run/secrets/azure/tokens/azure-identity-token"
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "azure-identity-token"]
+    assert mount == {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": True}
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "azure-identity-token"]
+    assert volume["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "path": "azure-identity-token",
+                "audience": "api://AzureADTokenExchange",
+                "expirationSeconds": 3600,
+            }
+        }
+    ]
+    # Left to the webhook by default, and never mounted for the other identities.
+    for args in ((), ("--set", "azure.workloadIdentityToken.mount=true", *VALUE_SETS["managed-identity"])):
+        c = _deployment(render(*args))["spec"]["template"]["spec"]["containers"][0]
+        assert "AZURE_FEDERATED_TOKEN_FILE" not in _env(c)
 
 
 def test_managed_identity(render):
