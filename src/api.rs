@@ -192,6 +192,7 @@ pub enum DeletionPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.activate || has(self.apiKeySecretRef)").message("antimatter.activate needs antimatter.apiKeySecretRef: the key can only be made active through the Antimatter API"))]
+#[x_kube(validation = Rule::new("!self.reclaimActive || self.activate").message("antimatter.reclaimActive needs antimatter.activate: true"))]
 pub struct AntimatterSpec {
     /// Application (client) ID of Antimatter's multi-tenant Azure application. Optional when the
     /// Antimatter API can tell it (an API key is configured).
@@ -221,9 +222,16 @@ pub struct AntimatterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
 
-    /// Make this key the domain's active root encryption key once it pairs healthy.
+    /// Make this key the domain's active root encryption key once it pairs healthy, and each new
+    /// version of it once that pairs healthy. At most one object per domain may ask for this.
     #[serde(default)]
     pub activate: bool,
+
+    /// When someone else makes another key the domain's active key (an emergency rotation), make
+    /// this one active again. By default the change is reported (`Active` `ActiveKeyChanged`) and
+    /// left as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reclaim_active: bool,
 
     /// When activating, re-wrap the domain's data keys in batches (Antimatter `rotateBatch`).
     #[serde(default)]
@@ -238,6 +246,7 @@ impl Default for AntimatterSpec {
             api_url: default_api_url(),
             api_key_secret_ref: None,
             activate: false,
+            reclaim_active: false,
             rotate_batch: false,
         }
     }
@@ -325,6 +334,17 @@ pub struct AzureRootKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairing: Option<PairingStatus>,
 
+    /// The last activation this object made or found, and Antimatter's re-wrapping of the
+    /// domain's data keys under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+
+    /// The key versions this object has used, newest first: the current one and older ones whose
+    /// registration is being retired or was retired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub versions: Vec<KeyVersionStatus>,
+
     /// What this object itself added outside the cluster, as last seen; what it found in place
     /// (or another object added) is not listed. `Revoke` removes only these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +370,63 @@ pub struct CreatedRecord {
     /// The Antimatter registration (`rekID`) of the current key version that this object made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_encryption_key_id: Option<String>,
+}
+
+/// An activation and the re-wrapping of the domain's data keys that follows it (`POST /rotate`
+/// until `has_more` is false).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// The root encryption key made active.
+    pub root_encryption_key_id: String,
+    /// `InProgress` while Antimatter still has data keys wrapped under other root keys.
+    pub state: RotationState,
+    /// Rotation batches asked for so far.
+    pub batches: u32,
+    /// When the activation was made or first seen.
+    pub started_at: Time,
+    /// When Antimatter answered that nothing is left to re-wrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+/// Where a rotation stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationState {
+    InProgress,
+    Complete,
+}
+
+/// One version of the key, as this object used it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVersionStatus {
+    /// The key version (32 hex digits).
+    pub version: String,
+    /// Its versioned key URL.
+    pub key_url: String,
+    /// Antimatter's registration of this version, once registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_encryption_key_id: Option<String>,
+    /// `Current`, `Retiring`, `Retired` or `Kept`.
+    pub state: VersionState,
+    /// When the version entered this state.
+    pub since: Time,
+}
+
+/// What became of a key version's registration.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionState {
+    /// The version this object registers, pairs and (with `activate`) makes active.
+    Current,
+    /// A newer version took over; this registration is deleted once it is not active and
+    /// Antimatter has nothing left wrapped under it.
+    Retiring,
+    /// This object deleted the registration; the HSM key version itself is never touched.
+    Retired,
+    /// A newer version took over, and the registration was not made by this object: left in
+    /// Antimatter.
+    Kept,
 }
 
 /// One aspect of the object's state, in the shape of the standard `metav1.Condition`.

@@ -3,9 +3,10 @@
 //! [`Remotes`]. Production implements them with the Azure and Antimatter clients; the tests implement
 //! them in memory, so every branch of the steps runs in milliseconds.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Mutex};
 
 use async_trait::async_trait;
+use kube::{ResourceExt, runtime::reflector::Store};
 
 use crate::{
     antimatter::{AntimatterClient, DomainTarget, PairingResult, RootKey},
@@ -17,6 +18,7 @@ use crate::{
         rbac::{Rbac, RoleAssignment, RoleAssignmentProperties},
     },
     cloud::HsmEndpoint,
+    locks::lock,
     remote::RemoteError,
 };
 
@@ -64,6 +66,9 @@ pub trait Owners: Send + Sync {
     /// Whether the AzureRootKey `namespace/name` exists. A failed lookup counts as existing: a
     /// key is never taken from an owner on doubt.
     async fn exists(&self, namespace: &str, name: &str) -> bool;
+    /// The object (`namespace`, `name`) that asks to activate a key in this domain at this API
+    /// and came first (oldest, then by name), among the objects this operator watches.
+    fn first_activator(&self, domain_id: &str, api_url: &str) -> Option<(String, String)>;
 }
 
 /// One Antimatter domain at one API endpoint, reached with one API key.
@@ -107,19 +112,45 @@ pub struct Services {
 
 impl Services {
     pub fn new(azure: Azure, antimatter: AntimatterClient, client: kube::Client) -> Self {
-        let cluster = ClusterObjects(client);
+        let cluster = ClusterObjects { client, watched: Mutex::default() };
         Self { azure, keys: KeyClients::default(), rbac: Rbac, graph: Graph::default(), antimatter, cluster }
     }
 }
 
-/// AzureRootKeys read from the API server.
-pub struct ClusterObjects(kube::Client);
+/// AzureRootKeys: read from the API server, or from the caches of the watching controllers.
+pub struct ClusterObjects {
+    client: kube::Client,
+    watched: Mutex<Vec<Store<AzureRootKey>>>,
+}
+
+impl ClusterObjects {
+    /// Adds the cache of one controller's objects.
+    pub fn watch(&self, store: Store<AzureRootKey>) {
+        lock(&self.watched).push(store);
+    }
+}
 
 #[async_trait]
 impl Owners for ClusterObjects {
     async fn exists(&self, namespace: &str, name: &str) -> bool {
-        let api = kube::Api::<AzureRootKey>::namespaced(self.0.clone(), namespace);
+        let api = kube::Api::<AzureRootKey>::namespaced(self.client.clone(), namespace);
         !matches!(api.get_metadata_opt(name).await, Ok(None))
+    }
+
+    fn first_activator(&self, domain_id: &str, api_url: &str) -> Option<(String, String)> {
+        let stores = lock(&self.watched).clone();
+        let first = stores
+            .iter()
+            .flat_map(|store| store.state())
+            .filter(|ark| {
+                let antimatter = &ark.spec.antimatter;
+                antimatter.activate
+                    && ark.spec.domain_id == domain_id
+                    && antimatter.api_url == api_url
+                    && ark.metadata.deletion_timestamp.is_none()
+            })
+            .min_by_key(|ark| (ark.metadata.creation_timestamp.clone().map(|t| t.0), ark.namespace(), ark.name_any()))?;
+        Some((first.namespace().unwrap_or_default(), first.name_any()))
     }
 }
 

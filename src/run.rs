@@ -354,6 +354,7 @@ async fn run_controller(
             predicates::generation.combine(predicates::finalizers).combine(predicates::annotations),
             Default::default(),
         );
+    ctx.services.cluster.watch(store.clone());
     let controller = Controller::for_stream(changes, store.clone());
     let (gauge_store, gauge_ctx, gauge_ns) = (store, ctx.clone(), ns.clone());
     let housekeeping = tokio::spawn(async move {

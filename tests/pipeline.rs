@@ -8,7 +8,7 @@ mod fakes;
 use fakes::{APP_ID, Fake, Fault, HSM_URL, World};
 use rootkey_operator::{
     antimatter::{ApiKey, DomainTarget},
-    api::{AzureRootKey, AzureRootKeySpec, AzureRootKeyStatus, ConditionStatus, CreatePolicy},
+    api::{AzureRootKey, AzureRootKeySpec, AzureRootKeyStatus, ConditionStatus, CreatePolicy, RotationState, VersionState},
     azure::{
         Identity,
         rbac::{CRYPTO_USER_ROLE_DEFINITION, RoleAssignment, RoleAssignmentProperties},
@@ -710,7 +710,7 @@ fn cases() -> Vec<Case> {
                 existing_principal(w);
                 w.rotation_batches = 50;
             },
-            expect: &[(Kind::Active, U, Reason::Rotating)],
+            expect: &[(Kind::Active, U, Reason::RotationInProgress)],
             ready: (U, Reason::Progressing),
             changes: &["RoleAssigned", "Registered", "Activated"],
             retry_after_secs: Some(1),
@@ -1223,4 +1223,181 @@ async fn a_conflict_adopts_the_assignment_at_the_keys_scope_not_one_above_it() {
     let run = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
     assert_eq!(run.report.outcome(Kind::RoleAssigned).map(|o| o.reason), Some(Reason::RoleAssigned));
     assert_eq!(run.found.assignment.as_deref(), Some("by-hand"));
+}
+
+// The key's lifecycle: rotation to completion, activation that does not fight, new key versions.
+
+fn changes(run: &Run) -> Vec<&'static str> {
+    run.report.changes.iter().map(|c| c.reason.as_str()).collect()
+}
+
+fn active(run: &Run) -> (ConditionStatus, Reason) {
+    run.report.outcome(Kind::Active).map(|o| (o.status, o.reason)).expect("Active reported")
+}
+
+/// 50 batches at 20 a reconcile: three reconciles, each recording its progress; Ready only after
+/// the last; then no more rotate calls.
+#[tokio::test]
+async fn rotation_is_driven_to_completion_across_reconciles() {
+    let fake = Fake::default();
+    fake.world().rotation_batches = 50;
+    let ark = object(|_| {});
+    let mut known = AzureRootKeyStatus::default();
+    let mut batches = Vec::new();
+    for round in 0..3 {
+        let run = run_once(&fake, &ark, &known, true).await;
+        let rotation = run.status.rotation.clone().expect("rotation recorded");
+        batches.push(rotation.batches);
+        if round < 2 {
+            assert_eq!(active(&run), (U, Reason::RotationInProgress), "round {round}");
+            assert_eq!((run.ready.status, rotation.state), (U, RotationState::InProgress), "round {round}");
+            assert_eq!(run.report.retry_after.map(|d| d.as_secs()), Some(1));
+        } else {
+            assert_eq!(active(&run), (T, Reason::KeyActive));
+            assert!(run.ready.is_true(), "{:?}", run.ready);
+            assert_eq!(rotation.state, RotationState::Complete);
+            assert!(rotation.completed_at.is_some());
+            assert_eq!(changes(&run), ["RotationCompleted"]);
+        }
+        known = run.status;
+    }
+    assert_eq!(batches, [20, 40, 50]);
+    assert_eq!(fake.world().count("am.activate"), 1, "activated once");
+    fake.world().calls.clear();
+    let settled = run_once(&fake, &ark, &known, true).await;
+    assert!(settled.ready.is_true());
+    assert_eq!(fake.world().count("am.rotate"), 0, "a finished rotation is not asked again");
+    assert_eq!(settled.status, known, "nothing to write");
+}
+
+/// Someone makes another key active: reported, left as it is; taken back only with reclaimActive.
+#[tokio::test]
+async fn a_changed_active_key_is_reported_and_left_unless_reclaimed() {
+    let fake = Fake::default();
+    let ark = object(|_| {});
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert!(first.ready.is_true());
+    fake.world().active = Some("rek-emergency".into());
+    fake.world().calls.clear();
+
+    let second = run_once(&fake, &ark, &first.status, true).await;
+    assert_eq!(active(&second), (F, Reason::ActiveKeyChanged));
+    let message = &second.report.outcome(Kind::Active).expect("active").message;
+    assert!(message.contains("rek-emergency"), "{message}");
+    assert_eq!(fake.world().count("am.activate"), 0, "not taken back");
+    assert_eq!(fake.world().active.as_deref(), Some("rek-emergency"));
+    let third = run_once(&fake, &ark, &second.status, true).await;
+    assert_eq!(active(&third), (F, Reason::ActiveKeyChanged), "still left alone");
+    assert_eq!(fake.world().count("am.activate"), 0);
+
+    let reclaiming = object(|s| s.antimatter.reclaim_active = true);
+    let fourth = run_once(&fake, &reclaiming, &third.status, true).await;
+    assert_eq!(active(&fourth), (T, Reason::KeyActive));
+    assert_eq!(changes(&fourth), ["Activated"]);
+    assert_eq!(fake.world().active, first.status.root_encryption_key_id);
+}
+
+/// Two objects asking to activate in one domain: the later one is refused before any active-key call.
+#[tokio::test]
+async fn a_second_object_asking_to_activate_in_a_domain_is_refused() {
+    let fake = Fake::default();
+    fake.world().activators =
+        vec![(DOMAIN.into(), "team-b".into(), "first".into()), (DOMAIN.into(), "team-a".into(), "root".into())];
+    let ark = object(|_| {});
+    let run = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert_eq!(active(&run), (F, Reason::ActivationConflict));
+    assert!(run.report.outcome(Kind::Active).expect("active").message.contains("team-b/first"));
+    let calls = fake.world().calls.clone();
+    assert!(!calls.iter().any(|c| *c == "am.active" || *c == "am.activate"), "{calls:?}");
+    assert_eq!(run.report.outcome(Kind::Paired).map(|o| o.status), Some(T), "registered and paired all the same");
+
+    fake.world().activators.remove(0);
+    let alone = run_once(&fake, &ark, &run.status, true).await;
+    assert_eq!(active(&alone), (T, Reason::KeyActive), "the first is gone: this one may activate");
+}
+
+/// A new version of the key (here without the owner marker, as `az keyvault key rotate` may leave
+/// it): tagged, registered, paired, activated, rotated; the old registration retired; the HSM key
+/// version is never touched.
+#[tokio::test]
+async fn a_new_key_version_takes_over_and_the_old_registration_is_retired() {
+    let fake = Fake::default();
+    let ark = object(|_| {});
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert!(first.ready.is_true());
+    let old_rek = first.status.root_encryption_key_id.clone().expect("registered");
+    assert_eq!(first.status.versions.len(), 1);
+    assert_eq!(first.status.versions[0].state, VersionState::Current);
+
+    let v2 = {
+        let mut world = fake.world();
+        let mut key = World::key("k", &[]);
+        key.kid = format!("{HSM_URL}/keys/k/v2");
+        key.version = "v2".into();
+        world.keys.insert("k".into(), key);
+        world.rotation_batches = 3;
+        world.calls.clear();
+        world.keys["k"].kid.clone()
+    };
+    let inputs = Inputs { grant: Grant { claim_existing_keys: false, unverified_principals: false }, ..inputs(true) };
+    let second = run_with(&fake, &ark, &first.status, &inputs).await;
+    assert!(second.ready.is_true(), "{:?}", second.report.outcomes().collect::<Vec<_>>());
+    assert_eq!(second.status.key_url.as_deref(), Some(v2.as_str()));
+    let new_rek = second.status.root_encryption_key_id.clone().expect("new registration");
+    assert_ne!(new_rek, old_rek);
+    assert_eq!(fake.world().active.as_deref(), Some(new_rek.as_str()));
+    assert_eq!(changes(&second), ["TagAdded", "OwnerMarked", "Registered", "Activated", "Retired"]);
+    let states: Vec<_> = second.status.versions.iter().map(|v| (v.version.as_str(), v.state)).collect();
+    assert_eq!(states, [("v2", VersionState::Current), ("v1", VersionState::Retired)]);
+    assert!(!fake.world().registrations.contains_key(&old_rek), "old registration deleted");
+    assert_eq!(fake.world().keys["k"].tags.get(DOMAIN).map(String::as_str), Some("allow"), "the new version is tagged");
+    let calls = fake.world().calls.clone();
+    assert!(!calls.iter().any(|c| c.starts_with("key.") && *c != "key.get" && *c != "key.tags"), "{calls:?}");
+
+    fake.world().calls.clear();
+    let third = run_with(&fake, &ark, &second.status, &inputs).await;
+    assert!(third.ready.is_true());
+    assert_eq!(third.status, second.status, "settled");
+    assert_eq!(fake.world().count("am.delete"), 0);
+}
+
+/// An older version's registration that someone else made is kept; one still active (activate:
+/// false, and a person made it active) waits.
+#[tokio::test]
+async fn only_this_objects_inactive_old_registrations_are_retired() {
+    let new_version = |fake: &Fake, v: &str| {
+        let mut world = fake.world();
+        let mut key = World::key("k", &[(DOMAIN, "allow"), (OWNER_TAG, MARKER)]);
+        key.kid = format!("{HSM_URL}/keys/k/{v}");
+        key.version = v.into();
+        world.keys.insert("k".into(), key);
+    };
+    // Registered by hand before the object: its registration is found, not made.
+    let fake = Fake::new(World::default());
+    existing_principal(&mut fake.world());
+    fake.world().registrations.insert("rek-by-hand".into(), format!("{HSM_URL}/keys/k/v1"));
+    let ark = object(|s| s.antimatter.activate = false);
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert_eq!(first.status.root_encryption_key_id.as_deref(), Some("rek-by-hand"));
+    new_version(&fake, "v2");
+    let second = run_once(&fake, &ark, &first.status, true).await;
+    let states: Vec<_> = second.status.versions.iter().map(|v| v.state).collect();
+    assert_eq!(states, [VersionState::Current, VersionState::Kept]);
+    assert!(fake.world().registrations.contains_key("rek-by-hand"), "not this object's: kept");
+
+    // Made by this object, but a person made it active: it waits, and goes once it is not.
+    let v2_rek = second.status.root_encryption_key_id.clone().expect("v2 registered");
+    fake.world().active = Some(v2_rek.clone());
+    new_version(&fake, "v3");
+    let third = run_once(&fake, &ark, &second.status, true).await;
+    assert_eq!(third.status.versions.iter().map(|v| v.state).collect::<Vec<_>>(), [
+        VersionState::Current,
+        VersionState::Retiring,
+        VersionState::Kept
+    ]);
+    assert!(fake.world().registrations.contains_key(&v2_rek), "active: kept");
+    fake.world().active = third.status.root_encryption_key_id.clone();
+    let fourth = run_once(&fake, &ark, &third.status, true).await;
+    assert_eq!(fourth.status.versions[1].state, VersionState::Retired);
+    assert!(!fake.world().registrations.contains_key(&v2_rek));
 }

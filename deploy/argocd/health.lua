@@ -19,6 +19,8 @@ local terminal = {
   Forbidden = true,
   InvalidCredentials = true,
   PairingMisconfigured = true,
+  ActiveKeyChanged = true,
+  ActivationConflict = true,
 }
 
 local hs = {}

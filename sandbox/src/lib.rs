@@ -325,6 +325,12 @@ impl SandboxHandle {
     pub fn active_key(&self, domain: &str) -> Option<String> {
         self.cx.model.read(|s| s.domains.get(domain).map(|d| d.active.clone()))
     }
+    /// Make a root encryption key active as a person would in the dashboard (an emergency
+    /// rotation); `false` for an unknown domain.
+    pub fn set_active_key(&self, domain: &str, rek_id: &str) -> bool {
+        let batches = self.cx.control.settings().rotate_batches;
+        self.cx.model.activate(domain, rek_id, false, batches).is_some()
+    }
     /// Service principals in a tenant.
     pub fn service_principals(&self, tenant: &str) -> Vec<ServicePrincipal> {
         self.cx.model.read(|s| {

@@ -53,6 +53,11 @@ impl Outcome {
     }
 }
 
+/// The current time at the API server's precision (seconds), so statuses compare equal.
+pub fn now() -> Time {
+    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
+}
+
 /// Builds the condition list, keeping `lastTransitionTime` from `previous` when a condition's status
 /// did not change (so an unchanged object produces an identical status and no write).
 pub fn to_conditions(

@@ -41,15 +41,25 @@ impl Owner {
     }
 }
 
+/// What lets an object take a key it does not hold the marker of.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Takeover {
+    /// `spec.key.adopt`: take it from another cluster or an unreadable marker.
+    pub adopt: bool,
+    /// The object used the key before: a new version that lacks the marker is still its own.
+    pub held_before: bool,
+}
+
 /// May `me` use `key`? `Ok` when it holds the marker or may take it (the tag step writes it).
 pub async fn claim(
     key: &KeyInfo,
     key_name: &str,
     me: &Owner,
-    adopt: bool,
+    takeover: Takeover,
     grant: &Grant,
     owners: &dyn Owners,
 ) -> Result<(), Outcome> {
+    let adopt = takeover.adopt;
     let mine = me.marker();
     if mine.len() > MAX_TAG_VALUE {
         return Err(Outcome::failed(
@@ -60,7 +70,7 @@ pub async fn claim(
         ));
     }
     let Some(marker) = key.tags.get(OWNER_TAG) else {
-        return match grant.claim_existing_keys {
+        return match grant.claim_existing_keys || takeover.held_before {
             true => Ok(()),
             false => Err(Outcome::failed(
                 Reason::PolicyDenied,

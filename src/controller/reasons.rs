@@ -33,8 +33,10 @@ Reason {
     ManualRegistrationRequired,
     // Active
     KeyActive,
-    Rotating,
+    RotationInProgress,
     ActivationNotRequested,
+    ActiveKeyChanged,
+    ActivationConflict,
     // Deleting (a `Revoke` that waits or is refused)
     KeyIsActive,
     RotationIncomplete,
@@ -76,6 +78,8 @@ ChangeReason {
     RoleAssigned,
     Registered,
     Activated,
+    RotationCompleted,
+    Retired,
     Revoked,
 }}
 
@@ -96,6 +100,8 @@ impl Reason {
                 | Reason::Forbidden
                 | Reason::InvalidCredentials
                 | Reason::PairingMisconfigured
+                | Reason::ActiveKeyChanged
+                | Reason::ActivationConflict
         )
     }
 
@@ -194,12 +200,22 @@ impl Reason {
                 "no API key: paste the key URL and tenant from the message into the dashboard, or set `apiKeySecretRef`",
             ),
             Reason::KeyActive => ("True", "Active", "the key is the domain's active root encryption key"),
-            Reason::Rotating => (
+            Reason::RotationInProgress => (
                 "Unknown",
                 "Active",
-                "active; Antimatter is still re-wrapping data keys (the operator keeps calling rotate)",
+                "active; Antimatter is still re-wrapping data keys under it (the operator keeps calling `rotate`, at most 20 batches per reconcile, progress in `status.rotation`); `Ready` waits for it",
             ),
             Reason::ActivationNotRequested => ("False", "Active", "`activate: false` (not required for Ready)"),
+            Reason::ActiveKeyChanged => (
+                "False",
+                "Active",
+                "someone else made another key the domain's active key after this object activated its own; the operator leaves it (set `reclaimActive: true` to take it back, or `activate: false` to accept it)",
+            ),
+            Reason::ActivationConflict => (
+                "False",
+                "Active",
+                "another AzureRootKey (named in the message, the oldest) already asks to activate a key in this domain; only one may",
+            ),
             Reason::Suspended => (
                 "False/Unknown",
                 "any",
@@ -311,7 +327,13 @@ impl ChangeReason {
             }
             ChangeReason::RoleAssigned => "the operator assigned \"Managed HSM Crypto User\" at the key",
             ChangeReason::Registered => "the operator registered the key URL with Antimatter",
-            ChangeReason::Activated => "the operator made the key active",
+            ChangeReason::Activated => "the operator made the key (a new version of it) active",
+            ChangeReason::RotationCompleted => {
+                "Antimatter finished re-wrapping the domain's data keys under the key the operator activated"
+            }
+            ChangeReason::Retired => {
+                "the operator deleted its Antimatter registration of an older key version (not active, nothing wrapped under it); the HSM key version is kept"
+            }
             ChangeReason::Revoked => "`Revoke` deletion removed what this object had added (listed); the key is kept",
         }
     }

@@ -1,6 +1,5 @@
 //! `.status`: built from what the steps found, and written by the one server-side-apply writer.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -9,18 +8,13 @@ use serde_json::json;
 
 use super::{
     FIELD_MANAGER,
-    conditions::{self, Outcome, READY, to_conditions},
+    conditions::{self, Outcome, READY, now, to_conditions},
     steps::{Found, Report},
 };
 use crate::api::{AzureRootKey, AzureRootKeyStatus, CreatedRecord};
 
 /// The condition type shown while a `Revoke` deletion is blocked.
 pub const DELETING: &str = "Deleting";
-
-/// The current time at the API server's precision (seconds), so statuses compare equal.
-fn now() -> Time {
-    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default())
-}
 
 /// `contoso` of `https://contoso.managedhsm.azure.net`.
 fn hsm_name(url: &str) -> Option<String> {
@@ -68,6 +62,8 @@ pub fn build(
         role_assignment_name: found.assignment.clone().or_else(|| prev.role_assignment_name.clone()),
         root_encryption_key_id: rek_id,
         pairing,
+        rotation: found.rotation.clone().or_else(|| prev.rotation.clone()),
+        versions: if found.versions.is_empty() { prev.versions.clone() } else { found.versions.clone() },
         created: Some(created(prev.created.clone().unwrap_or_default(), found)),
     }
 }

@@ -57,6 +57,8 @@ pub struct World {
     pub calls: Vec<&'static str>,
     /// AzureRootKeys that exist in the cluster, as (namespace, name).
     pub objects: std::collections::BTreeSet<(String, String)>,
+    /// AzureRootKeys asking to activate, oldest first, as (domain ID, namespace, name).
+    pub activators: Vec<(String, String, String)>,
     next_id: u32,
 }
 
@@ -77,6 +79,7 @@ impl Default for World {
             faults: HashMap::new(),
             calls: Vec::new(),
             objects: Default::default(),
+            activators: Vec::new(),
             next_id: 1,
         }
     }
@@ -185,6 +188,12 @@ impl Remotes for Fake {
 impl Owners for Fake {
     async fn exists(&self, namespace: &str, name: &str) -> bool {
         self.world().objects.contains(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    fn first_activator(&self, domain_id: &str, _api_url: &str) -> Option<(String, String)> {
+        let world = self.world();
+        let (_, namespace, name) = world.activators.iter().find(|(domain, ..)| domain == domain_id)?;
+        Some((namespace.clone(), name.clone()))
     }
 }
 
@@ -308,6 +317,10 @@ impl AntimatterDomain for Session<'_> {
 
     async fn unregister(&self, rek_id: &str) -> Result<(), RemoteError> {
         let mut world = self.0.call("am.delete")?;
+        // Antimatter refuses to delete a key in use.
+        if world.active.as_deref() == Some(rek_id) {
+            return Err(fail("am.delete", Fault::Status(409, "rootEncryptionKey", None)));
+        }
         world.registrations.remove(rek_id).map(drop).ok_or_else(|| not_found("am.delete"))
     }
 

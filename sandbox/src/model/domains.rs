@@ -34,6 +34,8 @@ pub(crate) struct Domain {
     pub keys: Vec<Registration>,
     pub active: String,
     pub pending_rotations: u32,
+    /// Keys that were active before and may still wrap data keys until the rotation finishes.
+    pub still_wrapping: Vec<String>,
     pub enable_bypass: bool,
 }
 
@@ -65,6 +67,8 @@ pub(crate) enum RegistrationError {
     AlreadyRegistered(String),
     /// The registration (this ID) is the active key.
     Active(String),
+    /// Data keys may still be wrapped under the registration (this ID): a rotation is unfinished.
+    InUse(String),
     /// The registration (this ID) is the default key.
     Default(String),
 }
@@ -102,15 +106,36 @@ impl Domain {
         if r.is_default() {
             return Err(RegistrationError::Default(r.rek_id.clone()));
         }
+        if self.still_wrapping.contains(&r.rek_id) {
+            return Err(RegistrationError::InUse(r.rek_id.clone()));
+        }
         let rek_id = r.rek_id.clone();
         self.keys.retain(|k| k.rek_id != rek_id);
         Ok(())
     }
 
-    /// One rotation batch, if any remain; returns whether more remain.
+    /// Make `rek_id` active: data keys wrapped under the key active before need `batches`
+    /// rotation batches to be re-wrapped.
+    pub(crate) fn set_active(&mut self, rek_id: &str, batches: u32) {
+        if self.active != rek_id {
+            let before = std::mem::replace(&mut self.active, rek_id.to_string());
+            self.still_wrapping.retain(|k| k != rek_id);
+            self.still_wrapping.push(before);
+            self.pending_rotations = batches;
+            if batches == 0 {
+                self.still_wrapping.clear();
+            }
+        }
+    }
+
+    /// One rotation batch, if any remain; returns whether more remain. The last one leaves nothing
+    /// wrapped under the keys active before.
     pub(crate) fn rotate_batch(&mut self) -> bool {
         if self.pending_rotations > 0 {
             self.pending_rotations -= 1;
+        }
+        if self.pending_rotations == 0 {
+            self.still_wrapping.clear();
         }
         self.pending_rotations > 0
     }

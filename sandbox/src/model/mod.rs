@@ -268,10 +268,7 @@ impl Model {
     /// returns whether batches remain, `None` for an unknown domain.
     pub fn activate(&self, domain: &str, rek_id: &str, rotate_batch: bool, batches: u32) -> Option<bool> {
         self.with_domain(domain, |d| {
-            if d.active != rek_id {
-                d.active = rek_id.to_string();
-                d.pending_rotations = batches;
-            }
+            d.set_active(rek_id, batches);
             if rotate_batch { d.rotate_batch() } else { d.pending_rotations > 0 }
         })
     }

@@ -174,6 +174,7 @@ fn seed_antimatter(am: &AntimatterSpec, apps: &Apps) -> Result<(Option<String>, 
                 active: default.rek_id.clone(),
                 keys: vec![default],
                 pending_rotations: 0,
+                still_wrapping: Vec::new(),
                 enable_bypass: false,
             },
         );

@@ -273,6 +273,10 @@ fn registration_refusal(c: &Call, e: &RegistrationError, id: &str) -> Resp {
             conflict(rek, "the root encryption key is in use as the active key and cannot be deleted")
         }
         RegistrationError::Default(rek) => conflict(rek, "the default root encryption key cannot be deleted"),
+        RegistrationError::InUse(rek) => conflict(
+            rek,
+            "data keys are still encrypted with this root encryption key; rotate until has_more is false first",
+        ),
     }
 }
 

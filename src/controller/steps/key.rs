@@ -23,6 +23,15 @@ pub struct Claimant<'a> {
     pub me: &'a Owner,
     pub grant: &'a Grant,
     pub owners: &'a dyn Owners,
+    /// This object used the key before (its status names a version of it): a new version without
+    /// the owner marker is still this object's.
+    pub held_before: bool,
+}
+
+/// Whether `url` names a version of key `name` of this HSM.
+pub fn is_version_of(url: &str, endpoint: &HsmEndpoint, name: &str) -> bool {
+    let prefix = format!("{}/keys/{name}/", endpoint.url.trim_end_matches('/'));
+    url.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(&prefix))
 }
 
 pub async fn ensure(
@@ -35,8 +44,9 @@ pub async fn ensure(
     let name = &spec.key.name;
     let (key, created) = match hsm.key(name).await? {
         Some(key) => {
-            let Claimant { me, grant, owners } = claimant;
-            if let Err(refused) = ownership::claim(&key, name, me, spec.key.adopt, grant, *owners).await {
+            let Claimant { me, grant, owners, held_before } = claimant;
+            let may_take = ownership::Takeover { adopt: spec.key.adopt, held_before: *held_before };
+            if let Err(refused) = ownership::claim(&key, name, me, may_take, grant, *owners).await {
                 return Ok(Step::stopped(refused));
             }
             (key, None)

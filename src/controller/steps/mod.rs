@@ -8,6 +8,7 @@ mod key;
 mod pair;
 mod principal;
 mod register;
+mod retire;
 mod role;
 mod tag;
 
@@ -16,7 +17,7 @@ use std::{collections::BTreeMap, time::Duration};
 pub use self::principal::NO_APPLICATION;
 pub use super::table::Kind;
 use super::{
-    conditions::Outcome,
+    conditions::{Outcome, now},
     errors::Failure,
     inputs::Inputs,
     reasons::Reason,
@@ -28,7 +29,7 @@ use kube::ResourceExt;
 use super::ownership::Owner;
 use crate::{
     antimatter::{DomainTarget, RootKey},
-    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, PairingStatus},
+    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, KeyVersionStatus, PairingStatus, RotationStatus},
     azure::keys::KeyInfo,
     remotes::Remotes,
 };
@@ -132,6 +133,10 @@ pub struct Found {
     /// Antimatter no longer knows the recorded root key: forget it, so the next run registers again.
     pub registration_gone: bool,
     pub pairing: Option<PairingStatus>,
+    /// The last activation and its rotation, when the `Active` step looked.
+    pub rotation: Option<RotationStatus>,
+    /// The key's versions as this object used them, newest first.
+    pub versions: Vec<KeyVersionStatus>,
     /// What of the above this object added itself.
     pub created: CreatedRecord,
 }
@@ -155,7 +160,9 @@ pub async fn run(
     let mut found = Found::default();
     let me =
         Owner { cluster: cluster_id.to_owned(), namespace: ark.namespace().unwrap_or_default(), name: ark.name_any() };
-    let claimant = key::Claimant { me: &me, grant: &inputs.grant, owners: remotes.owners() };
+    let held_before = known.key_url.as_deref().is_some_and(|url| key::is_version_of(url, &inputs.hsm, &spec.key.name));
+    let claimant = key::Claimant { me: &me, grant: &inputs.grant, owners: remotes.owners(), held_before };
+    let now = now();
 
     let key_chain = async {
         let key = report.take(Kind::KeyReady, Step::settle(key::ensure(&*hsm, &inputs.hsm, ark, &claimant).await));
@@ -210,6 +217,7 @@ pub async fn run(
 
     let (Some(domain), Some(registered)) = (domain, registered) else {
         report.manual(found.key.as_ref(), &spec.tenant_id);
+        found.versions = retire::track(known, found.key.as_ref(), retire::Registration::Unknown, &now);
         return (report, found);
     };
     let registration = report.take(Kind::Registered, registered);
@@ -222,6 +230,12 @@ pub async fn run(
     };
     found.registration_gone = paired.outcome.reason == Reason::RegistrationMissing;
     found.pairing = report.take(Kind::Paired, paired);
+    let registration = match (&found.rek_id, found.registration_gone) {
+        (_, true) => retire::Registration::Gone,
+        (Some(rek_id), false) => retire::Registration::Is(rek_id),
+        (None, false) => retire::Registration::Unknown,
+    };
+    found.versions = retire::track(known, found.key.as_ref(), registration, &now);
 
     let active = if !spec.antimatter.activate {
         Step::stopped(Outcome::failed(
@@ -230,13 +244,41 @@ pub async fn run(
         ))
     } else {
         match report.gate(Kind::Active, found.rek_id.as_deref()) {
-            Ok(rek_id) => Step::settle(activate::ensure(&*domain, spec, rek_id).await),
+            Ok(rek_id) => {
+                let rival = remotes
+                    .owners()
+                    .first_activator(&spec.domain_id, &spec.antimatter.api_url)
+                    .filter(|(namespace, name)| *namespace != me.namespace || *name != me.name)
+                    .map(|(namespace, name)| format!("{namespace}/{name}"));
+                let activation = activate::Activation { rek_id, known: known.rotation.as_ref(), rival };
+                Step::settle(activate::ensure(&*domain, spec, activation).await)
+            }
             Err(waiting) => Step::stopped(waiting),
         }
     };
-    report.take(Kind::Active, active);
+    found.rotation = report.take(Kind::Active, active);
+
+    // An older version's registration goes once the current one does all it is asked to.
+    let current_serves = report.passed(Kind::Paired) && (!spec.antimatter.activate || report.passed(Kind::Active));
+    if current_serves && !spec.suspend && retire::pending(&found.versions) {
+        match retire::ensure(&*domain, ark, found.versions.clone(), &now).await {
+            Ok(retired) => {
+                found.versions = retired.versions;
+                report.changes.extend(retired.changes);
+                report.retry_after = report.retry_after.max(retired.retry_after);
+            }
+            // Nothing is lost: the versions stay Retiring and the next run tries again.
+            Err(failure) => {
+                tracing::warn!(error = %failure.outcome.message, "retiring an older key version's registration failed");
+                report.retry_after = report.retry_after.max(Some(failure.retry_after.unwrap_or(RETIRE_RETRY)));
+            }
+        }
+    }
     (report, found)
 }
+
+/// How soon to try again when retiring an older version's registration failed.
+const RETIRE_RETRY: Duration = Duration::from_secs(30);
 
 /// What a `Revoke` removed, and what it left in place and why.
 #[derive(Debug, Default)]
@@ -285,8 +327,7 @@ async fn revoke_into(
     let spec = &ark.spec;
     let hsm = remotes.hsm(&inputs.hsm, &inputs.identity);
     let domain = remotes.antimatter(target);
-    let versions = format!("{}/keys/{}/", inputs.hsm.url, spec.key.name);
-    let of_this_key = |k: &RootKey| k.resource_path.starts_with(&versions);
+    let of_this_key = |k: &RootKey| key::is_version_of(&k.resource_path, &inputs.hsm, &spec.key.name);
 
     let registered: Vec<RootKey> = domain.root_keys().await?.into_iter().filter(of_this_key).collect();
     let (our_registrations, others): (Vec<RootKey>, Vec<RootKey>) =
@@ -311,7 +352,7 @@ async fn revoke_into(
         .into());
     }
     // Data keys still wrapped under this key (a rotation away from it not finished) need it.
-    if activate::rotate_while_more(&*domain, true).await? {
+    if activate::rotate_while_more(&*domain, true).await?.0 {
         return Err(Failure {
             outcome: Outcome::unknown(
                 Reason::RotationIncomplete,
