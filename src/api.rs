@@ -192,7 +192,7 @@ pub enum DeletionPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.activate || has(self.apiKeySecretRef)").message("antimatter.activate needs antimatter.apiKeySecretRef: the key can only be made active through the Antimatter API"))]
-#[x_kube(validation = Rule::new("!self.reclaimActive || self.activate").message("antimatter.reclaimActive needs antimatter.activate: true"))]
+#[x_kube(validation = Rule::new("!has(self.reclaimActive) || !self.reclaimActive || self.activate").message("antimatter.reclaimActive needs antimatter.activate: true"))]
 pub struct AntimatterSpec {
     /// Application (client) ID of Antimatter's multi-tenant Azure application. Optional when the
     /// Antimatter API can tell it (an API key is configured).

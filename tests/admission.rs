@@ -175,6 +175,11 @@ async fn bad_manifests_are_refused_with_a_message_naming_the_field() {
             "antimatter.activate needs antimatter.apiKeySecretRef",
         ),
         (
+            "reclaimActive without activate",
+            with("/spec/antimatter", Some(json!({"apiKeySecretRef": {"name": "am"}, "reclaimActive": true}))),
+            "antimatter.reclaimActive needs antimatter.activate: true",
+        ),
+        (
             "Revoke without an API key",
             {
                 let mut doc = with("/spec/antimatter", Some(json!({})));
