@@ -387,6 +387,31 @@ def test_pairing_flow(sandbox, antimatter):
     assert res.status == "UNREACHABLE"
 
 
+def test_rotation_to_completion_then_the_old_key_may_go(sandbox, antimatter):
+    """A large domain: the client rotates until has_more is false; the key active before may not be
+    deleted while data keys may still be wrapped under it, and may once the rotation is done."""
+    enc, _, _ = antimatter
+    before = enc.domain_get_active_external_root_encryption_key(DOMAIN).rek_id
+    batches = requests.get(sandbox["admin_url"] + "/settings", timeout=5).json()["rotate_batches"]
+    r = requests.patch(sandbox["admin_url"] + "/settings", json={"rotate_batches": 60}, timeout=5)
+    assert r.status_code == 200
+    try:
+        default = next(k.rek_id for k in enc.domain_list_external_root_encryption_key(DOMAIN).keys if k.source == "antimatter")
+        enc.domain_set_active_external_root_encryption_key(DOMAIN, am.ActiveRootEncryptionKeyID(key_id=default))
+        with pytest.raises(ApiException) as e:
+            enc.domain_delete_external_root_encryption_key(DOMAIN, before)
+        assert e.value.status == 409 and "rotate" in e.value.body
+        calls = 0
+        while enc.domain_rotate_root_encryption_keys(DOMAIN, {}).has_more:
+            calls += 1
+            assert calls < 100, "rotation never finished"
+        assert calls + 1 == 60
+        enc.domain_delete_external_root_encryption_key(DOMAIN, before)
+        assert all(k.rek_id != before for k in enc.domain_list_external_root_encryption_key(DOMAIN).keys)
+    finally:
+        requests.patch(sandbox["admin_url"] + "/settings", json={"rotate_batches": batches}, timeout=5)
+
+
 def test_counters_recorded(sandbox):
     rows = counters(sandbox)["counters"]
     ops = {(r["service"], r["operation"]) for r in rows}
