@@ -102,6 +102,24 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
         assert_eq!(c.observed_generation, obj.metadata.generation);
     }
 
+    // One Normal event for the first reconcile, naming every change it made (events follow the status).
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let mut normal = Vec::new();
+    for _ in 0..50 {
+        normal = events.list(&Default::default()).await.expect("events").items;
+        normal.retain(|e| e.type_.as_deref() == Some("Normal"));
+        if !normal.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(normal.len(), 1, "{normal:?}");
+    assert_eq!(normal[0].reason.as_deref(), Some("Changed"));
+    let note = normal[0].note.clone().unwrap_or_default();
+    for change in ["KeyCreated", "ServicePrincipalCreated", "RoleAssigned", "Registered", "Activated"] {
+        assert!(note.contains(&format!("{change}: ")), "{change} in {note}");
+    }
+
     // Steady state: a reconcile with nothing changed writes nothing anywhere.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = env.api.get("root").await.expect("get").metadata.resource_version;

@@ -195,11 +195,16 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         let written = status::write(api, ark, &status).await?;
         ctx.memory.remember_write(ark, &written, !ready.is_true());
     }
-    let changes = report.changes.iter().map(|c| Note {
-        type_: EventType::Normal,
-        reason: c.reason.to_string(),
-        note: c.note.clone(),
-    });
+    // One Normal event per reconcile that changed something, naming every change.
+    let changes = match report.changes.as_slice() {
+        [] => None,
+        [one] => Some(Note { type_: EventType::Normal, reason: one.reason.to_string(), note: one.note.clone() }),
+        many => Some(Note {
+            type_: EventType::Normal,
+            reason: reasons::ChangeReason::Changed.to_string(),
+            note: many.iter().map(|c| format!("{}: {}", c.reason, c.note)).collect::<Vec<_>>().join("; "),
+        }),
+    };
     // kstatus' summaries restate Ready; `False` is their good state.
     let failing = |c: &&crate::api::Condition| {
         c.status == ConditionStatus::False && c.type_ != conditions::RECONCILING && c.type_ != conditions::STALLED
@@ -212,7 +217,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         reason: c.reason.to_string(),
         note: format!("{}: {}", c.type_, c.message),
     });
-    ctx.events.publish(ark.object_ref(&()), changes.chain(warnings).collect());
+    ctx.events.publish(ark.object_ref(&()), changes.into_iter().chain(warnings).collect());
 
     if ready.is_true() {
         ctx.memory.reset_backoff(ark);

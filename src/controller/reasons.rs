@@ -81,6 +81,7 @@ ChangeReason {
     RotationCompleted,
     Retired,
     Revoked,
+    Changed,
 }}
 
 impl Reason {
@@ -335,6 +336,9 @@ impl ChangeReason {
                 "the operator deleted its Antimatter registration of an older key version (not active, nothing wrapped under it); the HSM key version is kept"
             }
             ChangeReason::Revoked => "`Revoke` deletion removed what this object had added (listed); the key is kept",
+            ChangeReason::Changed => {
+                "several of the above in one reconcile, in one event: its note lists each as `Reason: what changed`"
+            }
         }
     }
 }
