@@ -149,7 +149,9 @@ impl Owners for ClusterObjects {
                     && antimatter.api_url == api_url
                     && ark.metadata.deletion_timestamp.is_none()
             })
-            .min_by_key(|ark| (ark.metadata.creation_timestamp.clone().map(|t| t.0), ark.namespace(), ark.name_any()))?;
+            .min_by_key(|ark| {
+                (ark.metadata.creation_timestamp.clone().map(|t| t.0), ark.namespace(), ark.name_any())
+            })?;
         Some((first.namespace().unwrap_or_default(), first.name_any()))
     }
 }

@@ -8,7 +8,9 @@ mod fakes;
 use fakes::{APP_ID, Fake, Fault, HSM_URL, World};
 use rootkey_operator::{
     antimatter::{ApiKey, DomainTarget},
-    api::{AzureRootKey, AzureRootKeySpec, AzureRootKeyStatus, ConditionStatus, CreatePolicy, RotationState, VersionState},
+    api::{
+        AzureRootKey, AzureRootKeySpec, AzureRootKeyStatus, ConditionStatus, CreatePolicy, RotationState, VersionState,
+    },
     azure::{
         Identity,
         rbac::{CRYPTO_USER_ROLE_DEFINITION, RoleAssignment, RoleAssignmentProperties},
@@ -1390,11 +1392,10 @@ async fn only_this_objects_inactive_old_registrations_are_retired() {
     fake.world().active = Some(v2_rek.clone());
     new_version(&fake, "v3");
     let third = run_once(&fake, &ark, &second.status, true).await;
-    assert_eq!(third.status.versions.iter().map(|v| v.state).collect::<Vec<_>>(), [
-        VersionState::Current,
-        VersionState::Retiring,
-        VersionState::Kept
-    ]);
+    assert_eq!(
+        third.status.versions.iter().map(|v| v.state).collect::<Vec<_>>(),
+        [VersionState::Current, VersionState::Retiring, VersionState::Kept]
+    );
     assert!(fake.world().registrations.contains_key(&v2_rek), "active: kept");
     fake.world().active = third.status.root_encryption_key_id.clone();
     let fourth = run_once(&fake, &ark, &third.status, true).await;

@@ -112,7 +112,9 @@ pub async fn ensure(
         completed_at: None,
     };
     let note = match known {
-        Some(before) => format!("Made {rek_id} the domain's active root encryption key (was {})", before.root_encryption_key_id),
+        Some(before) => {
+            format!("Made {rek_id} the domain's active root encryption key (was {})", before.root_encryption_key_id)
+        }
         None => format!("Made {rek_id} the domain's active root encryption key"),
     };
     Ok(rotate(domain, record, has_more, false).await.changed(ChangeReason::Activated, note))
@@ -137,7 +139,8 @@ async fn rotate(
     };
     record.batches = record.batches.saturating_add(calls);
     if more {
-        let step = Step { retry_after: Some(ROTATING_RECHECK), ..Step::found(rotation_outcome(&record, false), record) };
+        let step =
+            Step { retry_after: Some(ROTATING_RECHECK), ..Step::found(rotation_outcome(&record, false), record) };
         return step;
     }
     record.state = RotationState::Complete;
@@ -158,7 +161,9 @@ fn rotation_outcome(record: &RotationStatus, suspended: bool) -> Outcome {
         }
         RotationState::InProgress if suspended => Outcome::unknown(
             Reason::Suspended,
-            format!("{rek_id} is active; Antimatter may still be re-wrapping data keys; suspended, so not asking it to."),
+            format!(
+                "{rek_id} is active; Antimatter may still be re-wrapping data keys; suspended, so not asking it to."
+            ),
         ),
         RotationState::InProgress => Outcome::unknown(
             Reason::RotationInProgress,

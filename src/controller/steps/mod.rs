@@ -29,7 +29,10 @@ use kube::ResourceExt;
 use super::ownership::Owner;
 use crate::{
     antimatter::{DomainTarget, RootKey},
-    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, KeyVersionStatus, PairingStatus, RotationStatus},
+    api::{
+        AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, KeyVersionStatus, PairingStatus,
+        RotationStatus,
+    },
     azure::keys::KeyInfo,
     remotes::Remotes,
 };
