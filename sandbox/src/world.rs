@@ -256,6 +256,14 @@ pub struct DomainSpec {
     /// API keys accepted by `authenticate`.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// The cell the domain lives on (e.g. `eu1`): served at `antimatter-<cell>.sandbox.localhost`,
+    /// and the API host answers `308` to it. Absent: the API host serves it.
+    #[serde(default)]
+    pub cell: Option<String>,
+    /// Answered as `cellAddress` by `authenticate` instead of the responding host's URL: a hostile
+    /// API, for clients that must refuse a cell outside the API's domain.
+    #[serde(default)]
+    pub cell_address_override: Option<String>,
 }
 
 /// Errors loading a world.

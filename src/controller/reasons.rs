@@ -64,6 +64,7 @@ Reason {
     AntimatterUnreachable,
     AzureRequestRejected,
     AntimatterRequestRejected,
+    UntrustedCell,
 }}
 
 closed_set! {
@@ -242,7 +243,7 @@ impl Reason {
             Reason::AntimatterUnreachable => (
                 "False",
                 "the failing step",
-                "the Antimatter API could not be reached, answered 5xx or timed out, or sent an unreadable response; retried with backoff",
+                "the Antimatter API could not be reached, answered 5xx or timed out, sent an unreadable response, or answered `308` (the domain moved to another cell: the operator logs in again); retried with backoff",
             ),
             Reason::AzureRequestRejected => (
                 "False",
@@ -253,6 +254,11 @@ impl Reason {
                 "False",
                 "the failing step",
                 "Antimatter answered another 4xx; the message carries its field and message",
+            ),
+            Reason::UntrustedCell => (
+                "False",
+                "the failing step",
+                "Antimatter's authenticate named a cell (`cellAddress`) outside the allowlisted API's domain (https, the API's port, the API host or a host under its parent domain): no token is sent there; retried with backoff. Ask Antimatter which API URL serves the domain",
             ),
             Reason::KeyIsActive => (
                 "False",

@@ -35,6 +35,10 @@ pub(crate) struct Domain {
     pub active: String,
     pub pending_rotations: u32,
     pub enable_bypass: bool,
+    /// The cell serving the domain (`None`: the API host).
+    pub cell: Option<String>,
+    /// What `authenticate` answers as `cellAddress` instead of the responding host's URL.
+    pub cell_address_override: Option<String>,
 }
 
 impl Registration {

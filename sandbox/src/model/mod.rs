@@ -22,7 +22,7 @@ pub(crate) use keys::{KeyParams, RECOVERABLE_DAYS, default_key_ops};
 pub(crate) use state::State;
 
 use crate::util::lock;
-use crate::wire::admin::KeyPatch;
+use crate::wire::admin::{DomainPatch, KeyPatch};
 use crate::world::{World, WorldError};
 use std::sync::Mutex;
 
@@ -279,6 +279,24 @@ impl Model {
     /// Run one rotation batch; returns whether batches remain, `None` for an unknown domain.
     pub fn rotate(&self, domain: &str) -> Option<bool> {
         self.with_domain(domain, Domain::rotate_batch)
+    }
+
+    /// Move a domain to a cell and/or change what its `authenticate` answers as `cellAddress`.
+    pub fn patch_domain(&self, domain: &str, patch: &DomainPatch) -> Result<(), ModelError> {
+        if let Some(Some(cell)) = &patch.cell
+            && !crate::util::is_cell_name(cell)
+        {
+            return Err(ModelError::Invalid(format!("cell {cell} is not 1-32 of a-z, 0-9, -")));
+        }
+        self.with_domain(domain, |d| {
+            if let Some(cell) = &patch.cell {
+                d.cell.clone_from(cell);
+            }
+            if let Some(address) = &patch.cell_address_override {
+                d.cell_address_override.clone_from(address);
+            }
+        })
+        .ok_or_else(|| ModelError::NotFound(format!("domain {domain}")))
     }
 
     pub fn set_bypass(&self, domain: &str, enable: bool) {

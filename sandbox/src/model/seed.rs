@@ -164,6 +164,11 @@ fn seed_antimatter(am: &AntimatterSpec, apps: &Apps) -> Result<(Option<String>, 
         if !util::is_domain_id(&d.id) {
             return Err(WorldError::Invalid(format!("domain id {} is not dm- + 11 base58", d.id)));
         }
+        if let Some(cell) = &d.cell
+            && !util::is_cell_name(cell)
+        {
+            return Err(WorldError::Invalid(format!("domain {}: cell {cell} is not 1-32 of a-z, 0-9, -", d.id)));
+        }
         let default = Registration::default_key();
         domains.insert(
             d.id.clone(),
@@ -175,6 +180,8 @@ fn seed_antimatter(am: &AntimatterSpec, apps: &Apps) -> Result<(Option<String>, 
                 keys: vec![default],
                 pending_rotations: 0,
                 enable_bypass: false,
+                cell: d.cell.clone(),
+                cell_address_override: d.cell_address_override.clone(),
             },
         );
     }

@@ -19,24 +19,31 @@ pub struct KeyPatch {
     #[serde(default)]
     pub enabled: Option<bool>,
     /// Set `nbf` (`Some(None)` clears; JSON `null`).
-    #[serde(default, with = "double_option")]
+    #[serde(default, deserialize_with = "double_option")]
     pub nbf: Option<Option<i64>>,
     /// Set `exp` (`Some(None)` clears; JSON `null`).
-    #[serde(default, with = "double_option")]
+    #[serde(default, deserialize_with = "double_option")]
     pub exp: Option<Option<i64>>,
     /// Replace `key_ops`.
     #[serde(default)]
     pub key_ops: Option<Vec<String>>,
 }
 
-mod double_option {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    pub fn serialize<S: Serializer>(v: &Option<Option<i64>>, s: S) -> Result<S::Ok, S::Error> {
-        v.serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-        Option::<i64>::deserialize(d).map(Some)
-    }
+/// A present field (`null` included) is `Some`: `null` clears, absence leaves alone.
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of admin `PATCH /domains/{domain}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainPatch {
+    /// Move the domain to this cell (`null`: back to the API host).
+    #[serde(default, deserialize_with = "double_option")]
+    pub cell: Option<Option<String>>,
+    /// Answer this as `cellAddress` from `authenticate` (`null`: the responding host's URL).
+    #[serde(default, deserialize_with = "double_option")]
+    pub cell_address_override: Option<Option<String>>,
 }
 
 /// Body of `PATCH /settings`.
