@@ -57,6 +57,7 @@ fn seed_directory(world: &World) -> Result<(Tenants, Apps), WorldError> {
                 app_id: app_id.clone(),
                 display_name: a.name.clone(),
                 graph_roles: a.graph_roles.clone(),
+                replicated_at: 0,
             },
         );
         let federated = a
@@ -88,6 +89,7 @@ fn seed_directory(world: &World) -> Result<(Tenants, Apps), WorldError> {
                 app_id,
                 display_name: app.name.clone(),
                 graph_roles: sp.graph_roles.clone(),
+                replicated_at: 0,
             },
         );
     }
@@ -144,6 +146,7 @@ fn seed_assignment(h: &HsmSpec, ra: &RoleAssignmentSpec, tenant: &Tenant) -> Res
         scope: ra.scope.clone(),
         role_definition: role.id.to_string(),
         principal_id: principal,
+        effective_at: 0,
     })
 }
 

@@ -209,7 +209,8 @@ pub(crate) fn add_role_assignment(
     scope: &str,
     principal_id: &str,
 ) -> Result<String, ModelError> {
-    match cx.model.assign_role(hsm, scope, &util::uuid_v4(), role, principal_id) {
+    let effective_at = cx.control.after(cx.control.settings().rbac_propagation_secs);
+    match cx.model.assign_role(hsm, scope, &util::uuid_v4(), role, principal_id, effective_at) {
         Ok(a) => Ok(a.name),
         Err(AssignmentError::NoSuchHsm) => Err(ModelError::NotFound(format!("hsm {hsm}"))),
         Err(e) => Err(ModelError::Invalid(hsm::assignment_refusal(&e).body_text())),

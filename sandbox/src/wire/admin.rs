@@ -68,6 +68,12 @@ pub struct SettingsPatch {
     /// Rotation batches.
     #[serde(default)]
     pub rotate_batches: Option<u32>,
+    /// Seconds before a new role assignment takes effect.
+    #[serde(default)]
+    pub rbac_propagation_secs: Option<u64>,
+    /// Seconds before a new service principal can get tokens.
+    #[serde(default)]
+    pub principal_replication_secs: Option<u64>,
 }
 
 /// Mutable knobs.
@@ -85,6 +91,12 @@ pub struct Settings {
     pub antimatter_token_lifetime_secs: i64,
     /// Rotation batches after an activation.
     pub rotate_batches: u32,
+    /// Seconds (sandbox clock) before a new role assignment authorizes anything: real Managed HSM
+    /// RBAC is eventually consistent (its 403 says "please observe propagation time").
+    pub rbac_propagation_secs: u64,
+    /// Seconds (sandbox clock) before a new service principal can get tokens (Entra ID replicates
+    /// a new principal; until then its app is "not found in the directory", AADSTS700016).
+    pub principal_replication_secs: u64,
 }
 
 /// A fault to inject on matching requests.
