@@ -313,7 +313,9 @@ impl AntimatterClient {
     }
 
     /// One authed call to the domain's cell. A `308` means the domain moved: its login (JWT and cell)
-    /// is dropped, so the next attempt authenticates again and learns the new cell.
+    /// is dropped and the call is made once more after authenticating again, which learns the new
+    /// cell (the request was not processed, so sending it again is safe). The JWT is never sent
+    /// where the `308` points.
     async fn call<B: Serialize + ?Sized>(
         &self,
         target: &DomainTarget,
@@ -322,22 +324,29 @@ impl AntimatterClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<Vec<u8>, RemoteError> {
-        let session = self.session(target).await?;
-        let url = Self::url(&session.base, &target.domain_id, &format!("/control/encryption{path}"));
-        let mut request = self.http.request(method, url).bearer_auth(&session.jwt);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let answer = send(Service::Antimatter, operation, request, describe).await;
-        if answer.as_ref().is_err_and(|e| e.status() == Some(308)) {
+        let mut moved = false;
+        loop {
+            let session = self.session(target).await?;
+            let url = Self::url(&session.base, &target.domain_id, &format!("/control/encryption{path}"));
+            let mut request = self.http.request(method.clone(), url).bearer_auth(&session.jwt);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let answer = send(Service::Antimatter, operation, request, describe).await;
+            if !answer.as_ref().is_err_and(|e| e.status() == Some(308)) {
+                return answer;
+            }
             let slot = self.login_slot(target);
             let mut login = slot.lock().await;
             // Only this session: a concurrent caller may have logged in again already.
             if matches!(&*login, Login::Token { session: current, .. } if current.jwt == session.jwt) {
                 *login = Login::None;
             }
+            if moved {
+                return answer;
+            }
+            moved = true;
         }
-        answer
     }
 
     /// [`Self::call`], decoding a JSON answer.

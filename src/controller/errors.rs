@@ -91,7 +91,7 @@ fn classify(e: &RemoteError) -> Failure {
         ),
         RemoteError::Status { status: 308, service: Service::Antimatter, .. } => Outcome::failed(
             Reason::AntimatterUnreachable,
-            format!("{e}. The domain moved to another cell; logging in again to learn it."),
+            format!("{e}. The domain moved to another cell twice in a row; logging in again to learn it."),
         ),
         RemoteError::Status { status, .. } if *status >= 500 || *status == 408 => {
             Outcome::failed(unreachable, format!("{e}. Retrying with backoff."))

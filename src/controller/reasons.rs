@@ -28,6 +28,7 @@ Reason {
     Registered,
     RegistrationMissing,
     PairingHealthy,
+    PropagationPending,
     PairingMisconfigured,
     PairingUnreachable,
     ManualRegistrationRequired,
@@ -181,6 +182,11 @@ impl Reason {
                 ("False", "Paired", "Antimatter no longer knows the recorded root key; the operator registers it again")
             }
             Reason::PairingHealthy => ("True", "Paired", "Antimatter wrapped and unwrapped with the key"),
+            Reason::PropagationPending => (
+                "Unknown",
+                "Paired",
+                "the pairing check answered MISCONFIGURED within 10 minutes of the operator's own grant (role assignment or service principal): Managed HSM RBAC and Entra ID take time to propagate, so the operator checks again every few seconds; after 10 minutes it is `PairingMisconfigured`",
+            ),
             Reason::PairingMisconfigured => (
                 "False",
                 "Paired",
@@ -243,7 +249,7 @@ impl Reason {
             Reason::AntimatterUnreachable => (
                 "False",
                 "the failing step",
-                "the Antimatter API could not be reached, answered 5xx or timed out, sent an unreadable response, or answered `308` (the domain moved to another cell: the operator logs in again); retried with backoff",
+                "the Antimatter API could not be reached, answered 5xx or timed out, sent an unreadable response, or answered `308` to a call again right after the operator logged in to follow the domain to its new cell; retried with backoff",
             ),
             Reason::AzureRequestRejected => (
                 "False",
