@@ -75,7 +75,12 @@ struct AuthenticateResponse {
 /// cell outside the API's domain is refused: the JWT is only ever sent to the API or its cells.
 fn cell_base(api: &Url, cell_address: Option<&str>) -> Result<Url, String> {
     let Some(address) = cell_address.map(str::trim).filter(|a| !a.is_empty()) else { return Ok(api.clone()) };
-    let refused = || format!("cellAddress {} is not within the Antimatter API's domain {api}; no token is sent there", truncate(address, 256));
+    let refused = || {
+        format!(
+            "cellAddress {} is not within the Antimatter API's domain {api}; no token is sent there",
+            truncate(address, 256)
+        )
+    };
     let mut cell = Url::parse(address).map_err(|_| refused())?;
     if !within_api_domain(api, &cell) || !cell.username().is_empty() || cell.password().is_some() {
         return Err(refused());
@@ -305,10 +310,12 @@ impl AntimatterClient {
             .post(Self::url(&target.api_url, &target.domain_id, "/authenticate"))
             .json(&AuthenticateRequest { token: &target.api_key.0 });
         let auth: AuthenticateResponse = send_json(Service::Antimatter, "authenticate", request, describe).await?;
-        let malformed = |detail| RemoteError::Malformed { service: Service::Antimatter, operation: "authenticate", detail };
+        let malformed =
+            |detail| RemoteError::Malformed { service: Service::Antimatter, operation: "authenticate", detail };
         let refresh_at = refresh_time(&auth.expiry).map_err(malformed)?;
-        let base = cell_base(&target.api_url, auth.cell_address.as_deref())
-            .map_err(|detail| RemoteError::UntrustedCell { service: Service::Antimatter, operation: "authenticate", detail })?;
+        let base = cell_base(&target.api_url, auth.cell_address.as_deref()).map_err(|detail| {
+            RemoteError::UntrustedCell { service: Service::Antimatter, operation: "authenticate", detail }
+        })?;
         Ok((Session { jwt: auth.token, base }, refresh_at))
     }
 
@@ -376,8 +383,10 @@ impl AntimatterClient {
     pub async fn application_id(&self, target: &DomainTarget) -> Result<Option<String>, RemoteError> {
         let key = (target.api_url.clone(), target.domain_id.clone());
         let lookup = async || {
-            let r: ProvidersResponse =
-                self.call_json(target, "providers.list", reqwest::Method::GET, "/providers", NO_BODY).await.map_err(Some)?;
+            let r: ProvidersResponse = self
+                .call_json(target, "providers.list", reqwest::Method::GET, "/providers", NO_BODY)
+                .await
+                .map_err(Some)?;
             r.providers
                 .iter()
                 .find(|p| p.name == AZURE_DELEGATED_PROVIDER)
@@ -407,8 +416,7 @@ impl AntimatterClient {
             description,
             key_information: AzureKeyInformation { provider_name: AZURE_DELEGATED_PROVIDER, tenant_id, key_url },
         };
-        let r: AddKeyResponse =
-            self.call_json(target, "keys.add", reqwest::Method::POST, "/keys", Some(&body)).await?;
+        let r: AddKeyResponse = self.call_json(target, "keys.add", reqwest::Method::POST, "/keys", Some(&body)).await?;
         Ok(r.rek_id)
     }
 
@@ -438,7 +446,8 @@ impl AntimatterClient {
         rotate_batch: bool,
     ) -> Result<bool, RemoteError> {
         let body = SetActiveRequest { key_id: rek_id, rotate_batch };
-        let r: HasMore = self.call_json(target, "active.set", reqwest::Method::POST, "/active-key", Some(&body)).await?;
+        let r: HasMore =
+            self.call_json(target, "active.set", reqwest::Method::POST, "/active-key", Some(&body)).await?;
         Ok(r.has_more)
     }
 
@@ -489,8 +498,16 @@ mod tests {
         assert_eq!(base(Some("")).as_deref(), Ok("https://api.antimatter.io/v2"));
         assert_eq!(base(Some("https://eu1.antimatter.io")).as_deref(), Ok("https://eu1.antimatter.io/v2"));
         assert_eq!(base(Some("https://eu1.antimatter.io:443/")).as_deref(), Ok("https://eu1.antimatter.io/v2"));
-        assert_eq!(base(Some("https://eu1.antimatter.io/api/v2?x=1")).as_deref(), Ok("https://eu1.antimatter.io/api/v2"));
-        for refused in ["https://evil.example.localhost:8443", "http://eu1.antimatter.io", "https://u:p@eu1.antimatter.io", "not a url"] {
+        assert_eq!(
+            base(Some("https://eu1.antimatter.io/api/v2?x=1")).as_deref(),
+            Ok("https://eu1.antimatter.io/api/v2")
+        );
+        for refused in [
+            "https://evil.example.localhost:8443",
+            "http://eu1.antimatter.io",
+            "https://u:p@eu1.antimatter.io",
+            "not a url",
+        ] {
             let error = base(Some(refused)).expect_err(refused);
             assert!(error.contains(refused) && error.contains("no token is sent there"), "{error}");
         }

@@ -260,13 +260,13 @@ mod tests {
         assert!(within(api, "https://EU1.Antimatter.IO"), "hosts compare case-insensitively");
         assert!(within("https://api.sandbox.localhost:8443/v2", "https://antimatter-eu1.sandbox.localhost:8443"));
         for outside in [
-            "http://eu1.antimatter.io",                 // not https
-            "https://eu1.antimatter.io:8443",           // another port
-            "https://antimatter.io",                    // the parent itself is not a cell
-            "https://evilantimatter.io",                // a suffix, not a subdomain
-            "https://antimatter.io.evil.example",       // the parent inside another domain
-            "https://evil.example.localhost",           // another domain
-            "https://127.0.0.1",                        // an address
+            "http://eu1.antimatter.io",           // not https
+            "https://eu1.antimatter.io:8443",     // another port
+            "https://antimatter.io",              // the parent itself is not a cell
+            "https://evilantimatter.io",          // a suffix, not a subdomain
+            "https://antimatter.io.evil.example", // the parent inside another domain
+            "https://evil.example.localhost",     // another domain
+            "https://127.0.0.1",                  // an address
         ] {
             assert!(!within(api, outside), "{outside}");
         }

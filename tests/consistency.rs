@@ -60,7 +60,9 @@ async fn a_domain_on_a_cell_reaches_ready_with_every_token_sent_to_its_cell() {
     assert!(redirected, "authenticate went to the API host first, which sent it to the cell");
     let api_keys: Vec<_> = log.iter().filter(|r| r.credential && r.service == "antimatter").collect();
     assert!(
-        api_keys.iter().all(|r| r.operation == "authenticate" && [API_HOST.to_owned(), cell_host("eu1")].contains(&r.host)),
+        api_keys
+            .iter()
+            .all(|r| r.operation == "authenticate" && [API_HOST.to_owned(), cell_host("eu1")].contains(&r.host)),
         "the API key went only to authenticate at the API and the cell: {api_keys:#?}"
     );
 
@@ -72,7 +74,11 @@ async fn a_domain_on_a_cell_reaches_ready_with_every_token_sent_to_its_cell() {
         .expect("move the domain");
     env.poke("root").await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !env.sandbox.requests().iter().any(|r| r.host == cell_host("us2") && r.operation == "rek.test" && r.status == 200)
+    while !env
+        .sandbox
+        .requests()
+        .iter()
+        .any(|r| r.host == cell_host("us2") && r.operation == "rek.test" && r.status == 200)
     {
         assert!(Instant::now() < deadline, "no pairing check on the new cell: {:#?}", env.sandbox.requests());
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -16,6 +16,7 @@
 //! | `graph.sandbox.localhost` | Microsoft Graph |
 //! | `<hsm>.managedhsm.sandbox.localhost` | that Managed HSM |
 //! | `api.sandbox.localhost` | Antimatter (`/v2`) |
+//! | `antimatter-<cell>.sandbox.localhost` | Antimatter, for the domains on that cell |
 //!
 //! `*.localhost` resolves to loopback through glibc's `nss-myhostname`. The sandbox generates a
 //! CA and a server certificate at start and writes `ca.pem` into its state directory.
@@ -70,8 +71,7 @@ pub use model::ModelError as AdminError;
 pub use model::{DeletedKey, Key, KeyVersion, Registration, RoleAssignment, ServicePrincipal};
 pub use wire::Service;
 pub use wire::admin::{
-    CounterRow, DomainPatch, Endpoints, Fault, FaultAction, FaultSpec, KeyPatch, RequestRecord, Settings,
-    SettingsPatch,
+    CounterRow, DomainPatch, Endpoints, Fault, FaultAction, FaultSpec, KeyPatch, RequestRecord, Settings, SettingsPatch,
 };
 pub use wire::antimatter::{KeyUrl, parse_key_url};
 pub use wire::hsm::API_VERSIONS;

@@ -379,10 +379,8 @@ async fn a_domain_on_a_cell_is_served_only_there() {
     const D: &str = "dm-7fQ2xPz9KdL";
     let sb = start().await;
     let c = sb.client();
-    let cell = |name: Option<&str>| rootkey_sandbox::DomainPatch {
-        cell: Some(name.map(str::to_owned)),
-        ..Default::default()
-    };
+    let cell =
+        |name: Option<&str>| rootkey_sandbox::DomainPatch { cell: Some(name.map(str::to_owned)), ..Default::default() };
     sb.patch_domain(D, cell(Some("eu1"))).expect("move to eu1");
     let eu1 = sb.cell_url("eu1");
     let login = json!({"token": "fake-antimatter-api-key-not-real"});
@@ -434,8 +432,15 @@ async fn role_assignments_and_principals_take_effect_after_propagation() {
     let nr = token(&sb, &c, NR, NR_SECRET, &sb.hsm_resource()).await;
     let path = "//keys/existing-key/providers/Microsoft.Authorization/roleAssignments/0b7f2c1e-3a4d-4e5f-8a9b-1c2d3e4f5a6b?api-version=7.5";
     let role = format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{CRYPTO_USER}");
-    let r = hsm(&sb, &c, "PUT", path, Some(&op), Some(json!({"properties": {"roleDefinitionId": role, "principalId": NR_SP}})))
-        .await;
+    let r = hsm(
+        &sb,
+        &c,
+        "PUT",
+        path,
+        Some(&op),
+        Some(json!({"properties": {"roleDefinitionId": role, "principalId": NR_SP}})),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let read = async |tok: &str| hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(tok), None).await;
     let r = read(&nr).await;

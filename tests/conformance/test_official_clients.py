@@ -410,7 +410,8 @@ def test_cell_hosted_domain(sandbox):
         cfg.ssl_ca_cert = sandbox["ca_pem_path"]
         cfg.access_token = auth.token
         enc = am.EncryptionApi(am.ApiClient(cfg))
-        assert any(k.var_resource_path == shared["kid"] for k in enc.domain_list_external_root_encryption_key(DOMAIN).keys)
+        listed = enc.domain_list_external_root_encryption_key(DOMAIN).keys
+        assert any(k.var_resource_path == shared["kid"] for k in listed)
         version = requests.post(f"{sandbox['admin_url']}/hsms/{HSM}/keys/{KEY}/versions", timeout=5).json()["version"]
         kid = f"{hsm_url(sandbox)}/keys/{KEY}/{version}"
         info = am.KeyInfosKeyInformation(
@@ -447,8 +448,11 @@ def test_new_role_assignment_propagates_on_the_sandbox_clock(sandbox):
         assert e.value.status_code == 403 and "propagation time" in str(e.value)
         requests.patch(settings, json={"clock_offset_secs": 31}, timeout=5)
         assert len(cc.wrap_key(KeyWrapAlgorithm.aes_256, os.urandom(32)).encrypted_key) == 40
-        wraps = [r for r in requests.get(sandbox["admin_url"] + "/requests", timeout=5).json()["requests"]
-                 if r["operation"] == "key.wrap" and not r["internal"]]
+        wraps = [
+            r
+            for r in requests.get(sandbox["admin_url"] + "/requests", timeout=5).json()["requests"]
+            if r["operation"] == "key.wrap" and not r["internal"]
+        ]
         assert [r["status"] for r in wraps[-2:]] == [403, 200]
         acc.delete_role_assignment(f"/keys/{KEY}", name)
     finally:

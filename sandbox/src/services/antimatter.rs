@@ -212,11 +212,10 @@ fn authenticate(c: &Call, cell: Option<&str>) -> Resp {
     let claims = json!({"iss": url, "sub": "apikey", "typ": "domain_identity", "domain": c.domain,
                         "iat": now, "exp": exp, "jti": util::uuid_v4()});
     let token = c.cx.tokens.sign("antimatter", &claims);
-    let cell_address = c
-        .cx
-        .model
-        .read(|s| s.domains.get(c.domain).and_then(|d| d.cell_address_override.clone()))
-        .unwrap_or_else(|| format!("https://{}:{}", cell_host(cell), c.cx.endpoints.port));
+    let cell_address =
+        c.cx.model
+            .read(|s| s.domains.get(c.domain).and_then(|d| d.cell_address_override.clone()))
+            .unwrap_or_else(|| format!("https://{}:{}", cell_host(cell), c.cx.endpoints.port));
     Resp::json(200, &json!({"token": token, "expiry": util::rfc3339(exp), "cellAddress": cell_address}))
 }
 

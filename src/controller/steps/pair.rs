@@ -65,7 +65,9 @@ pub async fn check(
     let answer = format!("Antimatter's pairing check: {} {}", result.status, result.status_message);
     // The latency stays out of the message (it is in .status.pairing), so a steady check writes nothing.
     let step = match (state, granted_at.filter(|at| within_grace(*at, now))) {
-        (PairingState::Healthy, _) => Step::found(Outcome::ok(reason, "Antimatter wrapped and unwrapped with the key."), pairing),
+        (PairingState::Healthy, _) => {
+            Step::found(Outcome::ok(reason, "Antimatter wrapped and unwrapped with the key."), pairing)
+        }
         (PairingState::Misconfigured, Some(granted_at)) => Step {
             retry_after: Some(PROPAGATION_RECHECK),
             ..Step::found(
