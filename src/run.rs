@@ -77,7 +77,8 @@ pub struct RunArgs {
     #[arg(long, env = "ROOTKEY_TENANCY_POLICY")]
     pub tenancy_policy: Option<PathBuf>,
     /// Antimatter API base URLs an object may name in `spec.antimatter.apiUrl` (comma-separated,
-    /// https); API keys are sent to these only.
+    /// https); API keys and domain tokens are sent to these only, and to the domain cells within
+    /// their domains that Antimatter names.
     #[arg(long, env = "ANTIMATTER_API_URLS", value_delimiter = ',', default_value = crate::api::DEFAULT_API_URL)]
     pub antimatter_api_urls: Vec<Url>,
     /// Antimatter's Azure application ID, the only application the operator grants access to keys.

@@ -62,7 +62,8 @@ pub async fn check(
         latency_ms: result.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as i64),
         last_check_time: Some(Time(now)),
     };
-    let answer = format!("Antimatter's pairing check: {} {}", result.status, result.status_message);
+    let answer =
+        format!("Antimatter's pairing check: {} {}", result.status, result.status_message.trim_end_matches('.'));
     // The latency stays out of the message (it is in .status.pairing), so a steady check writes nothing.
     let step = match (state, granted_at.filter(|at| within_grace(*at, now))) {
         (PairingState::Healthy, _) => {
