@@ -14,8 +14,11 @@ use crate::{
     bounded::BoundedMap,
     locks::lock,
     memo::Memo,
-    remote::{RemoteError, Service, send, send_json},
+    remote::{RemoteError, Service, send, send_json, truncate, within_api_domain},
 };
+
+/// The body of a call that sends none.
+const NO_BODY: Option<&()> = None;
 
 /// Provider name of a key delegated to Antimatter's own Azure application.
 pub const AZURE_DELEGATED_PROVIDER: &str = "azure_am";
@@ -62,6 +65,32 @@ struct AuthenticateRequest<'a> {
 struct AuthenticateResponse {
     token: String,
     expiry: String,
+    /// "The public URL of the cell responding to the authentication request": where the domain lives.
+    #[serde(rename = "cellAddress", default)]
+    cell_address: Option<String>,
+}
+
+/// Where a domain's authed calls go: the cell named by `cellAddress` when it is within the API's
+/// domain (with the API's path prefix, e.g. `/v2`, when it names no path), else the API itself. A
+/// cell outside the API's domain is refused: the JWT is only ever sent to the API or its cells.
+fn cell_base(api: &Url, cell_address: Option<&str>) -> Result<Url, String> {
+    let Some(address) = cell_address.map(str::trim).filter(|a| !a.is_empty()) else { return Ok(api.clone()) };
+    let refused = || {
+        format!(
+            "cellAddress {} is not within the Antimatter API's domain {api}; no token is sent there",
+            truncate(address, 256)
+        )
+    };
+    let mut cell = Url::parse(address).map_err(|_| refused())?;
+    if !within_api_domain(api, &cell) || !cell.username().is_empty() || cell.password().is_some() {
+        return Err(refused());
+    }
+    if cell.path() == "/" {
+        cell.set_path(api.path());
+    }
+    cell.set_query(None);
+    cell.set_fragment(None);
+    Ok(cell)
 }
 
 /// A root encryption key provider (`GET /providers`).
@@ -170,13 +199,20 @@ struct HasMore {
     has_more: bool,
 }
 
-/// What is known of one domain's login: its JWT, or its last failure and when to try again.
+/// A domain's JWT and where to send it (the domain's cell, or the API).
+#[derive(Clone)]
+struct Session {
+    jwt: String,
+    base: Url,
+}
+
+/// What is known of one domain's login: its session, or its last failure and when to try again.
 #[derive(Default)]
 enum Login {
     #[default]
     None,
     Token {
-        jwt: String,
+        session: Session,
         refresh_at: SystemTime,
     },
     Failed {
@@ -197,7 +233,10 @@ fn login_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
 /// callers of that domain while it logs in: a domain whose endpoint hangs stalls no other one.
 #[derive(Clone)]
 pub struct AntimatterClient {
+    /// Follows no redirect: a JWT is never re-sent blindly (and reqwest would drop it across hosts).
     http: reqwest::Client,
+    /// For `authenticate`, which may follow redirects within the API's domain to the domain's cell.
+    login_http: reqwest::Client,
     logins: Arc<Mutex<BoundedMap<DomainTarget, Arc<tokio::sync::Mutex<Login>>>>>,
     app_ids: Arc<Memo<(Url, String), String>>,
 }
@@ -220,34 +259,41 @@ fn describe(body: &[u8]) -> (String, String) {
 }
 
 impl AntimatterClient {
-    pub fn new(http: reqwest::Client) -> Self {
+    /// `http` must follow no redirects; `login_http` may follow them within the API's domain
+    /// ([`crate::remote::Redirects`]).
+    pub fn new(http: reqwest::Client, login_http: reqwest::Client) -> Self {
         Self {
             http,
+            login_http,
             logins: Arc::new(Mutex::new(BoundedMap::new(REMEMBERED_DOMAINS, None))),
             app_ids: Arc::new(Memo::new(REMEMBERED_DOMAINS)),
         }
     }
 
-    fn url(target: &DomainTarget, path: &str) -> String {
-        format!("{}/domains/{}{path}", target.api_url.as_str().trim_end_matches('/'), target.domain_id)
+    fn url(base: &Url, domain_id: &str, path: &str) -> String {
+        format!("{}/domains/{domain_id}{path}", base.as_str().trim_end_matches('/'))
     }
 
-    /// A domain JWT, authenticating only when none is cached or it is about to expire. A failed
+    fn login_slot(&self, target: &DomainTarget) -> Arc<tokio::sync::Mutex<Login>> {
+        lock(&self.logins).get_or_insert_with(target.clone(), Arc::default).clone()
+    }
+
+    /// A domain session, authenticating only when none is cached or it is about to expire. A failed
     /// login is answered from memory until its backoff has passed, so objects of a domain that
     /// cannot log in do not each wait for the endpoint.
-    async fn jwt(&self, target: &DomainTarget) -> Result<String, RemoteError> {
-        let slot = lock(&self.logins).get_or_insert_with(target.clone(), Arc::default).clone();
+    async fn session(&self, target: &DomainTarget) -> Result<Session, RemoteError> {
+        let slot = self.login_slot(target);
         let mut login = slot.lock().await;
         let failures = match &*login {
-            Login::Token { jwt, refresh_at } if *refresh_at > SystemTime::now() => return Ok(jwt.clone()),
+            Login::Token { session, refresh_at } if *refresh_at > SystemTime::now() => return Ok(session.clone()),
             Login::Failed { error, retry_at, .. } if *retry_at > Instant::now() => return Err(error.clone()),
             Login::Failed { failures, .. } => *failures,
             _ => 0,
         };
         match self.authenticate(target).await {
-            Ok((jwt, refresh_at)) => {
-                *login = Login::Token { jwt: jwt.clone(), refresh_at };
-                Ok(jwt)
+            Ok((session, refresh_at)) => {
+                *login = Login::Token { session: session.clone(), refresh_at };
+                Ok(session)
             }
             Err(error) => {
                 let failures = failures.saturating_add(1);
@@ -258,26 +304,73 @@ impl AntimatterClient {
         }
     }
 
-    async fn authenticate(&self, target: &DomainTarget) -> Result<(String, SystemTime), RemoteError> {
-        let request =
-            self.http.post(Self::url(target, "/authenticate")).json(&AuthenticateRequest { token: &target.api_key.0 });
+    async fn authenticate(&self, target: &DomainTarget) -> Result<(Session, SystemTime), RemoteError> {
+        let request = self
+            .login_http
+            .post(Self::url(&target.api_url, &target.domain_id, "/authenticate"))
+            .json(&AuthenticateRequest { token: &target.api_key.0 });
         let auth: AuthenticateResponse = send_json(Service::Antimatter, "authenticate", request, describe).await?;
-        let refresh_at = refresh_time(&auth.expiry).map_err(|detail| RemoteError::Malformed {
-            service: Service::Antimatter,
-            operation: "authenticate",
-            detail,
+        let malformed =
+            |detail| RemoteError::Malformed { service: Service::Antimatter, operation: "authenticate", detail };
+        let refresh_at = refresh_time(&auth.expiry).map_err(malformed)?;
+        let base = cell_base(&target.api_url, auth.cell_address.as_deref()).map_err(|detail| {
+            RemoteError::UntrustedCell { service: Service::Antimatter, operation: "authenticate", detail }
         })?;
-        Ok((auth.token, refresh_at))
+        Ok((Session { jwt: auth.token, base }, refresh_at))
     }
 
-    async fn authed(
+    /// One authed call to the domain's cell. A `308` means the domain moved: its login (JWT and cell)
+    /// is dropped and the call is made once more after authenticating again, which learns the new
+    /// cell (the request was not processed, so sending it again is safe). The JWT is never sent
+    /// where the `308` points.
+    async fn call<B: Serialize + ?Sized>(
         &self,
         target: &DomainTarget,
+        operation: &'static str,
         method: reqwest::Method,
         path: &str,
-    ) -> Result<reqwest::RequestBuilder, RemoteError> {
-        let jwt = self.jwt(target).await?;
-        Ok(self.http.request(method, Self::url(target, &format!("/control/encryption{path}"))).bearer_auth(jwt))
+        body: Option<&B>,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let mut moved = false;
+        loop {
+            let session = self.session(target).await?;
+            let url = Self::url(&session.base, &target.domain_id, &format!("/control/encryption{path}"));
+            let mut request = self.http.request(method.clone(), url).bearer_auth(&session.jwt);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let answer = send(Service::Antimatter, operation, request, describe).await;
+            if !answer.as_ref().is_err_and(|e| e.status() == Some(308)) {
+                return answer;
+            }
+            let slot = self.login_slot(target);
+            let mut login = slot.lock().await;
+            // Only this session: a concurrent caller may have logged in again already.
+            if matches!(&*login, Login::Token { session: current, .. } if current.jwt == session.jwt) {
+                *login = Login::None;
+            }
+            if moved {
+                return answer;
+            }
+            moved = true;
+        }
+    }
+
+    /// [`Self::call`], decoding a JSON answer.
+    async fn call_json<T: serde::de::DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        target: &DomainTarget,
+        operation: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, RemoteError> {
+        let body = self.call(target, operation, method, path, body).await?;
+        serde_json::from_slice(&body).map_err(|e| RemoteError::Malformed {
+            service: Service::Antimatter,
+            operation,
+            detail: e.to_string(),
+        })
     }
 
     /// Antimatter's Azure application ID if it has been looked up already.
@@ -290,9 +383,10 @@ impl AntimatterClient {
     pub async fn application_id(&self, target: &DomainTarget) -> Result<Option<String>, RemoteError> {
         let key = (target.api_url.clone(), target.domain_id.clone());
         let lookup = async || {
-            let rq = self.authed(target, reqwest::Method::GET, "/providers").await.map_err(Some)?;
-            let r: ProvidersResponse =
-                send_json(Service::Antimatter, "providers.list", rq, describe).await.map_err(Some)?;
+            let r: ProvidersResponse = self
+                .call_json(target, "providers.list", reqwest::Method::GET, "/providers", NO_BODY)
+                .await
+                .map_err(Some)?;
             r.providers
                 .iter()
                 .find(|p| p.name == AZURE_DELEGATED_PROVIDER)
@@ -307,8 +401,7 @@ impl AntimatterClient {
     }
 
     pub async fn list_keys(&self, target: &DomainTarget) -> Result<Vec<RootKey>, RemoteError> {
-        let rq = self.authed(target, reqwest::Method::GET, "/keys").await?;
-        let r: KeysResponse = send_json(Service::Antimatter, "keys.list", rq, describe).await?;
+        let r: KeysResponse = self.call_json(target, "keys.list", reqwest::Method::GET, "/keys", NO_BODY).await?;
         Ok(r.keys)
     }
 
@@ -323,28 +416,22 @@ impl AntimatterClient {
             description,
             key_information: AzureKeyInformation { provider_name: AZURE_DELEGATED_PROVIDER, tenant_id, key_url },
         };
-        let rq = self.authed(target, reqwest::Method::POST, "/keys").await?.json(&body);
-        let r: AddKeyResponse = send_json(Service::Antimatter, "keys.add", rq, describe).await?;
+        let r: AddKeyResponse = self.call_json(target, "keys.add", reqwest::Method::POST, "/keys", Some(&body)).await?;
         Ok(r.rek_id)
     }
 
     pub async fn delete_key(&self, target: &DomainTarget, rek_id: &str) -> Result<(), RemoteError> {
-        let rq = self.authed(target, reqwest::Method::DELETE, &format!("/keys/{rek_id}")).await?;
-        send(Service::Antimatter, "keys.delete", rq, describe).await.map(drop)
+        self.call(target, "keys.delete", reqwest::Method::DELETE, &format!("/keys/{rek_id}"), NO_BODY).await.map(drop)
     }
 
     pub async fn test_key(&self, target: &DomainTarget, rek_id: &str) -> Result<PairingResult, RemoteError> {
-        let rq = self
-            .authed(target, reqwest::Method::POST, &format!("/keys/{rek_id}/test"))
-            .await?
-            .json(&serde_json::Map::new());
-        send_json(Service::Antimatter, "keys.test", rq, describe).await
+        let path = format!("/keys/{rek_id}/test");
+        self.call_json(target, "keys.test", reqwest::Method::POST, &path, Some(&serde_json::Map::new())).await
     }
 
     /// The domain's active key, or `None` when it has none.
     pub async fn active_key(&self, target: &DomainTarget) -> Result<Option<RootKey>, RemoteError> {
-        let rq = self.authed(target, reqwest::Method::GET, "/active-key").await?;
-        match send_json(Service::Antimatter, "active.get", rq, describe).await {
+        match self.call_json(target, "active.get", reqwest::Method::GET, "/active-key", NO_BODY).await {
             Ok(key) => Ok(Some(key)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -358,19 +445,17 @@ impl AntimatterClient {
         rek_id: &str,
         rotate_batch: bool,
     ) -> Result<bool, RemoteError> {
-        let rq = self
-            .authed(target, reqwest::Method::POST, "/active-key")
-            .await?
-            .json(&SetActiveRequest { key_id: rek_id, rotate_batch });
-        let r: HasMore = send_json(Service::Antimatter, "active.set", rq, describe).await?;
+        let body = SetActiveRequest { key_id: rek_id, rotate_batch };
+        let r: HasMore =
+            self.call_json(target, "active.set", reqwest::Method::POST, "/active-key", Some(&body)).await?;
         Ok(r.has_more)
     }
 
     /// Re-wraps one batch of data keys under the active key; `true` while there is more.
     pub async fn rotate(&self, target: &DomainTarget) -> Result<bool, RemoteError> {
         // The body is required by the API (the published client always sends `{}`).
-        let rq = self.authed(target, reqwest::Method::POST, "/rotate").await?.json(&serde_json::Map::new());
-        let r: HasMore = send_json(Service::Antimatter, "rotate", rq, describe).await?;
+        let r: HasMore =
+            self.call_json(target, "rotate", reqwest::Method::POST, "/rotate", Some(&serde_json::Map::new())).await?;
         Ok(r.has_more)
     }
 }
@@ -405,6 +490,29 @@ mod tests {
         assert_eq!(secs(1, Some(30)), 30, "Retry-After is honoured");
     }
 
+    #[test]
+    fn calls_go_to_a_cell_within_the_api_domain_with_the_api_path() {
+        let api = Url::parse("https://api.antimatter.io/v2").expect("url");
+        let base = |cell: Option<&str>| cell_base(&api, cell).map(|u| u.to_string());
+        assert_eq!(base(None).as_deref(), Ok("https://api.antimatter.io/v2"));
+        assert_eq!(base(Some("")).as_deref(), Ok("https://api.antimatter.io/v2"));
+        assert_eq!(base(Some("https://eu1.antimatter.io")).as_deref(), Ok("https://eu1.antimatter.io/v2"));
+        assert_eq!(base(Some("https://eu1.antimatter.io:443/")).as_deref(), Ok("https://eu1.antimatter.io/v2"));
+        assert_eq!(
+            base(Some("https://eu1.antimatter.io/api/v2?x=1")).as_deref(),
+            Ok("https://eu1.antimatter.io/api/v2")
+        );
+        for refused in [
+            "https://evil.example.localhost:8443",
+            "http://eu1.antimatter.io",
+            "https://u:p@eu1.antimatter.io",
+            "not a url",
+        ] {
+            let error = base(Some(refused)).expect_err(refused);
+            assert!(error.contains(refused) && error.contains("no token is sent there"), "{error}");
+        }
+    }
+
     /// One domain whose endpoint never answers must not hold up another domain's login.
     #[tokio::test]
     async fn a_hanging_domain_does_not_hold_up_another() {
@@ -432,7 +540,7 @@ mod tests {
             }
         });
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = AntimatterClient::new(reqwest::Client::new());
+        let client = AntimatterClient::new(reqwest::Client::new(), reqwest::Client::new());
         let target = |url: &str| DomainTarget {
             api_url: Url::parse(url).expect("url"),
             domain_id: "dm-1".into(),
@@ -440,11 +548,11 @@ mod tests {
         };
         let stuck = {
             let (client, target) = (client.clone(), target(&hanging_url));
-            tokio::spawn(async move { client.jwt(&target).await })
+            tokio::spawn(async move { client.session(&target).await.map(|s| s.jwt) })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let other = tokio::time::timeout(Duration::from_secs(5), client.jwt(&target(&answering_url))).await;
-        assert_eq!(other.expect("not held up").expect("logged in"), "jwt");
+        let other = tokio::time::timeout(Duration::from_secs(5), client.session(&target(&answering_url))).await;
+        assert_eq!(other.expect("not held up").expect("logged in").jwt, "jwt");
         assert!(!stuck.is_finished(), "the hanging domain is still waiting");
         stuck.abort();
     }

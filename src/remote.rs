@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode, header::RETRY_AFTER, redirect};
 use serde::de::DeserializeOwned;
+use url::{Host, Url};
 
 /// Largest response body any client reads; anything bigger is refused as malformed.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -30,6 +31,9 @@ pub enum RemoteError {
     Malformed { service: Service, operation: &'static str, detail: String },
     #[error("Entra ID refused the credentials: {detail}")]
     Credentials { detail: String },
+    /// The service named a host outside its domain to send a credential to (Antimatter's `cellAddress`).
+    #[error("{service} answered {operation} with a host that is refused: {detail}")]
+    UntrustedCell { service: Service, operation: &'static str, detail: String },
 }
 
 impl RemoteError {
@@ -62,7 +66,8 @@ impl RemoteError {
         match self {
             RemoteError::Status { service, .. }
             | RemoteError::Unreachable { service, .. }
-            | RemoteError::Malformed { service, .. } => *service,
+            | RemoteError::Malformed { service, .. }
+            | RemoteError::UntrustedCell { service, .. } => *service,
             RemoteError::Credentials { .. } => Service::Entra,
         }
     }
@@ -71,9 +76,11 @@ impl RemoteError {
 /// Which redirects a client follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Redirects {
-    /// None: Entra ID, Graph and Managed HSM never redirect, and a redirect must not carry a token.
+    /// None: Entra ID, Graph and Managed HSM never redirect, and a redirect must not carry a token
+    /// (Antimatter's authed calls too: a `308` there makes the client log in again).
     Never,
-    /// Only https within the same parent domain (Antimatter's 308 to the domain's cell).
+    /// Only within the API's domain ([`within_api_domain`]): Antimatter's authenticate, redirected
+    /// with `308` to the domain's cell.
     SameParentDomain,
 }
 
@@ -102,17 +109,27 @@ pub fn http_client(extra_ca_pem: Option<&[u8]>, redirects: Redirects) -> anyhow:
 }
 
 fn same_parent_domain_https(attempt: redirect::Attempt<'_>) -> redirect::Action {
-    let allowed = attempt.previous().first().is_some_and(|origin| {
-        let parent = |host: &str| host.split_once('.').map(|(_, rest)| rest.to_owned());
-        let target = attempt.url();
-        target.scheme() == "https"
-            && attempt.previous().len() < 5
-            && match (origin.host_str(), target.host_str()) {
-                (Some(o), Some(t)) => o == t || (parent(o).is_some() && parent(o) == parent(t) && t.contains('.')),
-                _ => false,
-            }
-    });
+    let allowed = attempt.previous().len() < 5
+        && attempt.previous().first().is_some_and(|origin| within_api_domain(origin, attempt.url()));
     if allowed { attempt.follow() } else { attempt.stop() }
+}
+
+/// Whether `target` belongs to the Antimatter API at `api`, so that the API key (authenticate's
+/// redirects) or a domain JWT (the domain's cell) may be sent there: https on the API's port, and a
+/// host that is the API's or ends with `.` + the API host's parent domain (`api.antimatter.io` →
+/// `*.antimatter.io`). The parent must itself have two labels, so `api.io` trusts only itself; an IP
+/// address trusts only itself.
+pub fn within_api_domain(api: &Url, target: &Url) -> bool {
+    let same_host = match (api.host(), target.host()) {
+        (Some(Host::Domain(a)), Some(Host::Domain(t))) => {
+            let (a, t) = (a.to_ascii_lowercase(), t.to_ascii_lowercase());
+            let parent = a.split_once('.').map(|(_, rest)| rest).filter(|rest| rest.contains('.'));
+            a == t || parent.is_some_and(|p| t.strip_suffix(p).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')))
+        }
+        (Some(a), Some(t)) => a == t,
+        _ => false,
+    };
+    target.scheme() == "https" && same_host && api.port_or_known_default() == target.port_or_known_default()
 }
 
 /// The longest wait any service can ask for; a larger `Retry-After` is cut to it, so no answer can
@@ -230,6 +247,33 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after_millis("1500"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_retry_after_millis(&u64::MAX.to_string()), Some(MAX_RETRY_AFTER));
+    }
+
+    #[test]
+    fn only_the_api_host_and_its_parent_domain_on_its_port_are_within_its_domain() {
+        let url = |s: &str| Url::parse(s).expect("url");
+        let within = |api: &str, target: &str| within_api_domain(&url(api), &url(target));
+        let api = "https://api.antimatter.io/v2";
+        assert!(within(api, "https://api.antimatter.io/v2/domains"));
+        assert!(within(api, "https://eu1.antimatter.io"));
+        assert!(within(api, "https://cell.eu1.antimatter.io:443/"));
+        assert!(within(api, "https://EU1.Antimatter.IO"), "hosts compare case-insensitively");
+        assert!(within("https://api.sandbox.localhost:8443/v2", "https://antimatter-eu1.sandbox.localhost:8443"));
+        for outside in [
+            "http://eu1.antimatter.io",           // not https
+            "https://eu1.antimatter.io:8443",     // another port
+            "https://antimatter.io",              // the parent itself is not a cell
+            "https://evilantimatter.io",          // a suffix, not a subdomain
+            "https://antimatter.io.evil.example", // the parent inside another domain
+            "https://evil.example.localhost",     // another domain
+            "https://127.0.0.1",                  // an address
+        ] {
+            assert!(!within(api, outside), "{outside}");
+        }
+        assert!(within("https://api.io", "https://api.io/v2"));
+        assert!(!within("https://api.io", "https://evil.io"), "a one-label parent trusts only the API host");
+        assert!(within("https://127.0.0.1:8443/v2", "https://127.0.0.1:8443"));
+        assert!(!within("https://127.0.0.1:8443/v2", "https://0.0.1:8443"), "an address has no parent domain");
     }
 
     #[test]

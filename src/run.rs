@@ -80,7 +80,8 @@ pub struct RunArgs {
     #[arg(long, env = "ROOTKEY_TENANCY_POLICY")]
     pub tenancy_policy: Option<PathBuf>,
     /// Antimatter API base URLs an object may name in `spec.antimatter.apiUrl` (comma-separated,
-    /// https); API keys are sent to these only.
+    /// https); API keys and domain tokens are sent to these only, and to the domain cells within
+    /// their domains that Antimatter names.
     #[arg(long, env = "ANTIMATTER_API_URLS", value_delimiter = ',', default_value = crate::api::DEFAULT_API_URL)]
     pub antimatter_api_urls: Vec<Url>,
     /// Antimatter's Azure application ID, the only application the operator grants access to keys.
@@ -213,8 +214,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("reading CA bundle {}", path.display()))?),
         None => None,
     };
-    let azure_http = remote::http_client(ca.as_deref(), remote::Redirects::Never)?;
-    let antimatter_http = remote::http_client(ca.as_deref(), remote::Redirects::SameParentDomain)?;
+    // No redirects for Azure and for Antimatter's authed calls: a token never follows one.
+    let no_redirects = remote::http_client(ca.as_deref(), remote::Redirects::Never)?;
+    let antimatter_login_http = remote::http_client(ca.as_deref(), remote::Redirects::SameParentDomain)?;
     let policy = match &args.tenancy_policy {
         Some(path) => TenancyPolicy::from_yaml(&std::fs::read_to_string(path)?)
             .with_context(|| format!("tenancy policy {}", path.display()))?,
@@ -242,12 +244,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let azure = Azure::new(
         cloud,
         args.azure_identity,
-        azure_http,
+        no_redirects.clone(),
         Pacers::new(args.hsm_key_creates_per_second, args.hsm_rbac_per_second),
     );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Services::new(azure, AntimatterClient::new(antimatter_http), client.clone()),
+        Services::new(azure, AntimatterClient::new(no_redirects, antimatter_login_http), client.clone()),
         authority,
         cluster_id,
         events,

@@ -662,15 +662,52 @@ fn cases() -> Vec<Case> {
         },
         // Paired.
         Case {
-            name: "pairing misconfigured: activation waits",
+            name: "pairing misconfigured with a grant the operator did not make: a failure, activation waits",
             world: |w| {
                 existing_principal(w);
+                w.assignments.insert(
+                    ("/keys/k".into(), "by-hand".into()),
+                    RoleAssignment {
+                        name: "by-hand".into(),
+                        properties: RoleAssignmentProperties {
+                            scope: Some("/keys/k".into()),
+                            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
+                            principal_id: "sp-existing".into(),
+                        },
+                    },
+                );
                 w.pairing = "MISCONFIGURED";
             },
             expect: &[(Kind::Paired, F, Reason::PairingMisconfigured), (Kind::Active, U, Reason::WaitingPaired)],
             ready: (F, Reason::PairingMisconfigured),
+            changes: &["Registered"],
+            never: &["am.activate", "am.active"],
+            ..BASE
+        },
+        Case {
+            name: "pairing misconfigured right after the operator's own grant: propagation, checked again soon",
+            world: |w| {
+                existing_principal(w);
+                w.pairing = "MISCONFIGURED";
+            },
+            expect: &[(Kind::Paired, U, Reason::PropagationPending), (Kind::Active, U, Reason::WaitingPaired)],
+            ready: (U, Reason::Progressing),
             changes: &["RoleAssigned", "Registered"],
             never: &["am.activate", "am.active"],
+            retry_after_secs: Some(3),
+            message: Some("take time to propagate"),
+            ..BASE
+        },
+        Case {
+            name: "pairing misconfigured right after the operator created the principal: propagation",
+            world: |w| {
+                tagged_key(w);
+                w.pairing = "MISCONFIGURED";
+            },
+            expect: &[(Kind::Paired, U, Reason::PropagationPending)],
+            ready: (U, Reason::Progressing),
+            changes: &["ServicePrincipalCreated", "RoleAssigned", "Registered"],
+            retry_after_secs: Some(3),
             ..BASE
         },
         Case {
@@ -975,6 +1012,35 @@ async fn a_lost_registration_is_registered_again() {
     let new = third.status.root_encryption_key_id.expect("registered again");
     assert_ne!(new, old);
     assert!(fake.world().registrations.contains_key(&new));
+}
+
+/// A MISCONFIGURED pairing check is propagation while the operator's own grant is recent (known
+/// from `status.created` and when `RoleAssigned` turned True), and a failure once it is old.
+#[tokio::test]
+async fn misconfigured_is_propagation_only_within_the_grace_after_the_own_grant() {
+    let fake = Fake::default();
+    let ark = object(|_| {});
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert!(first.ready.is_true(), "{:?}", first.ready);
+    assert!(first.status.created.as_ref().and_then(|c| c.role_assignment_name.as_ref()).is_some());
+    fake.world().pairing = "MISCONFIGURED";
+
+    // Granted moments ago (the status says so, this run granted nothing): still propagating.
+    let soon = run_once(&fake, &ark, &first.status, true).await;
+    assert!(soon.report.changes.is_empty(), "{:?}", soon.report.changes);
+    let paired = soon.report.outcome(Kind::Paired).expect("paired");
+    assert_eq!((paired.status, paired.reason), (U, Reason::PropagationPending), "{}", paired.message);
+    assert_eq!(soon.report.retry_after.map(|d| d.as_secs()), Some(3));
+
+    // Granted 11 minutes ago: the check's answer is the truth.
+    let mut old = first.status.clone();
+    for c in old.conditions.iter_mut().filter(|c| c.type_ == "RoleAssigned") {
+        c.last_transition_time.0 = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(11);
+    }
+    let late = run_once(&fake, &ark, &old, true).await;
+    let paired = late.report.outcome(Kind::Paired).expect("paired");
+    assert_eq!((paired.status, paired.reason), (F, Reason::PairingMisconfigured), "{}", paired.message);
+    assert_eq!((late.ready.status, late.ready.reason), (F, Reason::PairingMisconfigured));
 }
 
 /// The recorded assignment is checked with one read; gone, it is put again under our name.

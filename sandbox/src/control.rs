@@ -78,6 +78,8 @@ impl Control {
                 token_lifetime_secs: s.token_lifetime_secs,
                 antimatter_token_lifetime_secs: s.antimatter_token_lifetime_secs,
                 rotate_batches: s.rotate_batches,
+                rbac_propagation_secs: s.rbac_propagation_secs,
+                principal_replication_secs: s.principal_replication_secs,
             }),
             counters: Mutex::new(HashMap::new()),
             faults: Mutex::new(FaultTable { next_id: 1, installed: Vec::new() }),
@@ -90,6 +92,11 @@ impl Control {
     /// Current time as the sandbox sees it (wall clock + offset).
     pub fn now(&self) -> i64 {
         unix_now() + self.settings().clock_offset_secs
+    }
+
+    /// When something made now takes effect after a delay of `secs` (sandbox clock).
+    pub fn after(&self, secs: u64) -> i64 {
+        self.now().saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))
     }
 
     pub fn settings(&self) -> Settings {
@@ -116,6 +123,12 @@ impl Control {
         }
         if let Some(v) = p.rotate_batches {
             s.rotate_batches = v;
+        }
+        if let Some(v) = p.rbac_propagation_secs {
+            s.rbac_propagation_secs = v;
+        }
+        if let Some(v) = p.principal_replication_secs {
+            s.principal_replication_secs = v;
         }
         drop(s);
         // Buckets start full again: a test that switches limits on gets a known budget.

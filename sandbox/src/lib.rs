@@ -16,6 +16,7 @@
 //! | `graph.sandbox.localhost` | Microsoft Graph |
 //! | `<hsm>.managedhsm.sandbox.localhost` | that Managed HSM |
 //! | `api.sandbox.localhost` | Antimatter (`/v2`) |
+//! | `antimatter-<cell>.sandbox.localhost` | Antimatter, for the domains on that cell |
 //!
 //! `*.localhost` resolves to loopback through glibc's `nss-myhostname`. The sandbox generates a
 //! CA and a server certificate at start and writes `ca.pem` into its state directory.
@@ -70,7 +71,7 @@ pub use model::ModelError as AdminError;
 pub use model::{DeletedKey, Key, KeyVersion, Registration, RoleAssignment, ServicePrincipal};
 pub use wire::Service;
 pub use wire::admin::{
-    CounterRow, Endpoints, Fault, FaultAction, FaultSpec, KeyPatch, RequestRecord, Settings, SettingsPatch,
+    CounterRow, DomainPatch, Endpoints, Fault, FaultAction, FaultSpec, KeyPatch, RequestRecord, Settings, SettingsPatch,
 };
 pub use wire::antimatter::{KeyUrl, parse_key_url};
 pub use wire::hsm::API_VERSIONS;
@@ -440,6 +441,14 @@ impl SandboxHandle {
     /// Delete a role assignment by name; `Ok(false)` if absent.
     pub fn delete_role_assignment(&self, hsm: &str, name: &str) -> Result<bool, AdminError> {
         services::admin::delete_role_assignment(&self.cx, hsm, name)
+    }
+    /// Move a domain to a cell, or make its `authenticate` answer another `cellAddress`.
+    pub fn patch_domain(&self, domain: &str, patch: DomainPatch) -> Result<(), AdminError> {
+        self.cx.model.patch_domain(domain, &patch)
+    }
+    /// `https://antimatter-<cell>.sandbox.localhost:PORT`, the host serving a domain on `cell`.
+    pub fn cell_url(&self, cell: &str) -> String {
+        format!("https://{}:{}", wire::antimatter::cell_host(Some(cell)), self.port())
     }
     /// Remove an app's service principal from a tenant.
     pub fn remove_service_principal(&self, tenant: &str, app_id: &str) -> Result<bool, AdminError> {

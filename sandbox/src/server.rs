@@ -50,16 +50,20 @@ enum Routed {
     Entra(entra::Route),
     Graph(graph::Route),
     Hsm(String, hsm::Route),
-    Antimatter(antimatter::Route),
+    /// The cell the host serves (`None`: the API host), and the route.
+    Antimatter(Option<String>, antimatter::Route),
 }
 
 impl Routed {
-    /// Route by `Host` (without port): `None` for a host the sandbox does not serve.
+    /// Route by `Host` (without port): `None` for a host the sandbox does not serve. Antimatter is
+    /// served by the API host and by its cells' hosts.
     fn new(req: &Req) -> Option<Routed> {
+        if let Some(cell) = wire::antimatter::host_cell(&req.host) {
+            return Some(Routed::Antimatter(cell, antimatter::route(req)));
+        }
         Some(match req.host.as_str() {
             "login.sandbox.localhost" => Routed::Entra(entra::route(req)),
             "graph.sandbox.localhost" => Routed::Graph(graph::route(req)),
-            "api.sandbox.localhost" => Routed::Antimatter(antimatter::route(req)),
             h => {
                 let name = h.strip_suffix(".managedhsm.sandbox.localhost")?;
                 if name.is_empty() || name.contains('.') {
@@ -75,7 +79,7 @@ impl Routed {
             Routed::Entra(_) => Service::Entra,
             Routed::Graph(_) => Service::Graph,
             Routed::Hsm(..) => Service::Hsm,
-            Routed::Antimatter(_) => Service::Antimatter,
+            Routed::Antimatter(..) => Service::Antimatter,
         }
     }
 
@@ -84,7 +88,7 @@ impl Routed {
             Routed::Entra(r) => r.operation(),
             Routed::Graph(r) => r.operation(),
             Routed::Hsm(_, r) => r.operation(),
-            Routed::Antimatter(r) => r.operation(),
+            Routed::Antimatter(_, r) => r.operation(),
         }
     }
 
@@ -162,7 +166,7 @@ async fn answer(cx: &Arc<Context>, req: Req, routed: Routed) -> Outcome {
         Routed::Graph(r) => graph::handle(cx, &req, r),
         Routed::Hsm(name, r) => hsm::handle(cx, &name, &req, r),
         // The context is also the loopback: the pairing check comes back in through `dispatch`.
-        Routed::Antimatter(r) => antimatter::handle(cx, &req, r, cx).await,
+        Routed::Antimatter(cell, r) => antimatter::handle(cx, &req, cell.as_deref(), r, cx).await,
     })
 }
 
@@ -520,6 +524,12 @@ mod tests {
             let listed = crate::OPERATIONS.iter().find(|(s, _)| *s == svc.as_str()).map(|(_, ops)| *ops);
             assert!(listed.is_some_and(|ops| ops.contains(&op)), "{op} of {} is in OPERATIONS", svc.as_str());
         }
+        assert_eq!(
+            routed("POST", "antimatter-eu1.sandbox.localhost", &format!("{ENC}/rotate")),
+            Some((Service::Antimatter, "rotate")),
+            "a cell serves the API"
+        );
+        assert_eq!(routed("GET", "antimatter-.sandbox.localhost", "/v2/domains"), None);
         assert_eq!(routed("GET", "a.b.managedhsm.sandbox.localhost", "/keys"), None);
         assert_eq!(routed("GET", "example.com", "/"), None);
     }

@@ -21,8 +21,11 @@ pub struct Pki {
     pub server_key: Vec<u8>,
 }
 
-/// DNS names on the server certificate.
-pub const SERVER_DNS_NAMES: [&str; 3] = ["localhost", "*.sandbox.localhost", "*.managedhsm.sandbox.localhost"];
+/// DNS names on the server certificate. `*.example.localhost` is outside every service's domain:
+/// tests point hostile answers (a redirect, a `cellAddress`) there, and the request log shows
+/// whether anything followed them.
+pub const SERVER_DNS_NAMES: [&str; 4] =
+    ["localhost", "*.sandbox.localhost", "*.managedhsm.sandbox.localhost", "*.example.localhost"];
 
 /// Generate a fresh CA and server certificate.
 pub fn generate() -> Result<Pki, rcgen::Error> {

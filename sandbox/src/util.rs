@@ -152,6 +152,14 @@ pub fn is_domain_id(s: &str) -> bool {
     s.len() == 14 && s.starts_with("dm-") && s[3..].chars().all(|c| BASE58.contains(c))
 }
 
+/// A cell name: a DNS label of lower-case letters, digits and `-`, at most 32 long.
+pub fn is_cell_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

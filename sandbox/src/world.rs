@@ -44,6 +44,10 @@ pub struct WorldSettings {
     pub latency_ms: u64,
     /// How many `rotate` calls answer `has_more: true` after the active key changes.
     pub rotate_batches: u32,
+    /// Seconds (sandbox clock) before a new role assignment authorizes anything.
+    pub rbac_propagation_secs: u64,
+    /// Seconds (sandbox clock) before a new service principal can get tokens.
+    pub principal_replication_secs: u64,
 }
 
 impl Default for WorldSettings {
@@ -54,6 +58,8 @@ impl Default for WorldSettings {
             rate_limits: false,
             latency_ms: 0,
             rotate_batches: 2,
+            rbac_propagation_secs: 0,
+            principal_replication_secs: 0,
         }
     }
 }
@@ -256,6 +262,14 @@ pub struct DomainSpec {
     /// API keys accepted by `authenticate`.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// The cell the domain lives on (e.g. `eu1`): served at `antimatter-<cell>.sandbox.localhost`,
+    /// and the API host answers `308` to it. Absent: the API host serves it.
+    #[serde(default)]
+    pub cell: Option<String>,
+    /// Answered as `cellAddress` by `authenticate` instead of the responding host's URL: a hostile
+    /// API, for clients that must refuse a cell outside the API's domain.
+    #[serde(default)]
+    pub cell_address_override: Option<String>,
 }
 
 /// Errors loading a world.

@@ -371,3 +371,100 @@ async fn faults_latency_and_rate_limits() {
     }
     sb.shutdown().await;
 }
+
+/// A domain on a cell: the API host answers `308` to the cell (same path and query, explicit port),
+/// the cell serves it and names itself in `cellAddress`, and a cell serves only its own domains.
+#[tokio::test]
+async fn a_domain_on_a_cell_is_served_only_there() {
+    const D: &str = "dm-7fQ2xPz9KdL";
+    let sb = start().await;
+    let c = sb.client();
+    let cell =
+        |name: Option<&str>| rootkey_sandbox::DomainPatch { cell: Some(name.map(str::to_owned)), ..Default::default() };
+    sb.patch_domain(D, cell(Some("eu1"))).expect("move to eu1");
+    let eu1 = sb.cell_url("eu1");
+    let login = json!({"token": "fake-antimatter-api-key-not-real"});
+    let path = format!("/v2/domains/{D}/authenticate?tokenLifetime=600");
+    let r = c.post_json(&format!("https://api.sandbox.localhost:{}{path}", sb.port()), None, &login).await.unwrap();
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some(format!("{eu1}{path}").as_str()));
+    let r = c.post_json(&format!("{eu1}{path}"), None, &login).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["cellAddress"], eu1.as_str());
+    let jwt = r.json()["token"].as_str().unwrap().to_string();
+    let keys = |host: &str| format!("{host}/v2/domains/{D}/control/encryption/keys");
+    let bearer = format!("Bearer {jwt}");
+    let r = c.request("GET", &keys(&eu1), &[("authorization", &bearer)], None).await.unwrap();
+    assert_eq!(r.status, 200);
+    let api = sb.antimatter_url().trim_end_matches("/v2").to_string();
+    let r = c.request("GET", &keys(&api), &[("authorization", &bearer)], None).await.unwrap();
+    assert_eq!((r.status, r.header("location")), (308, Some(keys(&eu1).as_str())));
+    // Moved on: the old cell sends it to the new one; back home, the API host serves it again.
+    sb.patch_domain(D, cell(Some("us2"))).expect("move to us2");
+    let r = c.request("GET", &keys(&eu1), &[("authorization", &bearer)], None).await.unwrap();
+    assert_eq!((r.status, r.header("location")), (308, Some(keys(&sb.cell_url("us2")).as_str())));
+    sb.patch_domain(D, cell(None)).expect("home");
+    let r = c.request("GET", &keys(&api), &[("authorization", &bearer)], None).await.unwrap();
+    assert_eq!(r.status, 200);
+    // A hostile API may name any cellAddress.
+    let evil = format!("https://evil.example.localhost:{}", sb.port());
+    let patch = rootkey_sandbox::DomainPatch { cell_address_override: Some(Some(evil.clone())), ..Default::default() };
+    sb.patch_domain(D, patch).expect("override");
+    let r = c.post_json(&format!("{}/domains/{D}/authenticate", sb.antimatter_url()), None, &login).await.unwrap();
+    assert_eq!(r.json()["cellAddress"], evil.as_str());
+    assert!(sb.patch_domain(D, cell(Some("Not A Label"))).is_err(), "a cell is a DNS label");
+    sb.shutdown().await;
+}
+
+/// Eventual consistency on the sandbox clock: a new role assignment authorizes only after
+/// `rbac_propagation_secs`; a new service principal can be granted a role at once but gets tokens
+/// only after `principal_replication_secs`.
+#[tokio::test]
+async fn role_assignments_and_principals_take_effect_after_propagation() {
+    let sb = start().await;
+    let c = sb.client();
+    sb.patch_settings(rootkey_sandbox::SettingsPatch {
+        rbac_propagation_secs: Some(20),
+        principal_replication_secs: Some(40),
+        ..Default::default()
+    });
+    let op = token(&sb, &c, OP, OP_SECRET, &sb.hsm_resource()).await;
+    let nr = token(&sb, &c, NR, NR_SECRET, &sb.hsm_resource()).await;
+    let path = "//keys/existing-key/providers/Microsoft.Authorization/roleAssignments/0b7f2c1e-3a4d-4e5f-8a9b-1c2d3e4f5a6b?api-version=7.5";
+    let role = format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{CRYPTO_USER}");
+    let r = hsm(
+        &sb,
+        &c,
+        "PUT",
+        path,
+        Some(&op),
+        Some(json!({"properties": {"roleDefinitionId": role, "principalId": NR_SP}})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let read = async |tok: &str| hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", Some(tok), None).await;
+    let r = read(&nr).await;
+    assert_eq!(r.status, 403, "not propagated yet");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("please observe propagation time"));
+    sb.set_clock_offset(21);
+    assert_eq!(read(&nr).await.status, 200, "propagated");
+
+    // Antimatter's new principal: assignable at once, but its app gets no token until replicated.
+    sb.set_clock_offset(0);
+    let g = token(&sb, &c, OP, OP_SECRET, &sb.graph_url()).await;
+    let r = c
+        .post_json(&format!("{}/v1.0/servicePrincipals", sb.graph_url()), Some(&g), &json!({"appId": AM}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let sp = r.json()["id"].as_str().unwrap().to_string();
+    sb.add_role_assignment("contoso-hsm", "Managed HSM Crypto User", "/keys/existing-key", &sp).expect("assignable");
+    let scope = format!("{}/.default", sb.hsm_resource());
+    let r = c.token(&sb.authority_url(), T, AM, "fake-antimatter-app-secret-not-real", &scope).await.unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error_description"].as_str().unwrap().starts_with("AADSTS700016"), "{}", r.json());
+    sb.set_clock_offset(41);
+    let am = token(&sb, &c, AM, "fake-antimatter-app-secret-not-real", &sb.hsm_resource()).await;
+    assert_eq!(read(&am).await.status, 200, "replicated and propagated");
+    sb.shutdown().await;
+}

@@ -85,6 +85,14 @@ fn classify(e: &RemoteError) -> Failure {
             Reason::Throttled,
             format!("{e}. Retrying after {}s.", e.retry_after().unwrap_or_default().as_secs()),
         ),
+        RemoteError::UntrustedCell { .. } => Outcome::failed(
+            Reason::UntrustedCell,
+            format!("{e}. Antimatter's cells must be within the allowlisted API's domain (--antimatter-api-urls)."),
+        ),
+        RemoteError::Status { status: 308, service: Service::Antimatter, .. } => Outcome::failed(
+            Reason::AntimatterUnreachable,
+            format!("{e}. The domain moved to another cell twice in a row; logging in again to learn it."),
+        ),
         RemoteError::Status { status, .. } if *status >= 500 || *status == 408 => {
             Outcome::failed(unreachable, format!("{e}. Retrying with backoff."))
         }

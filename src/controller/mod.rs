@@ -222,6 +222,10 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
     if ready.is_true() {
         ctx.memory.reset_backoff(ark);
         Ok(Action::requeue(jittered(check_interval(ark))))
+    } else if let (ConditionStatus::Unknown, Some(recheck)) = (ready.status, report.retry_after) {
+        // Progress a step asked to check on soon (propagation, rotation): no failure, so the
+        // backoff does not grow and the check comes when it was asked for.
+        Ok(Action::requeue(recheck))
     } else {
         Ok(Action::requeue(ctx.memory.backoff(ark, report.retry_after)))
     }

@@ -28,6 +28,7 @@ Reason {
     Registered,
     RegistrationMissing,
     PairingHealthy,
+    PropagationPending,
     PairingMisconfigured,
     PairingUnreachable,
     ManualRegistrationRequired,
@@ -66,6 +67,7 @@ Reason {
     AntimatterUnreachable,
     AzureRequestRejected,
     AntimatterRequestRejected,
+    UntrustedCell,
 }}
 
 closed_set! {
@@ -187,6 +189,11 @@ impl Reason {
                 ("False", "Paired", "Antimatter no longer knows the recorded root key; the operator registers it again")
             }
             Reason::PairingHealthy => ("True", "Paired", "Antimatter wrapped and unwrapped with the key"),
+            Reason::PropagationPending => (
+                "Unknown",
+                "Paired",
+                "the pairing check answered MISCONFIGURED within 10 minutes of the operator's own grant (role assignment or service principal): Managed HSM RBAC and Entra ID take time to propagate, so the operator checks again every few seconds; after 10 minutes it is `PairingMisconfigured`",
+            ),
             Reason::PairingMisconfigured => (
                 "False",
                 "Paired",
@@ -259,7 +266,7 @@ impl Reason {
             Reason::AntimatterUnreachable => (
                 "False",
                 "the failing step",
-                "the Antimatter API could not be reached, answered 5xx or timed out, or sent an unreadable response; retried with backoff",
+                "the Antimatter API could not be reached, answered 5xx or timed out, sent an unreadable response, or answered `308` to a call again right after the operator logged in to follow the domain to its new cell; retried with backoff",
             ),
             Reason::AzureRequestRejected => (
                 "False",
@@ -270,6 +277,11 @@ impl Reason {
                 "False",
                 "the failing step",
                 "Antimatter answered another 4xx; the message carries its field and message",
+            ),
+            Reason::UntrustedCell => (
+                "False",
+                "the failing step",
+                "Antimatter's authenticate named a cell (`cellAddress`) outside the allowlisted API's domain (https, the API's port, the API host or a host under its parent domain): no token is sent there; retried with backoff. Ask Antimatter which API URL serves the domain",
             ),
             Reason::KeyIsActive => (
                 "False",

@@ -4,6 +4,7 @@ azure-keyvault-administration and antimatter-api. Tests run in file order and sh
 import os
 import time
 import uuid
+from urllib.parse import urlparse
 
 import antimatter_api as am
 import pytest
@@ -387,6 +388,77 @@ def test_pairing_flow(sandbox, antimatter):
     assert res.status == "UNREACHABLE"
 
 
+def test_cell_hosted_domain(sandbox):
+    """A domain on cell eu1: the API answers 308 to the cell, authenticate (followed there by urllib3)
+    names it in cellAddress, and the unchanged client works against it with the cell as its host."""
+    r = requests.patch(f"{sandbox['admin_url']}/domains/{DOMAIN}", json={"cell": "eu1"}, timeout=5)
+    assert r.status_code == 204, r.text
+    try:
+        api = am.Configuration(host=sandbox["antimatter_url"])
+        api.ssl_ca_cert = sandbox["ca_pem_path"]
+        client = am.ApiClient(api)
+        auth = am.AuthenticationApi(client).domain_authenticate(DOMAIN, am.DomainAuthenticate(token=API_KEY))
+        cell = f"https://antimatter-eu1.sandbox.localhost:{sandbox['port']}"
+        assert auth.cell_address == cell
+        # Through the API host the 308 is followed, but urllib3 drops Authorization across hosts.
+        api.access_token = auth.token
+        with pytest.raises(ApiException) as e:
+            am.EncryptionApi(client).domain_list_external_root_encryption_key(DOMAIN)
+        assert e.value.status == 401
+
+        cfg = am.Configuration(host=auth.cell_address + urlparse(sandbox["antimatter_url"]).path)
+        cfg.ssl_ca_cert = sandbox["ca_pem_path"]
+        cfg.access_token = auth.token
+        enc = am.EncryptionApi(am.ApiClient(cfg))
+        listed = enc.domain_list_external_root_encryption_key(DOMAIN).keys
+        assert any(k.var_resource_path == shared["kid"] for k in listed)
+        version = requests.post(f"{sandbox['admin_url']}/hsms/{HSM}/keys/{KEY}/versions", timeout=5).json()["version"]
+        kid = f"{hsm_url(sandbox)}/keys/{KEY}/{version}"
+        info = am.KeyInfosKeyInformation(
+            am.AntimatterDelegatedAzureKeyInfo(tenant_id=CONTOSO, key_url=kid, provider_name="azure_am")
+        )
+        rek = enc.domain_add_external_root_encryption_key(
+            DOMAIN, am.KeyInfos(description="on a cell", key_information=info)
+        ).rek_id
+        res = enc.domain_external_root_encryption_key_test(DOMAIN, rek, {})
+        assert res.id == rek and res.var_resource_path == kid and res.status in ("HEALTHY", "MISCONFIGURED")
+        enc.domain_delete_external_root_encryption_key(DOMAIN, rek)
+        hosts = {r["host"] for r in requests.get(sandbox["admin_url"] + "/requests", timeout=5).json()["requests"]}
+        assert "antimatter-eu1.sandbox.localhost" in hosts
+    finally:
+        requests.patch(f"{sandbox['admin_url']}/domains/{DOMAIN}", json={"cell": None}, timeout=5)
+
+
+def test_new_role_assignment_propagates_on_the_sandbox_clock(sandbox):
+    """With rbac_propagation_secs set, a wrap right after a new assignment is 403 ("please observe
+    propagation time"), and succeeds once the sandbox clock has passed the delay."""
+    settings = sandbox["admin_url"] + "/settings"
+    assert requests.patch(settings, json={"rbac_propagation_secs": 30}, timeout=5).status_code == 200
+    try:
+        acc = KeyVaultAccessControlClient(hsm_url(sandbox), cred(sandbox))
+        role = f"Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{CRYPTO_USER}"
+        noroles_sp = "1d2c3b4a-5f6e-4d7c-8b9a-0f1e2d3c4b90"
+        name = str(uuid.uuid4())
+        acc.create_role_assignment(f"/keys/{KEY}", role, noroles_sp, name=name)
+        # By key ID, so the client calls the HSM's wrapkey (a KeyVaultKey may make it wrap locally).
+        key_id = KeyClient(hsm_url(sandbox), cred(sandbox)).get_key(KEY).id
+        cc = CryptographyClient(key_id, cred(sandbox, client=NOROLES_APP, secret=NOROLES_SECRET))
+        with pytest.raises(HttpResponseError) as e:
+            cc.wrap_key(KeyWrapAlgorithm.aes_256, os.urandom(32))
+        assert e.value.status_code == 403 and "propagation time" in str(e.value)
+        requests.patch(settings, json={"clock_offset_secs": 31}, timeout=5)
+        assert len(cc.wrap_key(KeyWrapAlgorithm.aes_256, os.urandom(32)).encrypted_key) == 40
+        wraps = [
+            r
+            for r in requests.get(sandbox["admin_url"] + "/requests", timeout=5).json()["requests"]
+            if r["operation"] == "key.wrap" and not r["internal"]
+        ]
+        assert [r["status"] for r in wraps[-2:]] == [403, 200]
+        acc.delete_role_assignment(f"/keys/{KEY}", name)
+    finally:
+        requests.patch(settings, json={"rbac_propagation_secs": 0, "clock_offset_secs": 0}, timeout=5)
+
+
 def test_rotation_to_completion_then_the_old_key_may_go(sandbox, antimatter):
     """A large domain: the client rotates until has_more is false; the key active before may not be
     deleted while data keys may still be wrapped under it, and may once the rotation is done."""
@@ -396,7 +468,9 @@ def test_rotation_to_completion_then_the_old_key_may_go(sandbox, antimatter):
     r = requests.patch(sandbox["admin_url"] + "/settings", json={"rotate_batches": 60}, timeout=5)
     assert r.status_code == 200
     try:
-        default = next(k.rek_id for k in enc.domain_list_external_root_encryption_key(DOMAIN).keys if k.source == "antimatter")
+        default = next(
+            k.rek_id for k in enc.domain_list_external_root_encryption_key(DOMAIN).keys if k.source == "antimatter"
+        )
         enc.domain_set_active_external_root_encryption_key(DOMAIN, am.ActiveRootEncryptionKeyID(key_id=default))
         with pytest.raises(ApiException) as e:
             enc.domain_delete_external_root_encryption_key(DOMAIN, before)

@@ -16,6 +16,10 @@ pub struct ServicePrincipal {
     pub display_name: String,
     /// Graph application permissions granted in this tenant.
     pub graph_roles: Vec<String>,
+    /// When (Unix seconds, sandbox clock) Entra ID has replicated it: its app gets tokens in the
+    /// tenant only from then on.
+    #[serde(default)]
+    pub replicated_at: i64,
 }
 
 /// A federated identity credential: which assertions an app accepts instead of a secret.

@@ -37,6 +37,10 @@ pub(crate) struct Domain {
     /// Keys that were active before and may still wrap data keys until the rotation finishes.
     pub still_wrapping: Vec<String>,
     pub enable_bypass: bool,
+    /// The cell serving the domain (`None`: the API host).
+    pub cell: Option<String>,
+    /// What `authenticate` answers as `cellAddress` instead of the responding host's URL.
+    pub cell_address_override: Option<String>,
 }
 
 impl Registration {

@@ -18,6 +18,9 @@ pub struct RoleAssignment {
     pub role_definition: String,
     /// Principal object ID.
     pub principal_id: String,
+    /// When (Unix seconds, sandbox clock) it starts to authorize: RBAC changes propagate.
+    #[serde(default)]
+    pub effective_at: i64,
 }
 
 /// A Managed HSM.
@@ -51,22 +54,27 @@ pub(crate) enum AssignmentError {
 }
 
 impl Hsm {
-    /// Does `principal` hold a role granting `action` on `resource`?
-    pub(crate) fn permits(&self, principal: &str, action: &str, resource: &str) -> bool {
+    /// Does `principal` hold a role granting `action` on `resource` that has taken effect by `now`?
+    pub(crate) fn permits(&self, principal: &str, action: &str, resource: &str, now: i64) -> bool {
         self.assignments.values().any(|a| {
-            a.principal_id.eq_ignore_ascii_case(principal)
+            a.effective_at <= now
+                && a.principal_id.eq_ignore_ascii_case(principal)
                 && roles::scope_covers(&a.scope, resource)
                 && roles::grants(&a.role_definition, action)
         })
     }
 
-    /// Make a role assignment; making the same one again under the same name is a no-op.
+    /// Make a role assignment that authorizes from `effective_at` on; making the same one again
+    /// under the same name is a no-op. The principal is not looked up: the data-plane API takes any
+    /// GUID (`principalId` is a plain string in the 7.5 spec, rbac.json, with no "principal not
+    /// found" error, unlike ARM's role assignments), so a principal not replicated yet is accepted.
     pub(crate) fn assign(
         &mut self,
         scope: &str,
         name: &str,
         role: &str,
         principal: &str,
+        effective_at: i64,
     ) -> Result<RoleAssignment, AssignmentError> {
         if !util::is_guid(name) {
             return Err(AssignmentError::InvalidName(name.to_string()));
@@ -100,6 +108,7 @@ impl Hsm {
             scope: scope.to_string(),
             role_definition: def.id.to_string(),
             principal_id: principal,
+            effective_at,
         };
         self.assignments.insert(name, a.clone());
         Ok(a)

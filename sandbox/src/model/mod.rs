@@ -22,7 +22,7 @@ pub(crate) use keys::{KeyParams, RECOVERABLE_DAYS, default_key_ops};
 pub(crate) use state::State;
 
 use crate::util::lock;
-use crate::wire::admin::KeyPatch;
+use crate::wire::admin::{DomainPatch, KeyPatch};
 use crate::world::{World, WorldError};
 use std::sync::Mutex;
 
@@ -169,10 +169,11 @@ impl Model {
         name: &str,
         role: &str,
         principal: &str,
+        effective_at: i64,
     ) -> Result<RoleAssignment, AssignmentError> {
         let mut state = lock(&self.state);
         let h = state.hsms.get_mut(hsm).ok_or(AssignmentError::NoSuchHsm)?;
-        h.assign(scope, name, role, principal)
+        h.assign(scope, name, role, principal, effective_at)
     }
 
     /// Remove an assignment by name, only if it is at `scope` when one is given.
@@ -193,15 +194,16 @@ impl Model {
 
     // Directory.
 
-    /// Create the service principal of `app_id` in tenant `tid`.
+    /// Create the service principal of `app_id` in tenant `tid`, replicated at `replicated_at`.
     pub fn create_service_principal(
         &self,
         tid: &str,
         app_id: &str,
         display_name: Option<&str>,
+        replicated_at: i64,
     ) -> Result<ServicePrincipal, PrincipalError> {
         let mut state = lock(&self.state);
-        create_principal(&mut state, tid, app_id, display_name)
+        create_principal(&mut state, tid, app_id, display_name, replicated_at)
     }
 
     /// Rename the service principal of `app_id` in `tid`, or create it when `create_if_missing`.
@@ -211,6 +213,7 @@ impl Model {
         app_id: &str,
         display_name: Option<&str>,
         create_if_missing: bool,
+        replicated_at: i64,
     ) -> Result<Upserted, PrincipalError> {
         let mut state = lock(&self.state);
         let tenant = state.tenants.get_mut(tid).ok_or(PrincipalError::NoSuchTenant)?;
@@ -223,7 +226,7 @@ impl Model {
         if !create_if_missing {
             return Err(PrincipalError::NotFound);
         }
-        create_principal(&mut state, tid, app_id, display_name).map(Upserted::Created)
+        create_principal(&mut state, tid, app_id, display_name, replicated_at).map(Upserted::Created)
     }
 
     /// Remove an app's service principal from a tenant; `Ok(false)` if it has none.
@@ -278,6 +281,24 @@ impl Model {
         self.with_domain(domain, Domain::rotate_batch)
     }
 
+    /// Move a domain to a cell and/or change what its `authenticate` answers as `cellAddress`.
+    pub fn patch_domain(&self, domain: &str, patch: &DomainPatch) -> Result<(), ModelError> {
+        if let Some(Some(cell)) = &patch.cell
+            && !crate::util::is_cell_name(cell)
+        {
+            return Err(ModelError::Invalid(format!("cell {cell} is not 1-32 of a-z, 0-9, -")));
+        }
+        self.with_domain(domain, |d| {
+            if let Some(cell) = &patch.cell {
+                d.cell.clone_from(cell);
+            }
+            if let Some(address) = &patch.cell_address_override {
+                d.cell_address_override.clone_from(address);
+            }
+        })
+        .ok_or_else(|| ModelError::NotFound(format!("domain {domain}")))
+    }
+
     pub fn set_bypass(&self, domain: &str, enable: bool) {
         self.with_domain(domain, |d| d.enable_bypass = enable);
     }
@@ -288,6 +309,7 @@ fn create_principal(
     tid: &str,
     app_id: &str,
     display_name: Option<&str>,
+    replicated_at: i64,
 ) -> Result<ServicePrincipal, PrincipalError> {
     let app =
         state.apps.get(app_id).filter(|a| a.multi_tenant || a.home_tenant == tid).ok_or(PrincipalError::InvalidApp)?;
@@ -301,6 +323,7 @@ fn create_principal(
         app_id: app_id.to_string(),
         display_name: name,
         graph_roles: vec![],
+        replicated_at,
     };
     tenant.sps.insert(app_id.to_string(), sp.clone());
     Ok(sp)

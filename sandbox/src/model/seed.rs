@@ -57,6 +57,7 @@ fn seed_directory(world: &World) -> Result<(Tenants, Apps), WorldError> {
                 app_id: app_id.clone(),
                 display_name: a.name.clone(),
                 graph_roles: a.graph_roles.clone(),
+                replicated_at: 0,
             },
         );
         let federated = a
@@ -88,6 +89,7 @@ fn seed_directory(world: &World) -> Result<(Tenants, Apps), WorldError> {
                 app_id,
                 display_name: app.name.clone(),
                 graph_roles: sp.graph_roles.clone(),
+                replicated_at: 0,
             },
         );
     }
@@ -144,6 +146,7 @@ fn seed_assignment(h: &HsmSpec, ra: &RoleAssignmentSpec, tenant: &Tenant) -> Res
         scope: ra.scope.clone(),
         role_definition: role.id.to_string(),
         principal_id: principal,
+        effective_at: 0,
     })
 }
 
@@ -164,6 +167,11 @@ fn seed_antimatter(am: &AntimatterSpec, apps: &Apps) -> Result<(Option<String>, 
         if !util::is_domain_id(&d.id) {
             return Err(WorldError::Invalid(format!("domain id {} is not dm- + 11 base58", d.id)));
         }
+        if let Some(cell) = &d.cell
+            && !util::is_cell_name(cell)
+        {
+            return Err(WorldError::Invalid(format!("domain {}: cell {cell} is not 1-32 of a-z, 0-9, -", d.id)));
+        }
         let default = Registration::default_key();
         domains.insert(
             d.id.clone(),
@@ -176,6 +184,8 @@ fn seed_antimatter(am: &AntimatterSpec, apps: &Apps) -> Result<(Option<String>, 
                 pending_rotations: 0,
                 still_wrapping: Vec::new(),
                 enable_bypass: false,
+                cell: d.cell.clone(),
+                cell_address_override: d.cell_address_override.clone(),
             },
         );
     }

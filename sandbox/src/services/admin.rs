@@ -6,7 +6,7 @@ use super::hsm;
 use crate::context::Context;
 use crate::model::{AssignmentError, Key, KeyVersion, ModelError};
 use crate::util;
-use crate::wire::admin::{FaultSpec, KeyPatch, SettingsPatch, error};
+use crate::wire::admin::{DomainPatch, FaultSpec, KeyPatch, SettingsPatch, error};
 use crate::wire::{Req, Resp, Service};
 use crate::world::KeySpec;
 use serde_json::{Value, json};
@@ -67,6 +67,10 @@ pub(crate) fn handle(cx: &Context, req: &Req) -> Resp {
         ("DELETE", ["hsms", h, "role-assignments", n]) => {
             removed(delete_role_assignment(cx, h, n), "no such role assignment")
         }
+        ("PATCH", ["domains", d]) => match parse::<DomainPatch>(req) {
+            Ok(p) => answer(cx.model.patch_domain(d, &p), |()| Resp::empty(204)),
+            Err(r) => r,
+        },
         ("DELETE", ["tenants", t, "service-principals", a]) => {
             removed(cx.model.remove_service_principal(t, a), "no such service principal")
         }
@@ -168,7 +172,8 @@ pub(crate) fn state_json(cx: &Context) -> Value {
         let domains: Vec<Value> = s
             .domains
             .values()
-            .map(|d| json!({"id": d.id, "name": d.name, "activeKey": d.active, "pendingRotations": d.pending_rotations, "keys": d.keys}))
+            .map(|d| json!({"id": d.id, "name": d.name, "activeKey": d.active, "pendingRotations": d.pending_rotations, "keys": d.keys,
+                          "cell": d.cell, "cellAddressOverride": d.cell_address_override}))
             .collect();
         json!({"tenants": tenants, "applications": apps, "hsms": hsms, "domains": domains,
                "antimatterAppId": s.antimatter_app, "settings": settings})
@@ -204,7 +209,8 @@ pub(crate) fn add_role_assignment(
     scope: &str,
     principal_id: &str,
 ) -> Result<String, ModelError> {
-    match cx.model.assign_role(hsm, scope, &util::uuid_v4(), role, principal_id) {
+    let effective_at = cx.control.after(cx.control.settings().rbac_propagation_secs);
+    match cx.model.assign_role(hsm, scope, &util::uuid_v4(), role, principal_id, effective_at) {
         Ok(a) => Ok(a.name),
         Err(AssignmentError::NoSuchHsm) => Err(ModelError::NotFound(format!("hsm {hsm}"))),
         Err(e) => Err(ModelError::Invalid(hsm::assignment_refusal(&e).body_text())),

@@ -5,7 +5,7 @@
 use crate::context::{Context, Loopback};
 use crate::model::{Domain, Registration, RegistrationError};
 use crate::util;
-use crate::wire::antimatter::{AZURE_AM, field_error, message, parse_key_url, resource_error};
+use crate::wire::antimatter::{AZURE_AM, cell_host, field_error, message, parse_key_url, resource_error};
 use crate::wire::{INTERNAL_HEADER, Req, Resp};
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
@@ -111,17 +111,23 @@ fn key_not_found(id: &str) -> Resp {
     resource_error(404, "rootEncryptionKey", id, "root encryption key not found")
 }
 
-pub(crate) async fn handle(cx: &Context, req: &Req, route: Route, loopback: &dyn Loopback) -> Resp {
+/// Answer one request to the host serving `cell` (`None`: the API host).
+pub(crate) async fn handle(cx: &Context, req: &Req, cell: Option<&str>, route: Route, loopback: &dyn Loopback) -> Resp {
     let (domain, action) = match route {
         Route::Authenticate(domain) => (domain, None),
         Route::Domain(domain, action) => (domain, Some(action)),
         Route::Unknown => return resource_error(404, "route", &req.path, "not found"),
     };
-    if !cx.model.read(|s| s.domains.contains_key(&domain)) {
+    let Some(home) = cx.model.read(|s| s.domains.get(&domain).map(|d| d.cell.clone())) else {
         return resource_error(404, "domain", &domain, format!("domain {domain} not found"));
+    };
+    // A host serves only its own domains; the others are sent to their cell, before any token is
+    // looked at (the antimatter-api 2.0.13 docs: 308 "redirect to the domain's cell").
+    if home.as_deref() != cell {
+        return to_cell(cx, req, home.as_deref());
     }
     let c = Call { cx, req, domain: &domain };
-    let Some(action) = action else { return authenticate(&c) };
+    let Some(action) = action else { return authenticate(&c, cell) };
     if let Err(r) = check_domain_token(&c) {
         return r;
     }
@@ -171,8 +177,20 @@ fn rek_item(r: &Registration) -> Value {
     })
 }
 
-/// Exchange an API key for a domain identity token.
-fn authenticate(c: &Call) -> Resp {
+/// `308` to the same path and query on the host serving `cell`, with an explicit port.
+fn to_cell(cx: &Context, req: &Req, cell: Option<&str>) -> Resp {
+    let mut location = format!("https://{}:{}{}", cell_host(cell), cx.endpoints.port, req.path);
+    if !req.query.is_empty() {
+        location.push('?');
+        location.push_str(&form_urlencoded::Serializer::new(String::new()).extend_pairs(&req.query).finish());
+    }
+    message(308, "the domain lives on another cell").with("location", location)
+}
+
+/// Exchange an API key for a domain identity token. `cellAddress` is "the public URL of the cell
+/// responding to the authentication request" (antimatter-api 2.0.13,
+/// `models/domain_authenticate_response.py`): this host's, unless the domain overrides it.
+fn authenticate(c: &Call, cell: Option<&str>) -> Resp {
     let Some(key) = c.req.json().and_then(|b| b.get("token").and_then(Value::as_str).map(str::to_string)) else {
         return field_error("token", "token is required");
     };
@@ -194,7 +212,11 @@ fn authenticate(c: &Call) -> Resp {
     let claims = json!({"iss": url, "sub": "apikey", "typ": "domain_identity", "domain": c.domain,
                         "iat": now, "exp": exp, "jti": util::uuid_v4()});
     let token = c.cx.tokens.sign("antimatter", &claims);
-    Resp::json(200, &json!({"token": token, "expiry": util::rfc3339(exp), "cellAddress": url.trim_end_matches("/v2")}))
+    let cell_address =
+        c.cx.model
+            .read(|s| s.domains.get(c.domain).and_then(|d| d.cell_address_override.clone()))
+            .unwrap_or_else(|| format!("https://{}:{}", cell_host(cell), c.cx.endpoints.port));
+    Resp::json(200, &json!({"token": token, "expiry": util::rfc3339(exp), "cellAddress": cell_address}))
 }
 
 fn list_providers(c: &Call) -> Resp {

@@ -157,7 +157,8 @@ fn issue_token(cx: &Context, req: &Req, tenant_seg: &str) -> Result<Value, AadEr
         let app = state.apps.get(&client_id).ok_or_else(not_found)?;
         // Credentials belong to the app registration and are checked before the tenant's principal.
         let acr = authenticate_client(app, &client_id, &get, now)?;
-        let sp = tenant.sps.get(&client_id).ok_or_else(not_found)?;
+        // A principal Entra ID has not replicated yet is not found (settings.principal_replication_secs).
+        let sp = tenant.sps.get(&client_id).filter(|sp| sp.replicated_at <= now).ok_or_else(not_found)?;
         let resource = token_resource(cx, scope, directory)?;
         let mut claims = json!({
             "aud": resource,

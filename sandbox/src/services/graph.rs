@@ -251,7 +251,8 @@ fn create(c: &Call) -> Resp {
         );
     };
     let name = body.get("displayName").and_then(Value::as_str);
-    c.created(c.cx.model.create_service_principal(&c.tid, &app_id, name), &app_id)
+    let replicated_at = c.cx.control.after(c.cx.control.settings().principal_replication_secs);
+    c.created(c.cx.model.create_service_principal(&c.tid, &app_id, name, replicated_at), &app_id)
 }
 
 fn upsert(c: &Call, app_id: &str) -> Resp {
@@ -259,7 +260,8 @@ fn upsert(c: &Call, app_id: &str) -> Resp {
     let name = body.get("displayName").and_then(Value::as_str);
     let prefer = c.req.header("prefer").unwrap_or_default().to_ascii_lowercase();
     let create_if_missing = prefer.split(',').any(|p| p.trim() == "create-if-missing");
-    match c.cx.model.upsert_service_principal(&c.tid, app_id, name, create_if_missing) {
+    let replicated_at = c.cx.control.after(c.cx.control.settings().principal_replication_secs);
+    match c.cx.model.upsert_service_principal(&c.tid, app_id, name, create_if_missing, replicated_at) {
         Ok(Upserted::Updated) => Resp::empty(204),
         Ok(Upserted::Created(sp)) => c.created(Ok(sp), app_id),
         Err(e) => c.created(Err(e), app_id),

@@ -201,7 +201,7 @@ impl Call<'_> {
     /// Local RBAC: 403 unless the caller holds a role granting `action` on `resource`.
     fn authorize(&self, action: &str, resource: &str) -> Result<(), Resp> {
         self.hsm(|h| {
-            if h.permits(&self.claims.oid, action, resource) {
+            if h.permits(&self.claims.oid, action, resource, self.now) {
                 return Ok(());
             }
             let c = &self.claims;
@@ -493,7 +493,8 @@ fn put_assignment(c: &Call, scope: &str, name: &str) -> Result<Resp, Resp> {
             "The request body must contain properties.roleDefinitionId and properties.principalId.",
         ));
     };
-    match c.cx.model.assign_role(c.hsm, scope, name, role, principal) {
+    let effective_at = c.cx.control.after(c.cx.control.settings().rbac_propagation_secs);
+    match c.cx.model.assign_role(c.hsm, scope, name, role, principal, effective_at) {
         Ok(a) => Ok(Resp::json(201, &assignment_json(&a))),
         Err(e) => Err(assignment_refusal(&e)),
     }

@@ -19,24 +19,31 @@ pub struct KeyPatch {
     #[serde(default)]
     pub enabled: Option<bool>,
     /// Set `nbf` (`Some(None)` clears; JSON `null`).
-    #[serde(default, with = "double_option")]
+    #[serde(default, deserialize_with = "double_option")]
     pub nbf: Option<Option<i64>>,
     /// Set `exp` (`Some(None)` clears; JSON `null`).
-    #[serde(default, with = "double_option")]
+    #[serde(default, deserialize_with = "double_option")]
     pub exp: Option<Option<i64>>,
     /// Replace `key_ops`.
     #[serde(default)]
     pub key_ops: Option<Vec<String>>,
 }
 
-mod double_option {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    pub fn serialize<S: Serializer>(v: &Option<Option<i64>>, s: S) -> Result<S::Ok, S::Error> {
-        v.serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-        Option::<i64>::deserialize(d).map(Some)
-    }
+/// A present field (`null` included) is `Some`: `null` clears, absence leaves alone.
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of admin `PATCH /domains/{domain}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainPatch {
+    /// Move the domain to this cell (`null`: back to the API host).
+    #[serde(default, deserialize_with = "double_option")]
+    pub cell: Option<Option<String>>,
+    /// Answer this as `cellAddress` from `authenticate` (`null`: the responding host's URL).
+    #[serde(default, deserialize_with = "double_option")]
+    pub cell_address_override: Option<Option<String>>,
 }
 
 /// Body of `PATCH /settings`.
@@ -61,6 +68,12 @@ pub struct SettingsPatch {
     /// Rotation batches.
     #[serde(default)]
     pub rotate_batches: Option<u32>,
+    /// Seconds before a new role assignment takes effect.
+    #[serde(default)]
+    pub rbac_propagation_secs: Option<u64>,
+    /// Seconds before a new service principal can get tokens.
+    #[serde(default)]
+    pub principal_replication_secs: Option<u64>,
 }
 
 /// Mutable knobs.
@@ -78,6 +91,12 @@ pub struct Settings {
     pub antimatter_token_lifetime_secs: i64,
     /// Rotation batches after an activation.
     pub rotate_batches: u32,
+    /// Seconds (sandbox clock) before a new role assignment authorizes anything: real Managed HSM
+    /// RBAC is eventually consistent (its 403 says "please observe propagation time").
+    pub rbac_propagation_secs: u64,
+    /// Seconds (sandbox clock) before a new service principal can get tokens (Entra ID replicates
+    /// a new principal; until then its app is "not found in the directory", AADSTS700016).
+    pub principal_replication_secs: u64,
 }
 
 /// A fault to inject on matching requests.

@@ -7,6 +7,23 @@ use serde_json::json;
 /// Name of the Azure provider delegated to Antimatter's application.
 pub const AZURE_AM: &str = "azure_am";
 
+/// The API host; a domain on a cell is served by [`cell_host`] instead.
+pub(crate) const API_HOST: &str = "api.sandbox.localhost";
+
+/// The host serving a domain: its cell's, or the API host (`None`).
+pub(crate) fn cell_host(cell: Option<&str>) -> String {
+    cell.map_or_else(|| API_HOST.to_string(), |c| format!("antimatter-{c}.sandbox.localhost"))
+}
+
+/// The cell a host serves (`Some(None)`: the API host), or `None` when it is no Antimatter host.
+pub(crate) fn host_cell(host: &str) -> Option<Option<String>> {
+    if host == API_HOST {
+        return Some(None);
+    }
+    let cell = host.strip_prefix("antimatter-")?.strip_suffix(".sandbox.localhost")?;
+    crate::util::is_cell_name(cell).then(|| Some(cell.to_string()))
+}
+
 /// `{"message"}`.
 pub(crate) fn message(status: u16, m: impl Into<String>) -> Resp {
     Resp::json(status, &json!({"message": m.into()}))

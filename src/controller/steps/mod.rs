@@ -20,7 +20,7 @@ use super::{
     conditions::{Outcome, now},
     errors::Failure,
     inputs::Inputs,
-    reasons::Reason,
+    reasons::{ChangeReason, Reason},
     step::{Change, Step},
     table::Route,
 };
@@ -228,7 +228,7 @@ pub async fn run(
     found.rek_id = registration.map(|r| r.rek_id);
 
     let paired = match report.gate(Kind::Paired, found.rek_id.as_deref()) {
-        Ok(rek_id) => Step::settle(pair::check(&*domain, rek_id).await),
+        Ok(rek_id) => Step::settle(pair::check(&*domain, rek_id, granted_at(known, &found, &report.changes)).await),
         Err(waiting) => Step::stopped(waiting),
     };
     found.registration_gone = paired.outcome.reason == Reason::RegistrationMissing;
@@ -282,6 +282,27 @@ pub async fn run(
 
 /// How soon to try again when retiring an older version's registration failed.
 const RETIRE_RETRY: Duration = Duration::from_secs(30);
+
+/// When this object last granted Antimatter access itself: now, when this run created the service
+/// principal or the role assignment; else when its `RoleAssigned` turned `True`, if `status.created`
+/// proves the assignment in use is its own (a principal it created is always assigned by it after).
+fn granted_at(known: &AzureRootKeyStatus, found: &Found, changes: &[Change]) -> Option<jiff::Timestamp> {
+    let granted_now =
+        changes.iter().any(|c| matches!(c.reason, ChangeReason::RoleAssigned | ChangeReason::ServicePrincipalCreated));
+    if granted_now {
+        return Some(jiff::Timestamp::now());
+    }
+    let own = known
+        .created
+        .as_ref()
+        .and_then(|c| c.role_assignment_name.as_ref())
+        .is_some_and(|name| found.assignment.as_ref() == Some(name));
+    let assigned = known
+        .conditions
+        .iter()
+        .find(|c| c.type_ == Kind::RoleAssigned.as_str() && c.status == ConditionStatus::True)?;
+    own.then_some(assigned.last_transition_time.0)
+}
 
 /// What a `Revoke` removed, and what it left in place and why.
 #[derive(Debug, Default)]
