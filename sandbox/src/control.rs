@@ -20,8 +20,6 @@ pub enum LimitClass {
     Create,
     /// Key reads (~1100/s).
     Read,
-    /// Crypto operations (~2000/s).
-    Crypto,
     /// Role management (~5/s).
     Rbac,
 }
@@ -32,7 +30,6 @@ impl LimitClass {
         match self {
             LimitClass::Create => 1.0,
             LimitClass::Read => 1100.0,
-            LimitClass::Crypto => 2000.0,
             LimitClass::Rbac => 5.0,
         }
     }
@@ -41,7 +38,6 @@ impl LimitClass {
         match self {
             LimitClass::Create => "create",
             LimitClass::Read => "read",
-            LimitClass::Crypto => "crypto",
             LimitClass::Rbac => "rbac",
         }
     }
@@ -78,6 +74,7 @@ impl Control {
                 token_lifetime_secs: s.token_lifetime_secs,
                 antimatter_token_lifetime_secs: s.antimatter_token_lifetime_secs,
                 rotate_batches: s.rotate_batches,
+                page_size: s.page_size,
             }),
             counters: Mutex::new(HashMap::new()),
             faults: Mutex::new(FaultTable { next_id: 1, installed: Vec::new() }),
@@ -116,6 +113,9 @@ impl Control {
         }
         if let Some(v) = p.rotate_batches {
             s.rotate_batches = v;
+        }
+        if let Some(v) = p.page_size {
+            s.page_size = v;
         }
         drop(s);
         // Buckets start full again: a test that switches limits on gets a known budget.

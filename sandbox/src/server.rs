@@ -4,7 +4,7 @@
 //! services use to call each other. Imports the services and every layer below.
 
 use crate::context::{Context, Loopback};
-use crate::services::{admin, antimatter, entra, graph, hsm};
+use crate::services::{admin, antimatter, entra, graph, hsm, oidc};
 use crate::wire::admin::{FaultAction, RequestRecord};
 use crate::wire::{INTERNAL_HEADER, MAX_BODY, Req, Resp, Service, code_message_error};
 use crate::{util, wire};
@@ -51,6 +51,7 @@ enum Routed {
     Graph(graph::Route),
     Hsm(String, hsm::Route),
     Antimatter(antimatter::Route),
+    Oidc(oidc::Route),
 }
 
 impl Routed {
@@ -60,6 +61,7 @@ impl Routed {
             "login.sandbox.localhost" => Routed::Entra(entra::route(req)),
             "graph.sandbox.localhost" => Routed::Graph(graph::route(req)),
             "api.sandbox.localhost" => Routed::Antimatter(antimatter::route(req)),
+            oidc::HOST => Routed::Oidc(oidc::route(req)),
             h => {
                 let name = h.strip_suffix(".managedhsm.sandbox.localhost")?;
                 if name.is_empty() || name.contains('.') {
@@ -76,6 +78,7 @@ impl Routed {
             Routed::Graph(_) => Service::Graph,
             Routed::Hsm(..) => Service::Hsm,
             Routed::Antimatter(_) => Service::Antimatter,
+            Routed::Oidc(_) => Service::Oidc,
         }
     }
 
@@ -85,6 +88,7 @@ impl Routed {
             Routed::Graph(r) => r.operation(),
             Routed::Hsm(_, r) => r.operation(),
             Routed::Antimatter(r) => r.operation(),
+            Routed::Oidc(r) => r.operation(),
         }
     }
 
@@ -158,7 +162,9 @@ async fn answer(cx: &Arc<Context>, req: Req, routed: Routed) -> Outcome {
         return Outcome::Resp(wire::hsm::error(429, "Throttled", msg).with("retry-after", retry_after.to_string()));
     }
     Outcome::Resp(match routed {
-        Routed::Entra(r) => entra::handle(cx, &req, r),
+        // Entra fetches federated issuers' keys, the sandbox's own through the loopback.
+        Routed::Entra(r) => entra::handle(cx, &req, r, cx).await,
+        Routed::Oidc(r) => oidc::handle(cx, r),
         Routed::Graph(r) => graph::handle(cx, &req, r),
         Routed::Hsm(name, r) => hsm::handle(cx, &name, &req, r),
         // The context is also the loopback: the pairing check comes back in through `dispatch`.
@@ -223,6 +229,7 @@ fn fault_response(svc: Service, status: u16, retry_after: Option<u64>) -> Resp {
                 Resp::json(status, &json!({"traceID": util::uuid_v4(), "message": reason}))
             }
         }
+        Service::Oidc => Resp::text(status, reason),
     };
     if status == 429 || status == 503 { r.with("retry-after", ra.to_string()) } else { r }
 }

@@ -44,6 +44,9 @@ pub struct WorldSettings {
     pub latency_ms: u64,
     /// How many `rotate` calls answer `has_more: true` after the active key changes.
     pub rotate_batches: u32,
+    /// Items per page of HSM lists (Managed HSM: 25, the most `maxresults` allows; tests set a
+    /// small one so clients must follow `nextLink`).
+    pub page_size: usize,
 }
 
 impl Default for WorldSettings {
@@ -54,6 +57,7 @@ impl Default for WorldSettings {
             rate_limits: false,
             latency_ms: 0,
             rotate_batches: 2,
+            page_size: 25,
         }
     }
 }
