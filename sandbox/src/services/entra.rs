@@ -405,7 +405,8 @@ async fn fetch_json(cx: &Context, loopback: &dyn Loopback, url: &str) -> Option<
     }
     let client = Client::with_tls(cx.issuer_tls.clone(), parsed.port_or_known_default()?);
     let url = format!("https://{host}{target}");
-    let answer = client.request("GET", &url, &[("accept", "application/json")], None);
+    // Kubernetes serves its key set only as `application/jwk-set+json`.
+    let answer = client.request("GET", &url, &[("accept", "application/json, application/jwk-set+json")], None);
     let answer = tokio::time::timeout(std::time::Duration::from_secs(10), answer).await.ok()?.ok()?;
     (answer.status == 200).then(|| answer.json()).filter(|v| !v.is_null())
 }
