@@ -129,31 +129,20 @@ async fn rbac_authorisation_and_assignments() {
     // The no-role principal cannot assign roles.
     let r = hsm(&sb, &c, "PUT", &path("1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"), Some(&nr), Some(body)).await;
     assert_eq!(r.status, 403);
-    // List filters.
-    let r = hsm(
+    // List filters, over every page.
+    let listed = all_pages(
         &sb,
         &c,
-        "GET",
+        &op,
         "//keys/existing-key/providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=atScope()",
-        Some(&op),
-        None,
     )
     .await;
-    let names: Vec<String> =
-        r.json()["value"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect();
-    assert!(names.contains(&n1.to_string()) && names.len() == 4, "{names:?}");
-    let r = hsm(
-        &sb,
-        &c,
-        "GET",
-        &format!(
-            "//providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=principalId%20eq%20'{OP_SP}'"
-        ),
-        Some(&op),
-        None,
-    )
-    .await;
-    assert_eq!(r.json()["value"].as_array().unwrap().len(), 3);
+    let names: Vec<&str> = listed.iter().filter_map(|a| a["name"].as_str()).collect();
+    assert!(names.contains(&n1) && names.len() == 4, "{names:?}");
+    let path_filter = format!(
+        "//providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=principalId%20eq%20'{OP_SP}'"
+    );
+    assert_eq!(all_pages(&sb, &c, &op, &path_filter).await.len(), 3);
     // Delete, then it is gone.
     let r = hsm(&sb, &c, "DELETE", &path(n1), Some(&op), None).await;
     assert_eq!(r.status, 200);
@@ -246,7 +235,7 @@ async fn all_pages(sb: &SandboxHandle, c: &Client, tok: &str, first: &str) -> Ve
         // The explicit port, the HSM's newest api-version, an opaque skip token.
         assert!(next.starts_with(&format!("{base}/")) && base.ends_with(&format!(":{}", sb.port())), "{next}");
         assert!(next.contains("api-version=2025-07-01"), "{next}");
-        let token = next.split("%24skiptoken=").nth(1).expect("skiptoken").split('&').next().unwrap_or_default();
+        let token = next.split("&$skiptoken=").nth(1).expect("skiptoken").split('&').next().unwrap_or_default();
         assert!(token.len() > 8 && token.parse::<u64>().is_err(), "opaque: {next}");
         url = next.trim_start_matches(&base).to_owned();
     }

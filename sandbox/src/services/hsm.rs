@@ -256,16 +256,19 @@ impl Call<'_> {
         };
         let end = (start + max).min(len);
         let next = (end < len).then(|| {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            query.append_pair("api-version", LATEST_API);
+            // `$` unescaped in the parameter names, as the real links have them.
+            let mut query = format!("api-version={LATEST_API}");
             if let Some(filter) = self.req.query_param("$filter") {
-                query.append_pair("$filter", filter);
+                query.push_str(&format!(
+                    "&$filter={}",
+                    form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+                ));
             }
-            query.append_pair("$skiptoken", &skip_token(end));
+            query.push_str(&format!("&$skiptoken={}", skip_token(end)));
             if let Some(n) = asked {
-                query.append_pair("maxresults", &n.to_string());
+                query.push_str(&format!("&maxresults={n}"));
             }
-            format!("{}{path}?{}", self.base, query.finish())
+            format!("{}{path}?{query}", self.base)
         });
         let value: Vec<Value> = items.skip(start).take(end.saturating_sub(start)).filter_map(render).collect();
         Ok(Resp::json(200, &json!({"value": value, "nextLink": next})))
