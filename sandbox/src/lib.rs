@@ -7,7 +7,7 @@
 //! pairing check, active key, rotation) — strict enough that official clients (azure-identity,
 //! azure-keyvault-keys, azure-keyvault-administration, antimatter-api) work against it.
 //!
-//! One HTTPS listener on 127.0.0.1 **and** \[::1\] (same port) serves all four services and
+//! One HTTPS listener on 127.0.0.1 **and** \[::1\] (same port) serves all of them and
 //! dispatches on the `Host` header:
 //!
 //! | host | service |
@@ -16,6 +16,7 @@
 //! | `graph.sandbox.localhost` | Microsoft Graph |
 //! | `<hsm>.managedhsm.sandbox.localhost` | that Managed HSM |
 //! | `api.sandbox.localhost` | Antimatter (`/v2`) |
+//! | `oidc.sandbox.localhost` | the sandbox's own OpenID issuer (federated assertions for tests) |
 //!
 //! `*.localhost` resolves to loopback through glibc's `nss-myhostname`. The sandbox generates a
 //! CA and a server certificate at start and writes `ca.pem` into its state directory.

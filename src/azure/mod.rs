@@ -348,7 +348,8 @@ pub fn from_azure(service: Service, operation: &'static str, e: azure_core::Erro
 fn describe_error(service: Service, operation: &'static str, e: &azure_core::Error) -> RemoteError {
     match e.kind() {
         ErrorKind::HttpResponse { status, error_code, raw_response } => {
-            let (code, message) = raw_response.as_ref().map(|r| describe_azure(r.body())).unwrap_or_default();
+            let describe = if service == Service::Entra { describe_entra } else { describe_azure };
+            let (code, message) = raw_response.as_ref().map(|r| describe(r.body())).unwrap_or_default();
             let retry_after = raw_response
                 .as_ref()
                 .and_then(|r| r.headers().get_optional_str(&azure_core::http::headers::RETRY_AFTER))
@@ -391,6 +392,19 @@ fn token_endpoint_failure(e: &azure_core::Error) -> Option<RemoteError> {
         cause = c.source();
     }
     None
+}
+
+/// Reads Entra ID's OAuth error `{"error","error_description"}`.
+fn describe_entra(body: &[u8]) -> (String, String) {
+    #[derive(Deserialize, Default)]
+    struct OAuthError {
+        #[serde(default)]
+        error: String,
+        #[serde(default)]
+        error_description: String,
+    }
+    let e: OAuthError = serde_json::from_slice(body).unwrap_or_default();
+    (e.error, e.error_description)
 }
 
 /// Reads the Azure error envelope `{"error":{"code","message"}}` (Managed HSM, RBAC and Graph).
