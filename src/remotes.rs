@@ -14,7 +14,7 @@ use crate::{
     azure::{
         Azure, Identity,
         graph::{self, Found, Graph},
-        keys::{KeyClients, KeyInfo},
+        keys::{KeyClients, KeyInfo, RotationPolicy},
         rbac::{Rbac, RoleAssignment, RoleAssignmentProperties},
     },
     cloud::HsmEndpoint,
@@ -33,6 +33,11 @@ pub trait ManagedHsm: Send + Sync {
     async fn create_key(&self, name: &str, size: u16, tags: Tags) -> Result<KeyInfo, RemoteError>;
     /// Replaces the tags of one key version (the HSM replaces the whole map: merge first).
     async fn set_key_tags(&self, name: &str, version: &str, tags: Tags) -> Result<KeyInfo, RemoteError>;
+    /// The key's rotation policy (without actions when none was set), or `None` when the HSM has
+    /// no such key.
+    async fn rotation_policy(&self, key: &str) -> Result<Option<RotationPolicy>, RemoteError>;
+    /// Replaces the key's rotation policy; returns it as the HSM stored it.
+    async fn set_rotation_policy(&self, key: &str, policy: &RotationPolicy) -> Result<RotationPolicy, RemoteError>;
     /// One role assignment by name, or `None` when it does not exist.
     async fn assignment(&self, scope: &str, name: &str) -> Result<Option<RoleAssignment>, RemoteError>;
     /// Creates (or re-puts) a role assignment under `name`.
@@ -195,6 +200,16 @@ impl ManagedHsm for HsmSession<'_> {
     async fn set_key_tags(&self, name: &str, version: &str, tags: Tags) -> Result<KeyInfo, RemoteError> {
         let s = self.services;
         s.keys.set_tags(&s.azure, self.endpoint, self.identity, name, version, tags).await
+    }
+
+    async fn rotation_policy(&self, key: &str) -> Result<Option<RotationPolicy>, RemoteError> {
+        let s = self.services;
+        s.keys.rotation_policy(&s.azure, self.endpoint, self.identity, key).await
+    }
+
+    async fn set_rotation_policy(&self, key: &str, policy: &RotationPolicy) -> Result<RotationPolicy, RemoteError> {
+        let s = self.services;
+        s.keys.set_rotation_policy(&s.azure, self.endpoint, self.identity, key, policy).await
     }
 
     async fn assignment(&self, scope: &str, name: &str) -> Result<Option<RoleAssignment>, RemoteError> {

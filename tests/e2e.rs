@@ -248,6 +248,8 @@ async fn a_given_principal_is_confirmed_by_graph_and_a_hand_made_assignment_is_a
         .sandbox
         .add_role_assignment(HSM, "Managed HSM Crypto User", "/keys/hand-key", &principal)
         .expect("assignment");
+    // Lists come one assignment per page: the adoption must follow the HSM's nextLinks.
+    env.sandbox.patch_settings(rootkey_sandbox::SettingsPatch { page_size: Some(1), ..Default::default() });
     env.sandbox.reset_counters();
     env.sandbox
         .create_key(
@@ -269,6 +271,7 @@ async fn a_given_principal_is_confirmed_by_graph_and_a_hand_made_assignment_is_a
     let assignments = crypto_user_assignments(&env, "hand-key");
     assert_eq!(assignments.len(), 1, "no second assignment: {assignments:?}");
     assert_eq!(o.status.as_ref().and_then(|s| s.role_assignment_name.as_deref()), Some(by_hand.as_str()));
+    assert!(env.sandbox.count("hsm", "rbac.assignment.list") >= 2, "the list was read page by page");
     // Without an API key: the Azure side is Ready and the dashboard values are in the message.
     let paired = condition(&o, "Paired").expect("Paired");
     assert_eq!((paired.status, &*paired.reason), (ConditionStatus::Unknown, "ManualRegistrationRequired"));
@@ -557,17 +560,18 @@ async fn an_identity_that_cannot_assign_roles_gets_a_clear_forbidden() {
     assert!(crypto_user_assignments(&env, "nr-key").is_empty());
 }
 
-#[tokio::test]
-async fn workload_identity_with_a_service_account_token_from_the_cluster() {
+/// An operator on workload identity whose token file holds `token` (for the ServiceAccount
+/// `rootkey-operator` of the environment's namespace, which Entra trusts from the test control
+/// plane's issuer, as `az identity federated-credential create` sets up for a cluster).
+async fn workload_identity_env(prefix: &str, token: impl FnOnce(&Env, String) -> String) -> Env {
     use k8s_openapi::api::{authentication::v1::TokenRequest, core::v1::ServiceAccount};
     use kube::api::PostParams;
     use support::env::{OPERATOR_CLIENT, SpawnExtra};
-    // Federate the operator's app with this namespace's ServiceAccount, as `az identity
-    // federated-credential create` does for the cluster's OIDC issuer.
-    let mut env = Env::with_world("e2e-wi", |world, ns| {
+    let (issuer, _) = support::test_issuer();
+    let mut env = Env::with_world(prefix, |world, ns| {
         let app = world.applications.iter_mut().find(|a| a.app_id == OPERATOR_CLIENT).expect("operator app");
         let mut federated = app.federated_credentials[0].clone();
-        federated.issuer = "https://kubernetes.default.svc.cluster.local".to_owned();
+        federated.issuer = issuer;
         federated.subject = format!("system:serviceaccount:{ns}:rootkey-operator");
         app.federated_credentials = vec![federated];
     })
@@ -575,11 +579,12 @@ async fn workload_identity_with_a_service_account_token_from_the_cluster() {
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(env.client.clone(), &env.ns);
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "rootkey-operator"}})).expect("sa");
     accounts.create(&PostParams::default(), &sa).await.expect("service account");
+    // The token a projected volume would hold: from the TokenRequest API, for Entra's audience.
     let request: TokenRequest = serde_json::from_value(
         json!({"spec": {"audiences": ["api://AzureADTokenExchange"], "expirationSeconds": 3600}}),
     )
     .expect("token request");
-    let token = accounts
+    let issued = accounts
         .create_token_request("rootkey-operator", &PostParams::default(), &request)
         .await
         .expect("token")
@@ -587,7 +592,7 @@ async fn workload_identity_with_a_service_account_token_from_the_cluster() {
         .and_then(|s| s.token)
         .expect("token value");
     let token_file = env.log_dir.join(format!("{}-sa-token", env.ns));
-    std::fs::write(&token_file, token).expect("token file");
+    std::fs::write(&token_file, token(&env, issued)).expect("token file");
     env.spawn_operator_ext(
         &OperatorOptions::default(),
         &SpawnExtra {
@@ -600,9 +605,37 @@ async fn workload_identity_with_a_service_account_token_from_the_cluster() {
         },
     );
     env.api_key_secret("api-key", API_KEY).await;
+    env
+}
+
+#[tokio::test]
+async fn workload_identity_with_a_service_account_token_from_the_cluster() {
+    let env = workload_identity_env("e2e-wi", |_, issued| issued).await;
     env.apply("wi", env.spec("wi-key", json!({}))).await;
     env.wait_ready("wi").await;
     assert!(env.sandbox.key(HSM, "wi-key").is_some(), "the key was created with the federated identity");
+}
+
+#[tokio::test]
+async fn a_service_account_token_signed_by_another_key_is_refused_as_entra_does() {
+    // The cluster's claims (issuer, subject, audience) under a key the cluster does not publish.
+    let env = workload_identity_env("e2e-wi-forged", |env, _| {
+        let (issuer, _) = support::test_issuer();
+        env.sandbox
+            .federated_token(&rootkey_sandbox::FederatedTokenRequest {
+                subject: format!("system:serviceaccount:{}:rootkey-operator", env.ns),
+                issuer: Some(issuer),
+                audience: None,
+                lifetime_secs: None,
+            })
+            .expect("forged token")
+    })
+    .await;
+    env.apply("forged", env.spec("forged-key", json!({}))).await;
+    let o = env.wait_condition("forged", "KeyReady", ConditionStatus::False, Some("InvalidCredentials")).await;
+    let message = &condition(&o, "KeyReady").expect("KeyReady").message;
+    assert!(message.contains("AADSTS7000272"), "{message}");
+    assert!(env.sandbox.key(HSM, "forged-key").is_none());
 }
 
 /// `rootkey-operator status` tells what is wrong and what to do; `recheck` makes the operator check

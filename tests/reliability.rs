@@ -579,3 +579,48 @@ async fn redirect_from_the_hsm_to_another_host_carries_no_token() {
     let bad = checks::foreign_credential_requests(&log, &["other-hsm.managedhsm.sandbox.localhost"]);
     assert!(bad.is_empty(), "token sent to a host the object does not name: {bad:#?}");
 }
+
+/// Entra throttling and outages are what they are, not a refused credential: a 429 storm on the
+/// token endpoint shows `Throttled` and no token request goes out before its `Retry-After`; a 503
+/// shows `AzureUnreachable`; both recover when the endpoint does.
+#[tokio::test]
+async fn a_throttled_or_failing_token_endpoint_is_throttling_or_an_outage_not_invalid_credentials() {
+    use ConditionStatus::False as F;
+    let env = operator_env("rel-entra").await;
+    env.api_key_secret("api-key", support::env::API_KEY).await;
+    let wait = 5;
+    env.sandbox.add_fault(fault(
+        "entra",
+        Some("token"),
+        FaultAction::Status { status: 429, retry_after: Some(wait) },
+        None,
+    ));
+    env.apply("throttled", env.spec("k-throttled", json!({}))).await;
+    let o = env.wait_condition("throttled", "KeyReady", F, Some("Throttled")).await;
+    let message = &condition(&o, "KeyReady").expect("KeyReady").message;
+    assert!(message.contains("429") && message.contains(&format!("after {wait}s")), "{message}");
+    tokio::time::sleep(Duration::from_secs(2 * wait + 1)).await;
+    let tokens: Vec<u64> = env.sandbox.requests().iter().filter(|r| r.operation == "token").map(|r| r.at_ms).collect();
+    let first = *tokens.first().expect("a token request");
+    // Requests sent together before the first 429 came back are fine; none until it elapses.
+    let early: Vec<u64> = tokens.iter().map(|t| t - first).filter(|d| (200..wait * 1000 - 100).contains(d)).collect();
+    assert!(early.is_empty(), "token requests {early:?} ms after a 429 asking for {wait} s: {tokens:?}");
+    assert!(tokens.len() >= 2, "asked again after the wait: {tokens:?}");
+    env.sandbox.clear_faults();
+    env.wait_ready("throttled").await;
+
+    env.sandbox.add_fault(fault("entra", Some("token"), FaultAction::Status { status: 503, retry_after: None }, None));
+    // A new identity (its own Secret), so no cached token hides the outage.
+    env.secret(
+        "own",
+        json!({"clientId": support::env::OPERATOR_CLIENT, "clientSecret": support::env::OPERATOR_SECRET}),
+    )
+    .await;
+    env.apply("outage", env.spec("k-outage", json!({"azureCredentialsSecretRef": {"name": "own"}}))).await;
+    env.wait_condition("outage", "KeyReady", F, Some("AzureUnreachable")).await;
+    env.sandbox.clear_faults();
+    env.wait_for("outage", Duration::from_secs(60), "Ready after the outage", |o| {
+        condition(o, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+}

@@ -77,7 +77,26 @@ impl ControlPlane {
                 Err(e) => return Err(e),
             }
         }
+        cp.allow_issuer_discovery().await?;
         Ok(cp)
+    }
+
+    /// Lets anyone read the service-account issuer's OpenID configuration and keys, as a cluster
+    /// whose tokens Entra ID trusts must (Kubernetes docs, "Service account issuer discovery":
+    /// bind `system:service-account-issuer-discovery` to `system:unauthenticated`), so the
+    /// sandbox's Entra ID can check a workload identity's token like the real one.
+    async fn allow_issuer_discovery(&self) -> anyhow::Result<()> {
+        use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+        let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "service-account-issuer-discovery-unauthenticated"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:service-account-issuer-discovery"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+        }))?;
+        let api: kube::Api<ClusterRoleBinding> = kube::Api::all(self.client().await?);
+        let params = kube::api::PatchParams::apply("controlplane").force();
+        api.patch("service-account-issuer-discovery-unauthenticated", &params, &kube::api::Patch::Apply(&binding))
+            .await?;
+        Ok(())
     }
 
     fn lost_port_race(&self) -> bool {
@@ -166,7 +185,10 @@ impl ControlPlane {
             .arg(format!("--client-ca-file={}", p("ca.crt")))
             .arg(format!("--service-account-key-file={}", p("sa.pub")))
             .arg(format!("--service-account-signing-key-file={}", p("sa.key")))
-            .args(["--service-account-issuer=https://kubernetes.default.svc.cluster.local"])
+            // The issuer is this API server itself, so its OpenID configuration and keys can be
+            // fetched on loopback (federated workload identity is checked against them).
+            .arg(format!("--service-account-issuer={}", self.url()))
+            .arg(format!("--service-account-jwks-uri={}/openid/v1/jwks", self.url()))
             .args(["--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true"])
             .args(["--authorization-mode=RBAC", "--v=1"])
             // A loopback advertise address is refused by the endpoint reconciler; tests need none.

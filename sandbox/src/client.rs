@@ -78,7 +78,12 @@ fn split_url(url: &str) -> Result<(String, String), ClientError> {
 impl Client {
     /// A client trusting `ca` for a sandbox on `port`.
     pub fn new(ca: &CertificateDer<'static>, port: u16) -> Result<Client, ClientError> {
-        Ok(Client { connector: TlsConnector::from(crate::tls::client_config(ca)?), port })
+        Ok(Client::with_tls(crate::tls::client_config(ca)?, port))
+    }
+
+    /// A client with this TLS configuration for the server on loopback `port`.
+    pub fn with_tls(config: Arc<rustls::ClientConfig>, port: u16) -> Client {
+        Client { connector: TlsConnector::from(config), port }
     }
 
     /// Open a keep-alive connection to `host` (without port).
@@ -157,6 +162,8 @@ impl Conn {
             b = b.header(*k, *v);
         }
         let req = b.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        // The connection takes the next request only once the previous answer is read.
+        self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let headers = resp

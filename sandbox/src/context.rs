@@ -3,6 +3,7 @@
 //! knowing the server. Imports the layers below the services.
 
 use crate::control::Control;
+use crate::federation::TestIssuer;
 use crate::model::Model;
 use crate::tokens::Tokens;
 use crate::wire::admin::Endpoints;
@@ -15,6 +16,10 @@ pub(crate) struct Context {
     pub model: Model,
     pub control: Control,
     pub tokens: Tokens,
+    /// The sandbox's own OpenID issuer (`oidc.sandbox.localhost`).
+    pub issuer: TestIssuer,
+    /// TLS for fetching federated issuers' metadata: the sandbox CA and the configured ones.
+    pub issuer_tls: std::sync::Arc<rustls::ClientConfig>,
     pub endpoints: Endpoints,
 }
 
@@ -22,6 +27,12 @@ impl Context {
     /// The sandbox clock (see [`Control::now`]).
     pub fn now(&self) -> i64 {
         self.control.now()
+    }
+
+    /// Changes the settings; a moved clock may make rotation policies due.
+    pub fn patch_settings(&self, p: &crate::wire::admin::SettingsPatch) {
+        self.control.patch_settings(p);
+        self.model.rotate_due_keys(None, self.now());
     }
 
     /// `https://<hsm>.managedhsm.sandbox.localhost:PORT`.

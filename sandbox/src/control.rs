@@ -20,8 +20,6 @@ pub enum LimitClass {
     Create,
     /// Key reads (~1100/s).
     Read,
-    /// Crypto operations (~2000/s).
-    Crypto,
     /// Role management (~5/s).
     Rbac,
 }
@@ -32,7 +30,6 @@ impl LimitClass {
         match self {
             LimitClass::Create => 1.0,
             LimitClass::Read => 1100.0,
-            LimitClass::Crypto => 2000.0,
             LimitClass::Rbac => 5.0,
         }
     }
@@ -41,7 +38,6 @@ impl LimitClass {
         match self {
             LimitClass::Create => "create",
             LimitClass::Read => "read",
-            LimitClass::Crypto => "crypto",
             LimitClass::Rbac => "rbac",
         }
     }
@@ -80,6 +76,7 @@ impl Control {
                 rotate_batches: s.rotate_batches,
                 rbac_propagation_secs: s.rbac_propagation_secs,
                 principal_replication_secs: s.principal_replication_secs,
+                page_size: s.page_size,
             }),
             counters: Mutex::new(HashMap::new()),
             faults: Mutex::new(FaultTable { next_id: 1, installed: Vec::new() }),
@@ -129,6 +126,9 @@ impl Control {
         }
         if let Some(v) = p.principal_replication_secs {
             s.principal_replication_secs = v;
+        }
+        if let Some(v) = p.page_size {
+            s.page_size = v;
         }
         drop(s);
         // Buckets start full again: a test that switches limits on gets a known budget.

@@ -55,6 +55,12 @@ pub fn verify(key: &[u8], token: &str) -> Result<Value, JwtError> {
     b64url_decode(c).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Malformed)
 }
 
+/// Decode the header of a JWT without verifying its signature.
+pub fn decode_unverified_header(token: &str) -> Option<Value> {
+    let v: Value = serde_json::from_slice(&b64url_decode(token.split('.').next()?)?).ok()?;
+    v.is_object().then_some(v)
+}
+
 /// Decode the claims of a JWT without verifying its signature.
 pub fn decode_unverified(token: &str) -> Option<Value> {
     let mut parts = token.split('.');

@@ -7,7 +7,7 @@
 //! pairing check, active key, rotation) — strict enough that official clients (azure-identity,
 //! azure-keyvault-keys, azure-keyvault-administration, antimatter-api) work against it.
 //!
-//! One HTTPS listener on 127.0.0.1 **and** \[::1\] (same port) serves all four services and
+//! One HTTPS listener on 127.0.0.1 **and** \[::1\] (same port) serves all of them and
 //! dispatches on the `Host` header:
 //!
 //! | host | service |
@@ -17,6 +17,7 @@
 //! | `<hsm>.managedhsm.sandbox.localhost` | that Managed HSM |
 //! | `api.sandbox.localhost` | Antimatter (`/v2`) |
 //! | `antimatter-<cell>.sandbox.localhost` | Antimatter, for the domains on that cell |
+//! | `oidc.sandbox.localhost` | the sandbox's own OpenID issuer (federated assertions for tests) |
 //!
 //! `*.localhost` resolves to loopback through glibc's `nss-myhostname`. The sandbox generates a
 //! CA and a server certificate at start and writes `ca.pem` into its state directory.
@@ -47,6 +48,7 @@
 // Layers, bottom to top: a module imports only modules listed before it (see README.md).
 // Leaves: helpers, JWT, RBAC built-ins, the world file, PKI, AES.
 mod crypto;
+mod federation;
 mod jwt;
 pub mod roles;
 pub mod tls;
@@ -68,10 +70,11 @@ mod server;
 
 pub use control::{LimitClass, REQUEST_LOG_CAP};
 pub use model::ModelError as AdminError;
-pub use model::{DeletedKey, Key, KeyVersion, Registration, RoleAssignment, ServicePrincipal};
+pub use model::{DeletedKey, Key, KeyVersion, Registration, RoleAssignment, RotationPolicy, ServicePrincipal};
 pub use wire::Service;
 pub use wire::admin::{
-    CounterRow, DomainPatch, Endpoints, Fault, FaultAction, FaultSpec, KeyPatch, RequestRecord, Settings, SettingsPatch,
+    CounterRow, DEFAULT_ISSUER, DomainPatch, Endpoints, Fault, FaultAction, FaultSpec, FederatedTokenRequest, KeyPatch,
+    RequestRecord, Settings, SettingsPatch,
 };
 pub use wire::antimatter::{KeyUrl, parse_key_url};
 pub use wire::hsm::API_VERSIONS;
@@ -90,6 +93,7 @@ use tokio::task::JoinHandle;
 pub const OPERATIONS: &[(&str, &[&str])] = &[
     ("entra", &["token", "openid-configuration", "instance-discovery", "jwks", "unknown"]),
     ("graph", &["sp.get", "sp.list", "sp.create", "sp.upsert", "unknown"]),
+    ("oidc", &["openid-configuration", "jwks", "unknown"]),
     (
         "hsm",
         &[
@@ -100,6 +104,9 @@ pub const OPERATIONS: &[(&str, &[&str])] = &[
             "key.update",
             "key.delete",
             "key.recover",
+            "key.rotate",
+            "key.rotationpolicy.get",
+            "key.rotationpolicy.put",
             "key.wrap",
             "key.unwrap",
             "key.encrypt",
@@ -151,6 +158,9 @@ pub struct SandboxConfig {
     pub latency_ms: Option<u64>,
     /// Override the world's rate-limit setting.
     pub rate_limits: Option<bool>,
+    /// CA certificates (PEM) trusted, beside the sandbox's own, when Entra fetches a federated
+    /// issuer's OpenID configuration and keys over HTTPS (e.g. a test kube-apiserver's CA).
+    pub issuer_ca_pem: Option<Vec<u8>>,
 }
 
 /// Errors starting a sandbox.
@@ -168,6 +178,9 @@ pub enum StartError {
     /// TLS configuration.
     #[error("tls: {0}")]
     Tls(#[from] rustls::Error),
+    /// The issuer CA bundle or the test issuer's key.
+    #[error("federated issuers: {0}")]
+    IssuerCa(String),
 }
 
 /// Entry point.
@@ -219,10 +232,19 @@ impl Sandbox {
         if let Some(r) = cfg.rate_limits {
             world.settings.rate_limits = r;
         }
+        let mut issuer_cas = vec![pki.ca_der.clone()];
+        if let Some(pem) = &cfg.issuer_ca_pem {
+            use rustls::pki_types::pem::PemObject;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                issuer_cas.push(cert.map_err(|e| StartError::IssuerCa(e.to_string()))?);
+            }
+        }
         let cx = Arc::new(Context {
             model: Model::from_world(&world)?,
             control: Control::new(&world.settings),
             tokens: Tokens::new(),
+            issuer: federation::TestIssuer::generate().map_err(|_| StartError::IssuerCa("no P-256 key".into()))?,
+            issuer_tls: tls::client_config_trusting(&issuer_cas)?,
             endpoints: ep.clone(),
         });
         std::fs::write(state_dir.join("endpoints.json"), serde_json::to_string_pretty(&ep).unwrap_or_default())?;
@@ -387,9 +409,13 @@ impl SandboxHandle {
     pub fn settings(&self) -> Settings {
         self.cx.control.settings()
     }
+    /// A federated assertion from the sandbox's own OpenID issuer (see [`FederatedTokenRequest`]).
+    pub fn federated_token(&self, request: &FederatedTokenRequest) -> Option<String> {
+        services::admin::federated_token(&self.cx, request)
+    }
     /// Change settings (latency, rate limits, clock offset, lifetimes).
     pub fn patch_settings(&self, p: SettingsPatch) {
-        self.cx.control.patch_settings(&p);
+        self.cx.patch_settings(&p);
     }
     /// Fixed latency per request.
     pub fn set_latency_ms(&self, ms: u64) {

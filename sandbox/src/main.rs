@@ -31,6 +31,10 @@ struct Args {
     /// Per-HSM rate limits (overrides the world file).
     #[arg(long, value_parser = ["on", "off"])]
     rate_limits: Option<String>,
+    /// CA bundle (PEM) trusted when fetching a federated issuer's OpenID configuration and keys
+    /// (e.g. the Kubernetes API server's CA, whose service-account tokens are the assertions).
+    #[arg(long)]
+    issuer_ca: Option<std::path::PathBuf>,
     /// Measure requests/second for key get and wrapkey on one server core, print, and exit.
     #[arg(long)]
     selftest_rps: bool,
@@ -74,6 +78,13 @@ fn main() {
             state_dir: Some(args.state_dir.clone()),
             latency_ms: args.latency_ms,
             rate_limits: args.rate_limits.as_deref().map(|r| r == "on"),
+            issuer_ca_pem: match args.issuer_ca.as_deref().map(std::fs::read).transpose() {
+                Ok(pem) => pem,
+                Err(e) => {
+                    eprintln!("rootkey-sandbox: --issuer-ca: {e}");
+                    return 1;
+                }
+            },
         };
         let sb = match Sandbox::start(cfg).await {
             Ok(sb) => sb,

@@ -8,8 +8,8 @@ pub struct RoleDef {
     pub name: &'static str,
     /// Role definition GUID.
     pub id: &'static str,
-    /// Description.
-    pub description: &'static str,
+    /// Control-plane actions granted (built-in roles list them with an empty description).
+    pub actions: &'static [&'static str],
     /// Data actions granted.
     pub data_actions: &'static [&'static str],
 }
@@ -38,6 +38,8 @@ pub mod action {
     pub const KEY_DELETE: &str = "Microsoft.KeyVault/managedHsm/keys/delete";
     /// Read deleted keys.
     pub const DELETED_READ: &str = "Microsoft.KeyVault/managedHsm/keys/deletedKeys/read/action";
+    /// Rotate a key (make a new version), and write its rotation policy.
+    pub const KEY_ROTATE: &str = "Microsoft.KeyVault/managedHsm/keys/rotate/action";
     /// Recover a deleted key.
     pub const DELETED_RECOVER: &str = "Microsoft.KeyVault/managedHsm/keys/deletedKeys/recover/action";
     /// Purge a deleted key.
@@ -94,127 +96,133 @@ pub fn grants(role_id: &str, data_action: &str) -> bool {
     find(role_id).is_some_and(|r| r.data_actions.contains(&data_action))
 }
 
-/// Built-in roles (learn: managed-hsm/built-in-roles, table "Permitted operations"), generated.
+/// Built-in roles as a real Managed HSM lists them (`GET /providers/Microsoft.Authorization/roleDefinitions`),
+/// in its order, with its names, IDs, empty descriptions and permissions: the SDK test recording
+/// azure-sdk-for-python `sdk/keyvault/azure-keyvault-administration/tests/recordings/test_access_control.pyTestAccessControltest_role_definitions[7.3].json`.
+/// The recording's sanitizer rewrote the word "backup" as "blob_container_name"; it is restored here.
 pub const BUILT_IN: &[RoleDef] = &[
     RoleDef {
-        name: "Managed HSM Administrator",
-        id: "a290e904-7015-4bba-90c8-60543313cdb4",
-        description: "Grants permissions to perform all operations related to the security domain, full backup and restore, and role management. Not permitted to perform any key management operations.",
+        name: "Managed HSM Backup User",
+        id: "7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8",
+        actions: &[],
         data_actions: &[
-            "Microsoft.KeyVault/managedHsm/securitydomain/download/action",
-            "Microsoft.KeyVault/managedHsm/securitydomain/upload/action",
-            "Microsoft.KeyVault/managedHsm/securitydomain/upload/read",
-            "Microsoft.KeyVault/managedHsm/securitydomain/transferkey/read",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
-            "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
-            "Microsoft.KeyVault/managedHsm/roleDefinitions/write/action",
-            "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action",
             "Microsoft.KeyVault/managedHsm/backup/start/action",
             "Microsoft.KeyVault/managedHsm/backup/status/action",
-            "Microsoft.KeyVault/managedHsm/restore/start/action",
-            "Microsoft.KeyVault/managedHsm/restore/status/action",
+            "Microsoft.KeyVault/managedHsm/keys/backup/action",
         ],
     },
     RoleDef {
-        name: "Managed HSM Crypto Officer",
-        id: "515eb02d-2335-4d2d-92f2-b1cbdf9c3778",
-        description: "Grants permissions to perform all role management, purge or recover deleted keys, and export keys. Not permitted to perform any other key management operations.",
+        name: "Managed HSM Crypto Service Encryption User",
+        id: "33413926-3206-4cdd-b39a-83574fe37a17",
+        actions: &[],
         data_actions: &[
-            "Microsoft.KeyVault/managedHsm/keys/deletedKeys/read/action",
-            "Microsoft.KeyVault/managedHsm/keys/deletedKeys/recover/action",
-            "Microsoft.KeyVault/managedHsm/keys/deletedKeys/delete",
-            "Microsoft.KeyVault/managedHsm/keys/export/action",
+            "Microsoft.KeyVault/managedHsm/keys/read/action",
+            "Microsoft.KeyVault/managedHsm/keys/wrap/action",
+            "Microsoft.KeyVault/managedHsm/keys/unwrap/action",
+        ],
+    },
+    RoleDef {
+        name: "Managed HSM Crypto Service Release User",
+        id: "21dbd100-6940-42c2-9190-5d6cb909625c",
+        actions: &[],
+        data_actions: &["Microsoft.KeyVault/managedHsm/keys/release/action"],
+    },
+    RoleDef {
+        name: "Managed HSM Crypto Auditor",
+        id: "2c18b078-7c48-4d3a-af88-5a3a1b3f82b3",
+        actions: &[],
+        data_actions: &[
             "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
+            "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
+            "Microsoft.KeyVault/managedHsm/keys/read/action",
+            "Microsoft.KeyVault/managedHsm/keys/deletedKeys/read/action",
+        ],
+    },
+    RoleDef {
+        name: "Managed HSM Policy Administrator",
+        id: "4bd23610-cdcf-4971-bdee-bdc562cc28e4",
+        actions: &[],
+        data_actions: &[
             "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
             "Microsoft.KeyVault/managedHsm/roleDefinitions/write/action",
             "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action",
+            "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
+            "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
+            "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
         ],
+    },
+    RoleDef {
+        name: "Managed HSM ARM User",
+        id: "770fd66c-6266-4643-9d4e-b616870898d5",
+        // Control-plane actions only (ARM creating keys for services): no data action.
+        actions: &[
+            "Microsoft.KeyVault/managedHsm/keys/createIfNotExists",
+            "Microsoft.KeyVault/managedHsm/keys/read/action",
+        ],
+        data_actions: &[],
     },
     RoleDef {
         name: "Managed HSM Crypto User",
         id: "21dbd100-6940-42c2-9190-5d6cb909625b",
-        description: "Grants permissions to perform all key management operations except purge or recover deleted keys and export keys.",
+        actions: &[],
         data_actions: &[
+            "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
+            "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
             "Microsoft.KeyVault/managedHsm/keys/read/action",
             "Microsoft.KeyVault/managedHsm/keys/write/action",
-            "Microsoft.KeyVault/managedHsm/keys/rotate/action",
-            "Microsoft.KeyVault/managedHsm/keys/create",
             "Microsoft.KeyVault/managedHsm/keys/delete",
+            "Microsoft.KeyVault/managedHsm/keys/create",
+            "Microsoft.KeyVault/managedHsm/keys/rotate/action",
+            "Microsoft.KeyVault/managedHsm/keys/import/action",
+            "Microsoft.KeyVault/managedHsm/keys/release/action",
             "Microsoft.KeyVault/managedHsm/keys/backup/action",
             "Microsoft.KeyVault/managedHsm/keys/restore/action",
-            "Microsoft.KeyVault/managedHsm/keys/release/action",
-            "Microsoft.KeyVault/managedHsm/keys/import/action",
             "Microsoft.KeyVault/managedHsm/keys/encrypt/action",
             "Microsoft.KeyVault/managedHsm/keys/decrypt/action",
             "Microsoft.KeyVault/managedHsm/keys/wrap/action",
             "Microsoft.KeyVault/managedHsm/keys/unwrap/action",
             "Microsoft.KeyVault/managedHsm/keys/sign/action",
             "Microsoft.KeyVault/managedHsm/keys/verify/action",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
-            "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
+            "Microsoft.KeyVault/managedHsm/keys/derive/action",
+            "Microsoft.KeyVault/managedHsm/rng/action",
         ],
     },
     RoleDef {
-        name: "Managed HSM Policy Administrator",
-        id: "4bd23610-cdcf-4971-bdee-bdc562cc28e4",
-        description: "Grants permissions to create and delete role assignments.",
+        name: "Managed HSM Crypto Officer",
+        id: "515eb02d-2335-4d2d-92f2-b1cbdf9c3778",
+        actions: &[],
         data_actions: &[
+            "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
             "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
             "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
             "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
             "Microsoft.KeyVault/managedHsm/roleDefinitions/write/action",
             "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action",
-        ],
-    },
-    RoleDef {
-        name: "Managed HSM Crypto Service Encryption User",
-        id: "33413926-3206-4cdd-b39a-83574fe37a17",
-        description: "Grants permissions to use a key for service encryption.",
-        data_actions: &[
-            "Microsoft.KeyVault/managedHsm/keys/read/action",
-            "Microsoft.KeyVault/managedHsm/keys/wrap/action",
-            "Microsoft.KeyVault/managedHsm/keys/unwrap/action",
-        ],
-    },
-    RoleDef {
-        name: "Managed HSM Backup",
-        id: "7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8",
-        description: "Grants permissions to perform single-key or whole-HSM backup.",
-        data_actions: &[
-            "Microsoft.KeyVault/managedHsm/keys/backup/action",
-            "Microsoft.KeyVault/managedHsm/backup/start/action",
-            "Microsoft.KeyVault/managedHsm/backup/status/action",
-        ],
-    },
-    RoleDef {
-        name: "Managed HSM Crypto Auditor",
-        id: "2c18b078-7c48-4d3a-af88-5a3a1b3f82b3",
-        description: "Grants read permissions to read (but not use) key attributes.",
-        data_actions: &[
-            "Microsoft.KeyVault/managedHsm/keys/read/action",
+            "Microsoft.KeyVault/managedHsm/keys/deletedKeys/read/action",
             "Microsoft.KeyVault/managedHsm/keys/deletedKeys/delete",
-            "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
-            "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
+            "Microsoft.KeyVault/managedHsm/keys/deletedKeys/recover/action",
+            "Microsoft.KeyVault/managedHsm/keys/export/action",
         ],
     },
     RoleDef {
-        name: "Managed HSM Crypto Service Release User",
-        id: "21dbd100-6940-42c2-9190-5d6cb909625c",
-        description: "Grants permissions to release a key to a trusted execution environment.",
-        data_actions: &["Microsoft.KeyVault/managedHsm/keys/release/action"],
-    },
-    RoleDef {
-        name: "Managed HSM Restore",
-        id: "6efe6056-5259-49d2-8b3d-d3d73544b20b",
-        description: "Grants permissions to perform single-key or whole-HSM restore.",
+        name: "Managed HSM Administrator",
+        id: "a290e904-7015-4bba-90c8-60543313cdb4",
+        actions: &[],
         data_actions: &[
-            "Microsoft.KeyVault/managedHsm/keys/restore/action",
+            "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action",
+            "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
+            "Microsoft.KeyVault/managedHsm/roleAssignments/write/action",
+            "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
+            "Microsoft.KeyVault/managedHsm/roleDefinitions/write/action",
+            "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action",
+            "Microsoft.KeyVault/managedHsm/securitydomain/download/action",
+            "Microsoft.KeyVault/managedHsm/securitydomain/download/read",
+            "Microsoft.KeyVault/managedHsm/securitydomain/upload/action",
+            "Microsoft.KeyVault/managedHsm/securitydomain/upload/read",
+            "Microsoft.KeyVault/managedHsm/securitydomain/transferkey/read",
+            "Microsoft.KeyVault/managedHsm/backup/start/action",
             "Microsoft.KeyVault/managedHsm/restore/start/action",
+            "Microsoft.KeyVault/managedHsm/backup/status/action",
             "Microsoft.KeyVault/managedHsm/restore/status/action",
         ],
     },

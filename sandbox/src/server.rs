@@ -4,7 +4,7 @@
 //! services use to call each other. Imports the services and every layer below.
 
 use crate::context::{Context, Loopback};
-use crate::services::{admin, antimatter, entra, graph, hsm};
+use crate::services::{admin, antimatter, entra, graph, hsm, oidc};
 use crate::wire::admin::{FaultAction, RequestRecord};
 use crate::wire::{INTERNAL_HEADER, MAX_BODY, Req, Resp, Service, code_message_error};
 use crate::{util, wire};
@@ -52,6 +52,7 @@ enum Routed {
     Hsm(String, hsm::Route),
     /// The cell the host serves (`None`: the API host), and the route.
     Antimatter(Option<String>, antimatter::Route),
+    Oidc(oidc::Route),
 }
 
 impl Routed {
@@ -64,6 +65,7 @@ impl Routed {
         Some(match req.host.as_str() {
             "login.sandbox.localhost" => Routed::Entra(entra::route(req)),
             "graph.sandbox.localhost" => Routed::Graph(graph::route(req)),
+            oidc::HOST => Routed::Oidc(oidc::route(req)),
             h => {
                 let name = h.strip_suffix(".managedhsm.sandbox.localhost")?;
                 if name.is_empty() || name.contains('.') {
@@ -80,6 +82,7 @@ impl Routed {
             Routed::Graph(_) => Service::Graph,
             Routed::Hsm(..) => Service::Hsm,
             Routed::Antimatter(..) => Service::Antimatter,
+            Routed::Oidc(_) => Service::Oidc,
         }
     }
 
@@ -89,6 +92,7 @@ impl Routed {
             Routed::Graph(r) => r.operation(),
             Routed::Hsm(_, r) => r.operation(),
             Routed::Antimatter(_, r) => r.operation(),
+            Routed::Oidc(r) => r.operation(),
         }
     }
 
@@ -162,7 +166,9 @@ async fn answer(cx: &Arc<Context>, req: Req, routed: Routed) -> Outcome {
         return Outcome::Resp(wire::hsm::error(429, "Throttled", msg).with("retry-after", retry_after.to_string()));
     }
     Outcome::Resp(match routed {
-        Routed::Entra(r) => entra::handle(cx, &req, r),
+        // Entra fetches federated issuers' keys, the sandbox's own through the loopback.
+        Routed::Entra(r) => entra::handle(cx, &req, r, cx).await,
+        Routed::Oidc(r) => oidc::handle(cx, r),
         Routed::Graph(r) => graph::handle(cx, &req, r),
         Routed::Hsm(name, r) => hsm::handle(cx, &name, &req, r),
         // The context is also the loopback: the pairing check comes back in through `dispatch`.
@@ -227,6 +233,7 @@ fn fault_response(svc: Service, status: u16, retry_after: Option<u64>) -> Resp {
                 Resp::json(status, &json!({"traceID": util::uuid_v4(), "message": reason}))
             }
         }
+        Service::Oidc => Resp::text(status, reason),
     };
     if status == 429 || status == 503 { r.with("retry-after", ra.to_string()) } else { r }
 }

@@ -70,9 +70,16 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, rustls::Err
 
 /// A rustls client config trusting only the given CA (for tests and the self-test).
 pub fn client_config(ca: &CertificateDer<'static>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_config_trusting(std::slice::from_ref(ca))
+}
+
+/// A rustls client config trusting exactly these CAs.
+pub fn client_config_trusting(cas: &[CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone())?;
+    for ca in cas {
+        roots.add(ca.clone())?;
+    }
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -57,6 +57,37 @@ pub fn uuid_v4() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// Seconds in an ISO 8601 duration of whole numbers (`P90D`, `P1Y2M`, `PT48H`, `P1W`), with a
+/// year as 365 days and a month as 30 (how long a rotation policy waits needs no calendar here).
+pub fn iso8601_duration_secs(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix('P')?;
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut total: i64 = 0;
+    let mut any = false;
+    for (part, units) in [
+        (date, &[('Y', 365 * 86_400), ('M', 30 * 86_400), ('W', 7 * 86_400), ('D', 86_400)][..]),
+        (time, &[('H', 3600), ('M', 60), ('S', 1)][..]),
+    ] {
+        let mut number = String::new();
+        let mut allowed = units.iter();
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            // Units in their order, each at most once, each after a number.
+            let (_, secs) = allowed.by_ref().find(|(u, _)| *u == c)?;
+            let n: i64 = std::mem::take(&mut number).parse().ok()?;
+            total = total.checked_add(n.checked_mul(*secs)?)?;
+            any = true;
+        }
+        if !number.is_empty() {
+            return None;
+        }
+    }
+    any.then_some(total)
+}
+
 /// A Key Vault style key version: 32 lower-case hex characters.
 pub fn key_version() -> String {
     hex(&random_bytes(16))
@@ -177,6 +208,18 @@ mod tests {
         assert_eq!(key_version().len(), 32);
         assert!(is_domain_id("dm-9kD3xPqR7tZ"));
         assert!(!is_domain_id("dm-0kD3xPqR7tZ"));
+    }
+
+    #[test]
+    fn iso8601_durations() {
+        assert_eq!(iso8601_duration_secs("P90D"), Some(90 * 86_400));
+        assert_eq!(iso8601_duration_secs("P1Y10D"), Some(375 * 86_400));
+        assert_eq!(iso8601_duration_secs("PT48H"), Some(48 * 3600));
+        assert_eq!(iso8601_duration_secs("P1M"), Some(30 * 86_400), "M before T is months");
+        assert_eq!(iso8601_duration_secs("PT1M"), Some(60), "M after T is minutes");
+        for bad in ["", "P", "90D", "P90", "PD", "P1D1Y", "P1.5D", "P-1D"] {
+            assert_eq!(iso8601_duration_secs(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct WorldSettings {
     pub rbac_propagation_secs: u64,
     /// Seconds (sandbox clock) before a new service principal can get tokens.
     pub principal_replication_secs: u64,
+    /// Items per page of HSM lists (Managed HSM: 25, the most `maxresults` allows; tests set a
+    /// small one so clients must follow `nextLink`).
+    pub page_size: usize,
 }
 
 impl Default for WorldSettings {
@@ -60,6 +63,7 @@ impl Default for WorldSettings {
             rotate_batches: 2,
             rbac_propagation_secs: 0,
             principal_replication_secs: 0,
+            page_size: 25,
         }
     }
 }

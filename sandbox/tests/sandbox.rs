@@ -49,6 +49,7 @@ async fn challenge_api_version_and_token_errors() {
     let c = sb.client();
     let r = hsm(&sb, &c, "GET", "/keys/existing-key?api-version=7.5", None, None).await;
     assert_eq!(r.status, 401);
+    assert_eq!(r.body, b"OK", "a real HSM's challenge body");
     let ch = r.header("www-authenticate").expect("challenge");
     assert_eq!(
         ch,
@@ -128,31 +129,20 @@ async fn rbac_authorisation_and_assignments() {
     // The no-role principal cannot assign roles.
     let r = hsm(&sb, &c, "PUT", &path("1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"), Some(&nr), Some(body)).await;
     assert_eq!(r.status, 403);
-    // List filters.
-    let r = hsm(
+    // List filters, over every page.
+    let listed = all_pages(
         &sb,
         &c,
-        "GET",
+        &op,
         "//keys/existing-key/providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=atScope()",
-        Some(&op),
-        None,
     )
     .await;
-    let names: Vec<String> =
-        r.json()["value"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect();
-    assert!(names.contains(&n1.to_string()) && names.len() == 4, "{names:?}");
-    let r = hsm(
-        &sb,
-        &c,
-        "GET",
-        &format!(
-            "//providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=principalId%20eq%20'{OP_SP}'"
-        ),
-        Some(&op),
-        None,
-    )
-    .await;
-    assert_eq!(r.json()["value"].as_array().unwrap().len(), 3);
+    let names: Vec<&str> = listed.iter().filter_map(|a| a["name"].as_str()).collect();
+    assert!(names.contains(&n1) && names.len() == 4, "{names:?}");
+    let path_filter = format!(
+        "//providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=principalId%20eq%20'{OP_SP}'"
+    );
+    assert_eq!(all_pages(&sb, &c, &op, &path_filter).await.len(), 3);
     // Delete, then it is gone.
     let r = hsm(&sb, &c, "DELETE", &path(n1), Some(&op), None).await;
     assert_eq!(r.status, 200);
@@ -228,6 +218,193 @@ async fn keys_soft_delete_paging_and_crypto_refusals() {
     assert_eq!(r.status, 200);
     let r = hsm(&sb, &c, "GET", "/keys/k2?api-version=7.5", Some(&op), None).await;
     assert_eq!(r.status, 200);
+    sb.shutdown().await;
+}
+
+/// Follows `nextLink`s from `first` (a path on the HSM), checking each has the real form; returns
+/// every item.
+async fn all_pages(sb: &SandboxHandle, c: &Client, tok: &str, first: &str) -> Vec<Value> {
+    let base = sb.hsm_url("contoso-hsm");
+    let (mut url, mut items) = (first.to_owned(), Vec::new());
+    loop {
+        let r = hsm(sb, c, "GET", &url, Some(tok), None).await;
+        assert_eq!(r.status, 200, "{url}: {}", String::from_utf8_lossy(&r.body));
+        let b = r.json();
+        items.extend(b["value"].as_array().expect("value").iter().cloned());
+        let Some(next) = b["nextLink"].as_str() else { return items };
+        // The explicit port, the HSM's newest api-version, an opaque skip token.
+        assert!(next.starts_with(&format!("{base}/")) && base.ends_with(&format!(":{}", sb.port())), "{next}");
+        assert!(next.contains("api-version=2025-07-01"), "{next}");
+        let token = next.split("&$skiptoken=").nth(1).expect("skiptoken").split('&').next().unwrap_or_default();
+        assert!(token.len() > 8 && token.parse::<u64>().is_err(), "opaque: {next}");
+        url = next.trim_start_matches(&base).to_owned();
+    }
+}
+
+#[tokio::test]
+async fn lists_come_in_pages_of_the_configured_size() {
+    let sb = start().await;
+    sb.patch_settings(rootkey_sandbox::SettingsPatch { page_size: Some(2), ..Default::default() });
+    let c = sb.client();
+    let op = token(&sb, &c, OP, OP_SECRET, &sb.hsm_resource()).await;
+    for k in ["p1", "p2", "p3", "p4"] {
+        let r = hsm(
+            &sb,
+            &c,
+            "POST",
+            &format!("/keys/{k}/create?api-version=7.5"),
+            Some(&op),
+            Some(json!({"kty": "oct-HSM", "key_size": 256})),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let keys = all_pages(&sb, &c, &op, "/keys?api-version=7.5").await;
+    assert_eq!(keys.len(), sb.keys("contoso-hsm").len());
+    let r = hsm(&sb, &c, "GET", "/keys?api-version=7.5", Some(&op), None).await;
+    assert_eq!(r.json()["value"].as_array().map(Vec::len), Some(2));
+    // The filter survives the pages.
+    for i in 0..3 {
+        sb.add_role_assignment(
+            "contoso-hsm",
+            "Managed HSM Crypto User",
+            "/keys/p1",
+            &format!("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4{i}"),
+        )
+        .unwrap();
+    }
+    let at_scope = all_pages(
+        &sb,
+        &c,
+        &op,
+        "/keys/p1/providers/Microsoft.Authorization/roleAssignments?api-version=7.5&$filter=atScope()",
+    )
+    .await;
+    let expected = sb
+        .role_assignments("contoso-hsm")
+        .iter()
+        .filter(|a| ["/", "/keys", "/keys/p1"].contains(&a.scope.as_str()))
+        .count();
+    assert_eq!(at_scope.len(), expected);
+    // Role definitions as a real HSM lists them (names and IDs of the SDK recording).
+    let defs = all_pages(&sb, &c, &op, "/providers/Microsoft.Authorization/roleDefinitions?api-version=7.5").await;
+    let names: Vec<&str> = defs.iter().filter_map(|d| d["properties"]["roleName"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Managed HSM Backup User",
+            "Managed HSM Crypto Service Encryption User",
+            "Managed HSM Crypto Service Release User",
+            "Managed HSM Crypto Auditor",
+            "Managed HSM Policy Administrator",
+            "Managed HSM ARM User",
+            "Managed HSM Crypto User",
+            "Managed HSM Crypto Officer",
+            "Managed HSM Administrator"
+        ]
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotation_policy_and_rotate_as_managed_hsm_has_them() {
+    let sb = start().await;
+    let c = sb.client();
+    let op = token(&sb, &c, OP, OP_SECRET, &sb.hsm_resource()).await;
+    let r = hsm(
+        &sb,
+        &c,
+        "POST",
+        "/keys/rk/create?api-version=7.5",
+        Some(&op),
+        Some(json!({"kty": "oct-HSM", "key_size": 256})),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = hsm(&sb, &c, "GET", "/keys/rk/rotationpolicy?api-version=7.5", Some(&op), None).await;
+    assert_eq!((r.status, r.json()["lifetimeActions"].clone()), (200, json!([])), "no policy yet");
+    let notify = json!({"lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Notify"}}]});
+    let r = hsm(&sb, &c, "PUT", "/keys/rk/rotationpolicy?api-version=7.5", Some(&op), Some(notify)).await;
+    assert_eq!(r.status, 400, "Managed HSM has no Notify");
+    let short = json!({"attributes": {"expiryTime": "P7D"}});
+    assert_eq!(
+        hsm(&sb, &c, "PUT", "/keys/rk/rotationpolicy?api-version=7.5", Some(&op), Some(short)).await.status,
+        400
+    );
+    let policy = json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "rotate"}}], "attributes": {"expiryTime": "P90D"}});
+    let r = hsm(&sb, &c, "PUT", "/keys/rk/rotationpolicy?api-version=7.5", Some(&op), Some(policy)).await;
+    assert_eq!(r.status, 200);
+    let b = r.json();
+    assert_eq!(b["id"], format!("{}/keys/rk/rotationpolicy", sb.hsm_url("contoso-hsm")));
+    assert_eq!(b["lifetimeActions"][0]["action"]["type"], "Rotate");
+    assert_eq!(b["attributes"]["expiryTime"], "P90D");
+    // Manual rotation: a new version with the policy's expiry; not for an identity without rotate.
+    let r = hsm(&sb, &c, "POST", "/keys/rk/rotate?api-version=7.5", Some(&op), None).await;
+    assert_eq!(r.status, 200);
+    let exp = r.json()["attributes"]["exp"].as_i64().expect("exp");
+    assert_eq!(exp - r.json()["attributes"]["created"].as_i64().expect("created"), 90 * 86_400);
+    let nr = token(&sb, &c, NR, NR_SECRET, &sb.hsm_resource()).await;
+    assert_eq!(hsm(&sb, &c, "POST", "/keys/rk/rotate?api-version=7.5", Some(&nr), None).await.status, 403);
+    assert_eq!(sb.key("contoso-hsm", "rk").unwrap().versions.len(), 2);
+    // By policy: due 30 days after the latest version was made, once.
+    sb.set_clock_offset(29 * 86_400);
+    assert_eq!(sb.key("contoso-hsm", "rk").unwrap().versions.len(), 2);
+    sb.set_clock_offset(31 * 86_400);
+    assert_eq!(sb.key("contoso-hsm", "rk").unwrap().versions.len(), 3);
+    sb.set_clock_offset(32 * 86_400);
+    assert_eq!(sb.key("contoso-hsm", "rk").unwrap().versions.len(), 3);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn federated_assertions_are_checked_against_the_issuers_published_keys() {
+    let sb = start().await;
+    let c = sb.client();
+    let assertion = |issuer: Option<&str>| {
+        sb.federated_token(&rootkey_sandbox::FederatedTokenRequest {
+            subject: "system:serviceaccount:rootkey-system:rootkey-operator".into(),
+            issuer: issuer.map(str::to_owned),
+            audience: None,
+            lifetime_secs: None,
+        })
+        .expect("token")
+    };
+    let exchange = |token: String| {
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", OP)
+            .append_pair("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            .append_pair("client_assertion", &token)
+            .append_pair("scope", &format!("{}/.default", sb.hsm_resource()))
+            .finish();
+        let url = format!("{}/{T}/oauth2/v2.0/token", sb.authority_url());
+        let c = c.clone();
+        async move {
+            c.request("POST", &url, &[("content-type", "application/x-www-form-urlencoded")], Some(form.into_bytes()))
+                .await
+                .expect("token call")
+        }
+    };
+    let r = exchange(assertion(None)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The issuer's key ID with a signature that does not verify under it.
+    let good = assertion(None);
+    let (head, sig) = good.rsplit_once('.').expect("jws");
+    let mut bad_sig = sig.as_bytes().to_vec();
+    bad_sig[4] = if bad_sig[4] == b'A' { b'B' } else { b'A' };
+    let r = exchange(format!("{head}.{}", String::from_utf8_lossy(&bad_sig))).await;
+    assert_eq!(
+        (r.status, r.json()["error_codes"][0].as_u64()),
+        (400, Some(700027)),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // A well-formed assertion without a signature is no assertion.
+    let claims = good.split('.').nth(1).expect("claims");
+    let unsigned = format!("eyJhbGciOiJub25lIn0.{claims}.");
+    let r = exchange(unsigned).await;
+    assert_eq!(r.json()["error_codes"][0].as_u64(), Some(50027), "{}", String::from_utf8_lossy(&r.body));
+    assert!(sb.count("oidc", "jwks") >= 2, "the keys were fetched from the issuer");
     sb.shutdown().await;
 }
 

@@ -1,4 +1,5 @@
-//! Managed HSM keys through the Azure SDK's `KeyClient`: read, create, and tag.
+//! Managed HSM keys through the Azure SDK's `KeyClient`: read, create, tag, and read or write
+//! the rotation policy.
 
 use std::{
     collections::BTreeMap,
@@ -9,7 +10,8 @@ use azure_security_keyvault_keys::{
     KeyClient, KeyClientOptions,
     models::{
         CreateKeyParameters, Key, KeyAttributes, KeyClientGetKeyOptions, KeyClientUpdateKeyPropertiesOptions,
-        KeyOperation, KeyType, UpdateKeyPropertiesParameters,
+        KeyOperation, KeyRotationPolicy, KeyRotationPolicyAction, KeyRotationPolicyAttributes, KeyType, LifetimeAction,
+        LifetimeActionTrigger, LifetimeActionType, UpdateKeyPropertiesParameters,
     },
 };
 
@@ -37,6 +39,54 @@ pub struct KeyInfo {
     pub not_before: Option<jiff::Timestamp>,
     pub expires: Option<jiff::Timestamp>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// A key's rotation policy as Managed HSM keeps it: one `Rotate` action (Managed HSM has no
+/// `Notify`) and the expiry of the versions it makes, as ISO 8601 durations (`P90D`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// Make a new version this long after the latest one was created (`timeAfterCreate`).
+    pub rotate_after_create: Option<String>,
+    /// Make a new version this long before the latest one expires (`timeBeforeExpiry`).
+    pub rotate_before_expiry: Option<String>,
+    /// How long each new version lives (`attributes.expiryTime`).
+    pub expiry_time: Option<String>,
+}
+
+impl RotationPolicy {
+    fn from_model(policy: KeyRotationPolicy) -> Self {
+        let rotate = policy.lifetime_actions.unwrap_or_default().into_iter().find(|a| {
+            a.action
+                .as_ref()
+                .and_then(|t| t.type_prop.as_ref())
+                .is_some_and(|t| matches!(t, KeyRotationPolicyAction::Rotate))
+        });
+        let trigger = rotate.and_then(|a| a.trigger).unwrap_or_default();
+        Self {
+            rotate_after_create: trigger.time_after_create,
+            rotate_before_expiry: trigger.time_before_expiry,
+            expiry_time: policy.attributes.and_then(|a| a.expiry_time),
+        }
+    }
+
+    fn to_model(&self) -> KeyRotationPolicy {
+        let rotate =
+            (self.rotate_after_create.is_some() || self.rotate_before_expiry.is_some()).then(|| LifetimeAction {
+                action: Some(LifetimeActionType { type_prop: Some(KeyRotationPolicyAction::Rotate) }),
+                trigger: Some(LifetimeActionTrigger {
+                    time_after_create: self.rotate_after_create.clone(),
+                    time_before_expiry: self.rotate_before_expiry.clone(),
+                }),
+            });
+        KeyRotationPolicy {
+            attributes: Some(KeyRotationPolicyAttributes {
+                expiry_time: self.expiry_time.clone(),
+                ..Default::default()
+            }),
+            lifetime_actions: Some(rotate.into_iter().collect()),
+            ..Default::default()
+        }
+    }
 }
 
 /// (HSM, identity) pairs whose `KeyClient` is kept at once.
@@ -117,6 +167,47 @@ impl KeyClients {
             })
             .await?;
         key_info(rsp.into_model().map_err(|e| from_azure(Service::Hsm, "key.create", e))?)
+    }
+
+    /// The key's rotation policy (one without actions when none was set), or `None` when the HSM
+    /// has no such key.
+    pub async fn rotation_policy(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        name: &str,
+    ) -> Result<Option<RotationPolicy>, RemoteError> {
+        let operation = "key.rotationpolicy.get";
+        let client = self.client(azure, hsm, identity)?;
+        match client.get_key_rotation_policy(name, None).await {
+            Ok(rsp) => Ok(Some(RotationPolicy::from_model(
+                rsp.into_model().map_err(|e| from_azure(Service::Hsm, operation, e))?,
+            ))),
+            Err(e) => {
+                let e = from_azure(Service::Hsm, operation, e);
+                if e.is_not_found() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    /// Replaces the key's rotation policy; returns it as the HSM stored it.
+    pub async fn set_rotation_policy(
+        &self,
+        azure: &Azure,
+        hsm: &HsmEndpoint,
+        identity: &Identity,
+        name: &str,
+        policy: &RotationPolicy,
+    ) -> Result<RotationPolicy, RemoteError> {
+        let operation = "key.rotationpolicy.put";
+        let client = self.client(azure, hsm, identity)?;
+        let body = policy.to_model().try_into().map_err(|e| from_azure(Service::Hsm, operation, e))?;
+        let rsp = client
+            .update_key_rotation_policy(name, body, None)
+            .await
+            .map_err(|e| from_azure(Service::Hsm, operation, e))?;
+        Ok(RotationPolicy::from_model(rsp.into_model().map_err(|e| from_azure(Service::Hsm, operation, e))?))
     }
 
     /// Replaces the tags of one key version (callers merge first: the HSM replaces the whole map).

@@ -248,20 +248,22 @@ impl Reason {
             Reason::InvalidCredentials => (
                 "False",
                 "the failing step",
-                "Entra ID refused the client ID/secret or assertion, or Antimatter refused the API key: fix the Secret or the operator's identity",
+                "Entra ID refused the client ID/secret or the federated assertion (its 400/401 with an AADSTS code, e.g. AADSTS7000215 wrong secret, AADSTS700211/700213 no federated credential for the token's issuer/subject, AADSTS7000272/700027 a token not signed by its issuer's published key), or Antimatter refused the API key: fix the Secret or the operator's identity. Throttling and outages of the token endpoint are `Throttled` and `AzureUnreachable`, never this",
             ),
             Reason::Forbidden => (
                 "False",
                 "the failing step",
                 "the identity lacks a permission; the message names it (Crypto User at `/keys` for keys, Policy Administrator for role assignments, Graph `Application.ReadWrite.OwnedBy`/`All` — or set `servicePrincipalObjectId`)",
             ),
-            Reason::Throttled => {
-                ("False", "the failing step", "Azure or Antimatter answered 429; retried after `Retry-After`")
-            }
+            Reason::Throttled => (
+                "False",
+                "the failing step",
+                "Azure (Entra ID's token endpoint too) or Antimatter answered 429; retried after `Retry-After`. After a throttled token request, no token request of that identity goes out until its `Retry-After` is over",
+            ),
             Reason::AzureUnreachable => (
                 "False",
                 "the failing step",
-                "Entra ID, Graph or the HSM could not be reached, answered 5xx or timed out, or sent an unreadable response; retried with backoff",
+                "Entra ID (its token endpoint included), Graph or the HSM could not be reached, answered 5xx or timed out, or sent an unreadable response; retried with backoff",
             ),
             Reason::AntimatterUnreachable => (
                 "False",

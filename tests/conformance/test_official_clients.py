@@ -13,7 +13,13 @@ from antimatter_api.exceptions import ApiException
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientAssertionCredential, ClientSecretCredential
 from azure.keyvault.administration import KeyVaultAccessControlClient, KeyVaultRoleScope
-from azure.keyvault.keys import KeyClient, KeyType
+from azure.keyvault.keys import (
+    KeyClient,
+    KeyRotationLifetimeAction,
+    KeyRotationPolicy,
+    KeyRotationPolicyAction,
+    KeyType,
+)
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 
 from conftest import (
@@ -98,44 +104,35 @@ def test_token_by_secret_and_errors(sandbox):
     assert {"timestamp", "trace_id", "correlation_id"} <= body.keys()
 
 
+def federated_token(ep, **claims):
+    """A service-account-like token from the sandbox's own OpenID issuer (admin API)."""
+    body = {"subject": "system:serviceaccount:rootkey-system:rootkey-operator", **claims}
+    r = requests.post(ep["admin_url"] + "/federated-tokens", json=body, timeout=5)
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
 def test_token_by_federated_assertion(sandbox):
-    import base64
-    import json
-
-    def jwt(claims):
-        def enc(d):
-            return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
-
-        return enc({"alg": "RS256", "typ": "JWT"}) + "." + enc(claims) + ".c2ln"
-
-    now = int(time.time())
-    good = {
-        "iss": "https://oidc.sandbox.localhost/rootkey-cluster",
-        "sub": "system:serviceaccount:rootkey-system:rootkey-operator",
-        "aud": ["api://AzureADTokenExchange"],
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-    }
-    c = ClientAssertionCredential(
-        CONTOSO, OPERATOR_APP, lambda: jwt(good), authority=sandbox["authority_url"], disable_instance_discovery=True
-    )
-    assert c.get_token(sandbox["graph_url"] + "/.default").token
-    for bad, code in (
-        (dict(good, sub="system:serviceaccount:x:y"), "AADSTS700213"),
-        (dict(good, iss="https://evil.example"), "AADSTS700211"),
-        (dict(good, aud="api://other"), "AADSTS700212"),
-        (dict(good, exp=now - 60), "AADSTS700024"),
-    ):
-        c = ClientAssertionCredential(
-            CONTOSO,
-            OPERATOR_APP,
-            lambda b=bad: jwt(b),
-            authority=sandbox["authority_url"],
-            disable_instance_discovery=True,
+    def assertion_credential(token):
+        return ClientAssertionCredential(
+            CONTOSO, OPERATOR_APP, lambda: token, authority=sandbox["authority_url"], disable_instance_discovery=True
         )
+
+    assert assertion_credential(federated_token(sandbox)).get_token(sandbox["graph_url"] + "/.default").token
+    good = federated_token(sandbox)
+    head, claims, signature = good.split(".")
+    tampered = signature[:4] + ("A" if signature[4] != "A" else "B") + signature[5:]
+    for bad, code in (
+        (federated_token(sandbox, subject="system:serviceaccount:x:y"), "AADSTS700213"),
+        (federated_token(sandbox, issuer="https://evil.example"), "AADSTS700211"),
+        (federated_token(sandbox, audience="api://other"), "AADSTS700212"),
+        (federated_token(sandbox, lifetime_secs=-60), "AADSTS700024"),
+        # Entra checks the signature against the keys the issuer publishes (OpenID discovery).
+        (f"{head}.{claims}.{tampered}", "AADSTS700027"),
+        (f"eyJhbGciOiJub25lIn0.{claims}.", "AADSTS50027"),
+    ):
         with pytest.raises(ClientAuthenticationError) as e:
-            c.get_token(sandbox["graph_url"] + "/.default")
+            assertion_credential(bad).get_token(sandbox["graph_url"] + "/.default")
         assert code in str(e.value)
 
 
@@ -209,7 +206,8 @@ def test_forbidden_without_role(sandbox):
 def test_api_version_and_challenge(sandbox):
     base = hsm_url(sandbox)
     r = requests.get(f"{base}/keys/{KEY}?api-version=7.5", timeout=5)
-    assert r.status_code == 401
+    # A real HSM's challenge: the two bytes OK (SDK recordings of Managed HSM); the SDKs read only the header.
+    assert r.status_code == 401 and r.content == b"OK"
     h = r.headers["WWW-Authenticate"]
     assert f'authorization="{sandbox["authority_url"]}/{CONTOSO}"' in h and f'resource="{sandbox["hsm_resource"]}"' in h
     tok = cred(sandbox).get_token(sandbox["hsm_resource"] + "/.default").token
@@ -217,6 +215,77 @@ def test_api_version_and_challenge(sandbox):
     assert r.status_code == 400 and r.json()["error"]["code"] == "BadParameter"
     r = requests.get(f"{base}/keys/{KEY}?api-version=1.0", headers={"Authorization": f"Bearer {tok}"}, timeout=5)
     assert r.status_code == 400 and "not recognized" in r.json()["error"]["message"]
+
+
+def settings(ep, **patch):
+    r = requests.patch(ep["admin_url"] + "/settings", json=patch, timeout=5)
+    assert r.status_code == 200, r.text
+
+
+def count(ep, operation):
+    """HSM requests of `operation` answered 200 (not the challenge flow's first, unauthenticated one)."""
+    rows = counters(ep)["counters"]
+    return sum(r["count"] for r in rows if (r["service"], r["operation"], r["status"]) == ("hsm", operation, 200))
+
+
+def test_rotation_policy_and_rotate(sandbox):
+    kc = KeyClient(hsm_url(sandbox), cred(sandbox))
+    kc.create_oct_key("conf-rotating", size=256, hardware_protected=True)
+    assert kc.get_key_rotation_policy("conf-rotating").lifetime_actions == []
+    policy = KeyRotationPolicy(
+        lifetime_actions=[KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P30D")],
+        expires_in="P90D",
+    )
+    stored = kc.update_key_rotation_policy("conf-rotating", policy)
+    assert stored.expires_in == "P90D" and stored.id.endswith("/keys/conf-rotating/rotationpolicy")
+    (action,) = kc.get_key_rotation_policy("conf-rotating").lifetime_actions
+    assert action.action == KeyRotationPolicyAction.rotate and action.time_after_create == "P30D"
+    # Managed HSM has no Notify action.
+    with pytest.raises(HttpResponseError) as e:
+        notify = KeyRotationLifetimeAction(KeyRotationPolicyAction.notify, time_before_expiry="P30D")
+        kc.update_key_rotation_policy("conf-rotating", KeyRotationPolicy(lifetime_actions=[notify]))
+    assert e.value.status_code == 400
+    first = kc.get_key("conf-rotating")
+    rotated = kc.rotate_key("conf-rotating")
+    assert rotated.properties.version != first.properties.version
+    expiry = rotated.properties.expires_on - rotated.properties.created_on
+    assert expiry.days == 90, "the policy's expiry applies to the new version"
+    assert kc.get_key("conf-rotating").id == rotated.id
+    # The NoRoles identity may not rotate.
+    with pytest.raises(HttpResponseError) as e:
+        KeyClient(hsm_url(sandbox), cred(sandbox, NOROLES_APP, NOROLES_SECRET)).rotate_key("conf-rotating")
+    assert e.value.status_code == 403
+
+
+def test_lists_are_followed_page_by_page(sandbox):
+    kc = KeyClient(hsm_url(sandbox), cred(sandbox))
+    acc = KeyVaultAccessControlClient(hsm_url(sandbox), cred(sandbox))
+    previous = requests.get(sandbox["admin_url"] + "/settings", timeout=5).json()["page_size"]
+    settings(sandbox, page_size=1)
+    try:
+        before = count(sandbox, "key.list")
+        names = [p.name for p in kc.list_properties_of_keys()]
+        assert {KEY, "existing-key", "conf-rotating"} <= set(names) and len(names) == len(set(names))
+        assert count(sandbox, "key.list") - before == len(names), "one request per page"
+        before = count(sandbox, "rbac.assignment.list")
+        assignments = list(acc.list_role_assignments(KeyVaultRoleScope.GLOBAL))
+        assert len(assignments) >= 3 and count(sandbox, "rbac.assignment.list") - before == len(assignments)
+        definitions = list(acc.list_role_definitions(KeyVaultRoleScope.GLOBAL))
+    finally:
+        settings(sandbox, page_size=previous)
+    # The built-in roles a real HSM lists (azure-keyvault-administration's recording of role definitions).
+    assert {d.role_name: d.name for d in definitions} == {
+        "Managed HSM Backup User": "7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8",
+        "Managed HSM Crypto Service Encryption User": "33413926-3206-4cdd-b39a-83574fe37a17",
+        "Managed HSM Crypto Service Release User": "21dbd100-6940-42c2-9190-5d6cb909625c",
+        "Managed HSM Crypto Auditor": "2c18b078-7c48-4d3a-af88-5a3a1b3f82b3",
+        "Managed HSM Policy Administrator": "4bd23610-cdcf-4971-bdee-bdc562cc28e4",
+        "Managed HSM ARM User": "770fd66c-6266-4643-9d4e-b616870898d5",
+        "Managed HSM Crypto User": "21dbd100-6940-42c2-9190-5d6cb909625b",
+        "Managed HSM Crypto Officer": "515eb02d-2335-4d2d-92f2-b1cbdf9c3778",
+        "Managed HSM Administrator": "a290e904-7015-4bba-90c8-60543313cdb4",
+    }
+    assert all(d.role_type == "AKVBuiltInRole" and d.assignable_scopes == ["/"] for d in definitions)
 
 
 # ---------------------------------------------------------------- Graph

@@ -90,7 +90,9 @@ impl Env {
         let ns = super::namespace(&client, prefix).await;
         let mut world = World::from_file("deploy/sandbox/world.yaml").expect("world");
         adjust(&mut world, &ns);
-        let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");
+        let (_, issuer_ca) = super::test_issuer();
+        let config = SandboxConfig { world, issuer_ca_pem: Some(issuer_ca), ..Default::default() };
+        let sandbox = Sandbox::start(config).await.expect("sandbox");
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir");
         let api = Api::namespaced(client.clone(), &ns);
@@ -105,7 +107,9 @@ impl Env {
         super::apply_crd(&client).await;
         let ns = super::namespace(&client, prefix).await;
         let world = World::from_file("deploy/sandbox/world.yaml").expect("world");
-        let sandbox = Sandbox::start(SandboxConfig { world, ..Default::default() }).await.expect("sandbox");
+        let (_, issuer_ca) = super::service_account_issuer(kubeconfig);
+        let config = SandboxConfig { world, issuer_ca_pem: Some(issuer_ca), ..Default::default() };
+        let sandbox = Sandbox::start(config).await.expect("sandbox");
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir");
         let api = Api::namespaced(client.clone(), &ns);

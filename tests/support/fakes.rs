@@ -15,7 +15,7 @@ use rootkey_operator::{
     azure::{
         Identity,
         graph::Found,
-        keys::KeyInfo,
+        keys::{KeyInfo, RotationPolicy},
         rbac::{RoleAssignment, RoleAssignmentProperties},
     },
     cloud::HsmEndpoint,
@@ -37,6 +37,8 @@ pub enum Fault {
 /// The world the fakes serve; tests set it up and read it back.
 pub struct World {
     pub keys: BTreeMap<String, KeyInfo>,
+    /// key name → its rotation policy, once one was written
+    pub rotation_policies: BTreeMap<String, RotationPolicy>,
     /// (scope, name) → assignment
     pub assignments: BTreeMap<(String, String), RoleAssignment>,
     /// application ID → service principal object ID
@@ -68,6 +70,7 @@ impl Default for World {
     fn default() -> Self {
         Self {
             keys: BTreeMap::new(),
+            rotation_policies: BTreeMap::new(),
             assignments: BTreeMap::new(),
             principals: BTreeMap::new(),
             application_id: Some(APP_ID.to_owned()),
@@ -216,6 +219,21 @@ impl ManagedHsm for Session<'_> {
         let key = world.keys.get_mut(name).filter(|k| k.version == version).ok_or_else(|| not_found("key.tags"))?;
         key.tags = tags;
         Ok(key.clone())
+    }
+
+    async fn rotation_policy(&self, key: &str) -> Result<Option<RotationPolicy>, RemoteError> {
+        let world = self.0.call("key.rotationpolicy.get")?;
+        // As the HSM answers: a key without a policy has one without actions.
+        Ok(world.keys.contains_key(key).then(|| world.rotation_policies.get(key).cloned().unwrap_or_default()))
+    }
+
+    async fn set_rotation_policy(&self, key: &str, policy: &RotationPolicy) -> Result<RotationPolicy, RemoteError> {
+        let mut world = self.0.call("key.rotationpolicy.put")?;
+        if !world.keys.contains_key(key) {
+            return Err(not_found("key.rotationpolicy.put"));
+        }
+        world.rotation_policies.insert(key.to_owned(), policy.clone());
+        Ok(policy.clone())
     }
 
     async fn assignment(&self, scope: &str, name: &str) -> Result<Option<RoleAssignment>, RemoteError> {

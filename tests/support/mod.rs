@@ -25,6 +25,20 @@ pub async fn client() -> Client {
     controlplane::client_for(&kubeconfig).await.expect("client for the test control plane")
 }
 
+/// The service-account token issuer of the control plane behind `kubeconfig` (the API server
+/// itself: its URL) and the CA its certificate is signed by.
+pub fn service_account_issuer(kubeconfig: &std::path::Path) -> (String, Vec<u8>) {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let cluster = kc.clusters.into_iter().find_map(|c| c.cluster).expect("a cluster");
+    let ca = std::fs::read(cluster.certificate_authority.expect("a CA file")).expect("the CA");
+    (cluster.server.expect("a server"), ca)
+}
+
+/// [`service_account_issuer`] of the test control plane.
+pub fn test_issuer() -> (String, Vec<u8>) {
+    service_account_issuer(&controlplane::kubeconfig_from_env().expect("test control plane"))
+}
+
 /// Applies the checked-in CRD (server-side) once per test binary and waits until it is established.
 pub async fn install_crd(client: &Client) {
     CRD_INSTALLED.get_or_init(|| apply_crd(client)).await;

@@ -49,12 +49,62 @@ pub struct Key {
     pub name: String,
     /// Versions, oldest first.
     pub versions: Vec<KeyVersion>,
+    /// The rotation policy, once one was written.
+    #[serde(default)]
+    pub rotation_policy: Option<RotationPolicy>,
+}
+
+/// A key's rotation policy (`KeyRotationPolicy` in the data-plane spec `keys.json`): at most one
+/// `Rotate` action (Managed HSM has no `Notify`), durations kept as the ISO 8601 text given.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RotationPolicy {
+    /// `trigger.timeAfterCreate` of the `Rotate` action: after the latest version's creation.
+    pub rotate_after_create: Option<String>,
+    /// `trigger.timeBeforeExpiry` of the `Rotate` action: before the latest version's expiry.
+    pub rotate_before_expiry: Option<String>,
+    /// `attributes.expiryTime`: the expiry every new version gets, from its creation.
+    pub expiry_time: Option<String>,
+    /// `attributes.created`.
+    pub created: i64,
+    /// `attributes.updated`.
+    pub updated: i64,
+}
+
+impl RotationPolicy {
+    /// Whether the policy's `Rotate` action is due for a key whose latest version is `latest`.
+    fn due(&self, latest: &KeyVersion, now: i64) -> bool {
+        let secs = |d: &Option<String>| d.as_deref().and_then(util::iso8601_duration_secs);
+        let after_create = secs(&self.rotate_after_create).is_some_and(|s| latest.created + s <= now);
+        let before_expiry = secs(&self.rotate_before_expiry).zip(latest.exp).is_some_and(|(s, exp)| exp - s <= now);
+        after_create || before_expiry
+    }
 }
 
 impl Key {
     /// A key without versions yet.
     pub(crate) fn empty(name: &str) -> Key {
-        Key { name: name.to_string(), versions: vec![] }
+        Key { name: name.to_string(), versions: vec![], rotation_policy: None }
+    }
+
+    /// Adds a version made like the latest (as `POST /keys/{name}/rotate` does), created `now`
+    /// and expiring after the policy's `expiryTime` when it has one; returns its ID.
+    pub(crate) fn rotate(&mut self, now: i64) -> Option<String> {
+        let mut params = KeyParams::of(self.latest()?);
+        if let Some(expiry) =
+            self.rotation_policy.as_ref().and_then(|p| p.expiry_time.as_deref()).and_then(util::iso8601_duration_secs)
+        {
+            params.exp = Some(now + expiry);
+        }
+        let v = KeyVersion::generate(&params, now);
+        let id = v.version.clone();
+        self.versions.push(v);
+        Some(id)
+    }
+
+    /// Rotates the key if its policy's `Rotate` action is due at `now`; returns the new version.
+    pub(crate) fn rotate_if_due(&mut self, now: i64) -> Option<String> {
+        let due = self.rotation_policy.as_ref().zip(self.latest()).is_some_and(|(p, latest)| p.due(latest, now));
+        if due { self.rotate(now) } else { None }
     }
 
     /// The latest version.

@@ -17,7 +17,7 @@ pub use domains::Registration;
 pub(crate) use domains::{Domain, RegistrationError};
 pub use hsm::RoleAssignment;
 pub(crate) use hsm::{AssignmentError, Hsm};
-pub use keys::{DeletedKey, Key, KeyVersion};
+pub use keys::{DeletedKey, Key, KeyVersion, RotationPolicy};
 pub(crate) use keys::{KeyParams, RECOVERABLE_DAYS, default_key_ops};
 pub(crate) use state::State;
 
@@ -109,12 +109,37 @@ impl Model {
     pub fn add_version_like_latest(&self, hsm: &str, name: &str, now: i64) -> Result<String, ModelError> {
         self.with_hsm(hsm, |h| {
             let k = h.keys.get_mut(name).ok_or_else(|| ModelError::NotFound(format!("key {name}")))?;
-            let latest = k.latest().ok_or_else(|| ModelError::NotFound(format!("key {name}")))?;
-            let v = KeyVersion::generate(&KeyParams::of(latest), now);
-            let id = v.version.clone();
-            k.versions.push(v);
-            Ok(id)
+            k.rotate(now).ok_or_else(|| ModelError::NotFound(format!("key {name}")))
         })
+    }
+
+    /// Replaces a key's rotation policy; returns it as stored.
+    pub fn set_rotation_policy(
+        &self,
+        hsm: &str,
+        name: &str,
+        mut policy: RotationPolicy,
+        now: i64,
+    ) -> Result<RotationPolicy, ModelError> {
+        self.with_hsm(hsm, |h| {
+            let k = h.keys.get_mut(name).ok_or_else(|| ModelError::NotFound(format!("key {name}")))?;
+            policy.created = k.rotation_policy.as_ref().map_or(now, |p| p.created);
+            policy.updated = now;
+            k.rotation_policy = Some(policy.clone());
+            Ok(policy)
+        })
+    }
+
+    /// Rotation by policy, evaluated when asked (every request to an HSM, and when the sandbox
+    /// clock moves): each key of `hsm` (every HSM when `None`) whose policy's `Rotate` action is
+    /// due at `now` gets one new version.
+    pub fn rotate_due_keys(&self, hsm: Option<&str>, now: i64) {
+        let mut state = lock(&self.state);
+        for (_, h) in state.hsms.iter_mut().filter(|(n, _)| hsm.is_none_or(|want| want == n.as_str())) {
+            for key in h.keys.values_mut() {
+                key.rotate_if_due(now);
+            }
+        }
     }
 
     /// Change one version (the empty ID names the latest); returns the key.

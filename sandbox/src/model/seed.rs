@@ -229,5 +229,5 @@ fn seed_key(spec: &KeySpec, now: i64) -> Result<Key, WorldError> {
         }
         versions.push(v);
     }
-    Ok(Key { name: spec.name.clone(), versions })
+    Ok(Key { name: spec.name.clone(), versions, rotation_policy: None })
 }

@@ -6,7 +6,9 @@ use super::hsm;
 use crate::context::Context;
 use crate::model::{AssignmentError, Key, KeyVersion, ModelError};
 use crate::util;
-use crate::wire::admin::{DomainPatch, FaultSpec, KeyPatch, SettingsPatch, error};
+use crate::wire::admin::{
+    DEFAULT_ISSUER, DomainPatch, FaultSpec, FederatedTokenRequest, KeyPatch, SettingsPatch, error,
+};
 use crate::wire::{Req, Resp, Service};
 use crate::world::KeySpec;
 use serde_json::{Value, json};
@@ -44,9 +46,16 @@ pub(crate) fn handle(cx: &Context, req: &Req) -> Resp {
             }
         }
         ("GET", ["settings"]) => Resp::json(200, &json!(cx.control.settings())),
+        ("POST", ["federated-tokens"]) => match parse::<FederatedTokenRequest>(req) {
+            Ok(r) => match federated_token(cx, &r) {
+                Some(token) => Resp::json(201, &json!({"token": token})),
+                None => error(500, "signing failed"),
+            },
+            Err(r) => r,
+        },
         ("PUT" | "PATCH", ["settings"]) => match parse::<SettingsPatch>(req) {
             Ok(p) => {
-                cx.control.patch_settings(&p);
+                cx.patch_settings(&p);
                 Resp::json(200, &json!(cx.control.settings()))
             }
             Err(r) => r,
@@ -76,6 +85,18 @@ pub(crate) fn handle(cx: &Context, req: &Req) -> Resp {
         }
         _ => error(404, "unknown admin route"),
     }
+}
+
+/// A token of the sandbox's issuer key with the requested claims (`None` if signing failed).
+pub(crate) fn federated_token(cx: &Context, r: &FederatedTokenRequest) -> Option<String> {
+    let now = cx.now();
+    let claims = json!({
+        "iss": r.issuer.as_deref().unwrap_or(DEFAULT_ISSUER),
+        "sub": r.subject,
+        "aud": [r.audience.as_deref().unwrap_or("api://AzureADTokenExchange")],
+        "iat": now, "nbf": now, "exp": now + r.lifetime_secs.unwrap_or(3600),
+    });
+    cx.issuer.sign(&claims).ok()
 }
 
 /// `ok` rendered, or the error: 404 for unknown things, 400 for invalid input.
@@ -120,7 +141,9 @@ fn requests(cx: &Context, req: &Req) -> Resp {
 
 fn add_fault(cx: &Context, req: &Req) -> Resp {
     match parse::<FaultSpec>(req) {
-        Ok(spec) if Service::parse(&spec.service).is_none() => error(400, "service must be entra|graph|hsm|antimatter"),
+        Ok(spec) if Service::parse(&spec.service).is_none() => {
+            error(400, "service must be entra|graph|hsm|antimatter|oidc")
+        }
         Ok(spec) => Resp::json(201, &json!({"id": cx.control.add_fault(spec)})),
         Err(r) => r,
     }

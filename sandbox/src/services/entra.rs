@@ -1,12 +1,16 @@
 //! Entra ID, HTTP translation: the token endpoint (client credentials by secret or federated
-//! assertion), the OpenID configuration, instance discovery and the (empty) key set.
+//! assertion, its signature checked against the issuer's published keys), the OpenID
+//! configuration, instance discovery and the (empty) key set.
 
-use crate::context::Context;
+use crate::client::Client;
+use crate::context::{Context, Loopback};
+use crate::federation::{self, SignatureError};
 use crate::jwt;
 use crate::model::App;
 use crate::util;
 use crate::wire::entra::AadError;
 use crate::wire::{Req, Resp};
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 /// An Entra route, by path (the method is checked when answering).
@@ -47,13 +51,14 @@ impl Route {
     }
 }
 
-pub(crate) fn handle(cx: &Context, req: &Req, route: Route) -> Resp {
+pub(crate) async fn handle(cx: &Context, req: &Req, route: Route, loopback: &dyn Loopback) -> Resp {
     let tenant_seg = req.segments().first().cloned().unwrap_or_default();
     let answer = match (route, req.method.as_str()) {
         (Route::OpenIdConfiguration, "GET") => openid_configuration(cx, &tenant_seg),
         (Route::InstanceDiscovery, "GET") => Ok(instance_discovery(cx, req)),
         (Route::Jwks, _) => Ok(Resp::json(200, &json!({"keys": []}))),
-        (Route::Token, "POST") => issue_token(cx, req, &tenant_seg)
+        (Route::Token, "POST") => issue_token(cx, req, &tenant_seg, loopback)
+            .await
             .map(|v| Resp::json(200, &v).with("cache-control", "no-store, no-cache").with("pragma", "no-cache")),
         _ => Err(AadError::new(
             404,
@@ -116,9 +121,28 @@ fn instance_discovery(cx: &Context, req: &Req) -> Resp {
     )
 }
 
-/// Client credentials: check the form, the tenant, the app's secret or federated assertion, its
-/// service principal in the tenant and the scope, then sign the access token.
-fn issue_token(cx: &Context, req: &Req, tenant_seg: &str) -> Result<Value, AadError> {
+/// Client credentials: check the form, the tenant, the app's secret or federated assertion (its
+/// claims, then its signature), its service principal in the tenant and the scope, then sign
+/// the access token.
+async fn issue_token(cx: &Context, req: &Req, tenant_seg: &str, loopback: &dyn Loopback) -> Result<Value, AadError> {
+    let (claims, assertion) = grant(cx, req, tenant_seg)?;
+    if let Some(Assertion { issuer, token }) = &assertion {
+        check_signature(cx, loopback, issuer, token).await?;
+    }
+    let lifetime = cx.control.settings().token_lifetime_secs;
+    let token = cx.tokens.sign("sandbox", &claims);
+    Ok(json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}))
+}
+
+/// A federated assertion whose claims matched one of the app's federated credentials.
+struct Assertion {
+    issuer: String,
+    token: String,
+}
+
+/// Everything of a token request but the assertion's signature: the access token's claims, and
+/// the assertion left to check.
+fn grant(cx: &Context, req: &Req, tenant_seg: &str) -> Result<(Value, Option<Assertion>), AadError> {
     let ct = req.header("content-type").unwrap_or_default();
     if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
         return Err(AadError::missing_parameter("grant_type"));
@@ -156,7 +180,8 @@ fn issue_token(cx: &Context, req: &Req, tenant_seg: &str) -> Result<Value, AadEr
         };
         let app = state.apps.get(&client_id).ok_or_else(not_found)?;
         // Credentials belong to the app registration and are checked before the tenant's principal.
-        let acr = authenticate_client(app, &client_id, &get, now)?;
+        let assertion = authenticate_client(app, &client_id, &get, now)?;
+        let acr = if assertion.is_some() { "2" } else { "1" };
         // A principal Entra ID has not replicated yet is not found (settings.principal_replication_secs).
         let sp = tenant.sps.get(&client_id).filter(|sp| sp.replicated_at <= now).ok_or_else(not_found)?;
         let resource = token_resource(cx, scope, directory)?;
@@ -179,18 +204,18 @@ fn issue_token(cx: &Context, req: &Req, tenant_seg: &str) -> Result<Value, AadEr
         if resource == cx.endpoints.graph_url && !sp.graph_roles.is_empty() {
             claims["roles"] = json!(sp.graph_roles);
         }
-        let token = cx.tokens.sign("sandbox", &claims);
-        Ok(json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}))
+        Ok((claims, assertion))
     })
 }
 
-/// The app's credential in the form: a secret (`appidacr` 1) or a federated assertion (2).
+/// The app's credential in the form: a secret (`appidacr` 1), or a federated assertion (2) whose
+/// signature is left to check.
 fn authenticate_client<'a>(
     app: &App,
     client_id: &str,
     get: &impl Fn(&str) -> Option<&'a str>,
     now: i64,
-) -> Result<&'static str, AadError> {
+) -> Result<Option<Assertion>, AadError> {
     if let Some(secret) = get("client_secret") {
         if !app.secrets.iter().any(|s| s == secret) {
             return Err(AadError::new(
@@ -202,14 +227,14 @@ fn authenticate_client<'a>(
                 ),
             ));
         }
-        return Ok("1");
+        return Ok(None);
     }
     if let Some(assertion) = get("client_assertion") {
         if get("client_assertion_type") != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") {
             return Err(AadError::missing_parameter("client_assertion_type"));
         }
-        check_assertion(now, app, assertion)?;
-        return Ok("2");
+        let issuer = check_assertion(now, app, assertion)?;
+        return Ok(Some(Assertion { issuer, token: assertion.to_owned() }));
     }
     Err(AadError::new(
         401,
@@ -245,8 +270,9 @@ fn token_resource<'a>(cx: &Context, scope: &'a str, directory: &str) -> Result<&
     Ok(resource)
 }
 
-/// A federated assertion: in its time range, and an issuer, subject and audience the app trusts.
-fn check_assertion(now: i64, app: &App, assertion: &str) -> Result<(), AadError> {
+/// A federated assertion: in its time range, and an issuer, subject and audience the app trusts;
+/// returns its issuer.
+fn check_assertion(now: i64, app: &App, assertion: &str) -> Result<String, AadError> {
     let c = jwt::decode_unverified(assertion)
         .ok_or_else(|| AadError::new(400, "invalid_request", 50027, "JWT token is invalid or malformed."))?;
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -301,5 +327,87 @@ fn check_assertion(now: i64, app: &App, assertion: &str) -> Result<(), AadError>
             ),
         ));
     }
-    Ok(())
+    Ok(iss)
+}
+
+/// The assertion's signature under its issuer's published keys, found as Entra finds them: the
+/// issuer's OpenID configuration (`{issuer}/.well-known/openid-configuration`), then its
+/// `jwks_uri`. The refusals are Entra's: a key ID the issuer does not publish (or metadata that
+/// cannot be read) is AADSTS7000272 (as Entra answered in Azure/azure-workload-identity issue
+/// #1232), a signature that does not verify under the published key is AADSTS700027 (its message
+/// as in AzureAD/passport-azure-ad issue #453 and microsoftgraph/msgraph-sdk-php issue #1585).
+async fn check_signature(cx: &Context, loopback: &dyn Loopback, issuer: &str, token: &str) -> Result<(), AadError> {
+    let key_not_found = |kid: &str| {
+        AadError::new(
+            400,
+            "invalid_client",
+            7000272,
+            format!(
+                "The certificate with identifier {kid} used to sign the federated credential could not be found in the metadata of identity provider {issuer}. Please validate that your Identity Provider's metadata exposes the key used to sign the incoming token."
+            ),
+        )
+    };
+    let kid = jwt::decode_unverified_header(token)
+        .and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let configuration =
+        fetch_json(cx, loopback, &format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))).await;
+    let jwks_uri = configuration.as_ref().and_then(|c| c.get("jwks_uri")).and_then(Value::as_str);
+    let Some(jwks) = (match jwks_uri {
+        Some(uri) => fetch_json(cx, loopback, uri).await,
+        None => None,
+    }) else {
+        return Err(key_not_found(&kid));
+    };
+    federation::verify(token, &jwks).map_err(|e| match e {
+        SignatureError::UnknownKey(kid) => key_not_found(&kid),
+        SignatureError::BadSignature(kid) => AadError::new(
+            400,
+            "invalid_client",
+            700027,
+            format!(
+                "Client assertion contains an invalid signature. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{kid}']"
+            ),
+        ),
+        SignatureError::Malformed | SignatureError::UnsupportedAlgorithm(_) => {
+            AadError::new(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
+        }
+    })
+}
+
+/// A JSON document by `GET` over https: the sandbox's own hosts through the loopback, other
+/// loopback hosts over TLS trusting the sandbox CA and the configured issuer CAs. Nothing is
+/// fetched from outside loopback. `None` when it cannot be read.
+async fn fetch_json(cx: &Context, loopback: &dyn Loopback, url: &str) -> Option<Value> {
+    let parsed = url::Url::parse(url).ok().filter(|u| u.scheme() == "https")?;
+    let host = parsed.host_str()?.to_ascii_lowercase();
+    let target = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    if host.ends_with(".sandbox.localhost") {
+        let req = Req {
+            method: "GET".into(),
+            host,
+            path: parsed.path().to_owned(),
+            query: parsed.query_pairs().map(|(a, b)| (a.into_owned(), b.into_owned())).collect(),
+            headers: Default::default(),
+            body: Bytes::new(),
+        };
+        let answer = loopback.send(req).await?;
+        return (answer.status == 200).then(|| answer.body_json()).filter(|v| !v.is_null());
+    }
+    let loopback_host = host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback_host {
+        return None;
+    }
+    let client = Client::with_tls(cx.issuer_tls.clone(), parsed.port_or_known_default()?);
+    let url = format!("https://{host}{target}");
+    // Kubernetes serves its key set only as `application/jwk-set+json`.
+    let answer = client.request("GET", &url, &[("accept", "application/json, application/jwk-set+json")], None);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), answer).await.ok()?.ok()?;
+    (answer.status == 200).then(|| answer.json()).filter(|v| !v.is_null())
 }

@@ -7,7 +7,7 @@ use crate::control::LimitClass;
 use crate::crypto;
 use crate::model::{
     AssignmentError, DeletedKey, Hsm, Key, KeyParams, KeyVersion, ModelError, RECOVERABLE_DAYS, RoleAssignment,
-    default_key_ops,
+    RotationPolicy, default_key_ops,
 };
 use crate::roles::{self, ROLE_DEF_PREFIX, action};
 use crate::tokens::{Claims, TokenError};
@@ -15,7 +15,8 @@ use crate::util;
 use crate::wire::admin::KeyPatch;
 use crate::wire::hsm::{
     API_VERSIONS, Caller, LATEST_API, bad_parameter, challenge, deleted_key_not_found, error, error_with_inner,
-    forbidden, invalid_scope, key_not_found, parse_key_ops, parse_tags, parse_unix_time, role_assignment_not_found,
+    forbidden, invalid_scope, key_not_found, missing_token_challenge, parse_key_ops, parse_tags, parse_unix_time,
+    role_assignment_not_found,
 };
 use crate::wire::{Req, Resp};
 use serde_json::{Map, Value, json};
@@ -69,6 +70,10 @@ pub(crate) enum Route {
     GetDeleted(String),
     PurgeDeleted(String),
     Recover(String),
+    /// A new version of a key made like its latest (`POST /keys/{name}/rotate`).
+    Rotate(String),
+    GetRotationPolicy(String),
+    PutRotationPolicy(String),
     /// Role definitions at a scope.
     ListRoleDefinitions(String),
     GetRoleDefinition(String, String),
@@ -105,6 +110,9 @@ pub(crate) fn route(req: &Req) -> Route {
     match (m, s.as_slice()) {
         ("GET", ["keys"] | ["keys", ""]) => Route::ListKeys,
         ("POST", ["keys", n, "create"]) => Route::CreateKey(n.to_string()),
+        ("POST", ["keys", n, "rotate"]) => Route::Rotate(n.to_string()),
+        ("GET", ["keys", n, "rotationpolicy"]) => Route::GetRotationPolicy(n.to_string()),
+        ("PUT", ["keys", n, "rotationpolicy"]) => Route::PutRotationPolicy(n.to_string()),
         ("GET", ["keys", n, "versions"]) => Route::ListVersions(n.to_string()),
         ("GET", ["keys", n]) => Route::GetKey(n.to_string(), String::new()),
         ("DELETE", ["keys", n]) => Route::DeleteKey(n.to_string()),
@@ -147,6 +155,9 @@ impl Route {
             Route::GetDeleted(_) => "deletedkey.get",
             Route::PurgeDeleted(_) => "deletedkey.purge",
             Route::Recover(_) => "key.recover",
+            Route::Rotate(_) => "key.rotate",
+            Route::GetRotationPolicy(_) => "key.rotationpolicy.get",
+            Route::PutRotationPolicy(_) => "key.rotationpolicy.put",
             Route::ListRoleDefinitions(_) => "rbac.definition.list",
             Route::GetRoleDefinition(..) => "rbac.definition.get",
             Route::ListAssignments(_) => "rbac.assignment.list",
@@ -157,20 +168,24 @@ impl Route {
         }
     }
 
-    /// Which of the HSM's rate limits the route draws on (none for unknown routes).
+    /// Which of the HSM's rate limits the route draws on: none for crypto operations ("Managed HSM
+    /// does not throttle on cryptographic operation transactions", learn.microsoft.com
+    /// azure/key-vault/managed-hsm/scaling-guidance; its numbers are the hardware's capacity, not
+    /// a limit that answers 429) and none for unknown routes.
     pub(crate) fn limit_class(&self) -> Option<LimitClass> {
         Some(match self {
-            Route::CreateKey(_) | Route::DeleteKey(_) | Route::Recover(_) | Route::PurgeDeleted(_) => {
-                LimitClass::Create
-            }
-            Route::Crypto(..) => LimitClass::Crypto,
+            Route::CreateKey(_)
+            | Route::Rotate(_)
+            | Route::DeleteKey(_)
+            | Route::Recover(_)
+            | Route::PurgeDeleted(_) => LimitClass::Create,
+            Route::Crypto(..) | Route::Unknown => return None,
             Route::ListRoleDefinitions(_)
             | Route::GetRoleDefinition(..)
             | Route::ListAssignments(_)
             | Route::GetAssignment(..)
             | Route::PutAssignment(..)
             | Route::DeleteAssignment(..) => LimitClass::Rbac,
-            Route::Unknown => return None,
             _ => LimitClass::Read,
         })
     }
@@ -183,7 +198,6 @@ struct Call<'a> {
     hsm: &'a str,
     /// `https://<hsm>.managedhsm.sandbox.localhost:PORT`.
     base: String,
-    api: String,
     now: i64,
     claims: Claims,
 }
@@ -211,7 +225,12 @@ impl Call<'_> {
     }
 
     /// The page of the collection at `path` the query asks for (`maxresults`, `$skiptoken`) as
-    /// `{"value", "nextLink"}`; `render` leaves out the items it maps to `None`.
+    /// `{"value", "nextLink"}`; `render` leaves out the items it maps to `None`. Pages hold the
+    /// sandbox's `page_size` items unless `maxresults` asks for fewer. The next link is the one a
+    /// real HSM writes (azure-sdk-for-js `sdk/keyvault/keyvault-keys/recordings` and the .NET
+    /// Key Vault test recordings): the host with its explicit port (`:443` there), the HSM's
+    /// newest `api-version` whatever the request named, an opaque `$skiptoken` (base64 of
+    /// `{"NextMarker":…}`) and the request's `maxresults`; the request's `$filter` is kept.
     fn page<T>(
         &self,
         items: impl ExactSizeIterator<Item = T>,
@@ -219,10 +238,10 @@ impl Call<'_> {
         render: impl FnMut(T) -> Option<Value>,
     ) -> Result<Resp, Resp> {
         let len = items.len();
-        let max = match self.req.query_param("maxresults") {
-            None => MAX_PAGE,
+        let asked = match self.req.query_param("maxresults") {
+            None => None,
             Some(m) => match m.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => Some(n),
                 _ => {
                     return Err(bad_parameter(format!(
                         "Invalid value for maxresults: {m}. It must be between 1 and {MAX_PAGE}."
@@ -230,16 +249,41 @@ impl Call<'_> {
                 }
             },
         };
+        let max = asked.unwrap_or(MAX_PAGE).min(self.cx.control.settings().page_size.clamp(1, MAX_PAGE));
         let start = match self.req.query_param("$skiptoken") {
             None => 0,
-            Some(t) => t.parse::<usize>().map_err(|_| bad_parameter("Invalid $skiptoken"))?,
+            Some(t) => skip_offset(t).ok_or_else(|| bad_parameter("The $skiptoken is invalid."))?,
         };
         let end = (start + max).min(len);
-        let next = (end < len)
-            .then(|| format!("{}{path}?api-version={}&$skiptoken={end}&maxresults={max}", self.base, self.api));
+        let next = (end < len).then(|| {
+            // `$` unescaped in the parameter names, as the real links have them.
+            let mut query = format!("api-version={LATEST_API}");
+            if let Some(filter) = self.req.query_param("$filter") {
+                query.push_str(&format!(
+                    "&$filter={}",
+                    form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+                ));
+            }
+            query.push_str(&format!("&$skiptoken={}", skip_token(end)));
+            if let Some(n) = asked {
+                query.push_str(&format!("&maxresults={n}"));
+            }
+            format!("{}{path}?{query}", self.base)
+        });
         let value: Vec<Value> = items.skip(start).take(end.saturating_sub(start)).filter_map(render).collect();
         Ok(Resp::json(200, &json!({"value": value, "nextLink": next})))
     }
+}
+
+/// The opaque `$skiptoken` for the page starting at `offset`.
+fn skip_token(offset: usize) -> String {
+    util::b64url(json!({"NextMarker": format!("2!{offset}"), "TargetLocation": 0}).to_string().as_bytes())
+}
+
+/// The offset a `$skiptoken` of [`skip_token`] names.
+fn skip_offset(token: &str) -> Option<usize> {
+    let marker: Value = serde_json::from_slice(&util::b64url_decode(token)?).ok()?;
+    marker.get("NextMarker")?.as_str()?.strip_prefix("2!")?.parse().ok()
 }
 
 /// Answer one request to HSM `name`.
@@ -248,6 +292,7 @@ pub(crate) fn handle(cx: &Context, name: &str, req: &Req, route: Route) -> Resp 
         Ok(c) => c,
         Err(r) => return r,
     };
+    cx.model.rotate_due_keys(Some(name), call.now);
     let answer = match route {
         Route::CreateKey(n) => create_key(&call, &n),
         Route::ListKeys => list_keys(&call),
@@ -260,6 +305,9 @@ pub(crate) fn handle(cx: &Context, name: &str, req: &Req, route: Route) -> Resp 
         Route::GetDeleted(n) => get_deleted(&call, &n),
         Route::PurgeDeleted(n) => purge_deleted(&call, &n),
         Route::Recover(n) => recover(&call, &n),
+        Route::Rotate(n) => rotate(&call, &n),
+        Route::GetRotationPolicy(n) => get_rotation_policy(&call, &n),
+        Route::PutRotationPolicy(n) => put_rotation_policy(&call, &n),
         Route::ListRoleDefinitions(scope) => list_role_definitions(&call, &scope),
         Route::GetRoleDefinition(scope, id) => get_role_definition(&call, &scope, &id),
         Route::ListAssignments(scope) => list_assignments(&call, &scope),
@@ -284,7 +332,7 @@ fn authenticate<'a>(cx: &'a Context, name: &'a str, req: &'a Req) -> Result<Call
     let resource = &cx.endpoints.hsm_resource;
     let refuse = |message: &str| challenge(&cx.endpoints.authority_url, &tenant, resource, message);
     let Some(tok) = req.bearer() else {
-        return Err(refuse("AKV10000: Request is missing a Bearer or PoP token."));
+        return Err(missing_token_challenge(&cx.endpoints.authority_url, &tenant, resource));
     };
     let claims = match cx.tokens.validate_access_token(tok, now) {
         Ok(c) => c,
@@ -300,16 +348,16 @@ fn authenticate<'a>(cx: &'a Context, name: &'a str, req: &'a Req) -> Result<Call
             claims.tid
         )));
     }
-    let api = match req.query_param("api-version") {
+    match req.query_param("api-version") {
         None => return Err(bad_parameter("The 'api-version' query parameter is missing.")),
         Some(v) if !API_VERSIONS.contains(&v) => {
             return Err(bad_parameter(format!(
                 "The specified version ({v}) is not recognized. Consider using the latest supported version ({LATEST_API})."
             )));
         }
-        Some(v) => v.to_string(),
-    };
-    Ok(Call { cx, req, hsm: name, base: cx.hsm_url(name), api, now, claims })
+        Some(_) => {}
+    }
+    Ok(Call { cx, req, hsm: name, base: cx.hsm_url(name), now, claims })
 }
 
 fn create_key(c: &Call, n: &str) -> Result<Resp, Resp> {
@@ -407,6 +455,98 @@ fn recover(c: &Call, n: &str) -> Result<Resp, Resp> {
     }
 }
 
+/// `POST /keys/{name}/rotate`: a new version like the latest (data action `keys/rotate/action`,
+/// which Managed HSM Crypto User holds), with the policy's expiry; answers its key bundle.
+fn rotate(c: &Call, n: &str) -> Result<Resp, Resp> {
+    c.authorize(action::KEY_ROTATE, &format!("/keys/{n}"))?;
+    let version = c.cx.model.add_version_like_latest(c.hsm, n, c.now).map_err(|_| key_not_found(n))?;
+    c.hsm(|h| match h.keys.get(n).and_then(|k| k.version(&version)) {
+        Some(v) => Ok(Resp::json(200, &bundle(&c.base, n, v))),
+        None => Err(key_not_found(n)),
+    })
+}
+
+/// `GET /keys/{name}/rotationpolicy` (data action `keys/read/action`). A key without a policy
+/// has one with no action.
+fn get_rotation_policy(c: &Call, n: &str) -> Result<Resp, Resp> {
+    c.authorize(action::KEY_READ, &format!("/keys/{n}"))?;
+    c.hsm(|h| match h.keys.get(n) {
+        Some(k) => Ok(Resp::json(200, &rotation_policy_json(&c.base, n, k.rotation_policy.as_ref()))),
+        None => Err(key_not_found(n)),
+    })
+}
+
+/// `PUT /keys/{name}/rotationpolicy` (data action `keys/write/action`).
+fn put_rotation_policy(c: &Call, n: &str) -> Result<Resp, Resp> {
+    c.authorize(action::KEY_WRITE, &format!("/keys/{n}"))?;
+    let policy = parse_rotation_policy(&c.req.json().unwrap_or(Value::Null))?;
+    let stored = c.cx.model.set_rotation_policy(c.hsm, n, policy, c.now).map_err(|_| key_not_found(n))?;
+    Ok(Resp::json(200, &rotation_policy_json(&c.base, n, Some(&stored))))
+}
+
+/// A `KeyRotationPolicy` body (data-plane spec `keys.json`): `lifetimeActions` with at most one
+/// action, `Rotate` (compared case-insensitively) on exactly one of `timeAfterCreate` and
+/// `timeBeforeExpiry`; `Notify` is Key Vault only (the SDKs' `KeyRotationPolicyAction` docs);
+/// `attributes.expiryTime` of at least 28 days.
+fn parse_rotation_policy(body: &Value) -> Result<RotationPolicy, Resp> {
+    if !body.is_object() {
+        return Err(bad_parameter("The request body must be a key rotation policy."));
+    }
+    let duration = |v: Option<&Value>, field: &str| -> Result<Option<String>, Resp> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if util::iso8601_duration_secs(s).is_some() => Ok(Some(s.clone())),
+            Some(other) => Err(bad_parameter(format!("{field} must be an ISO 8601 duration, got {other}."))),
+        }
+    };
+    let mut policy = RotationPolicy::default();
+    let actions = match body.get("lifetimeActions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err(bad_parameter("lifetimeActions must be an array.")),
+    };
+    if actions.len() > 1 {
+        return Err(bad_parameter("A Managed HSM key rotation policy has at most one lifetime action (Rotate)."));
+    }
+    for a in &actions {
+        let kind = a.pointer("/action/type").and_then(Value::as_str).unwrap_or_default();
+        if !kind.eq_ignore_ascii_case("rotate") {
+            return Err(bad_parameter(format!("Lifetime action type '{kind}' is not supported by Managed HSM.")));
+        }
+        let trigger = a.get("trigger");
+        policy.rotate_after_create = duration(trigger.and_then(|t| t.get("timeAfterCreate")), "timeAfterCreate")?;
+        policy.rotate_before_expiry = duration(trigger.and_then(|t| t.get("timeBeforeExpiry")), "timeBeforeExpiry")?;
+        if policy.rotate_after_create.is_some() == policy.rotate_before_expiry.is_some() {
+            return Err(bad_parameter(
+                "A lifetime action's trigger sets exactly one of timeAfterCreate and timeBeforeExpiry.",
+            ));
+        }
+    }
+    policy.expiry_time = duration(body.pointer("/attributes/expiryTime"), "attributes.expiryTime")?;
+    if policy.expiry_time.as_deref().and_then(util::iso8601_duration_secs).is_some_and(|s| s < 28 * 86_400) {
+        return Err(bad_parameter("attributes.expiryTime must be at least 28 days."));
+    }
+    Ok(policy)
+}
+
+fn rotation_policy_json(base: &str, name: &str, policy: Option<&RotationPolicy>) -> Value {
+    let mut out = json!({"id": format!("{base}/keys/{name}/rotationpolicy"), "lifetimeActions": [], "attributes": {}});
+    let Some(p) = policy else { return out };
+    let trigger = match (&p.rotate_after_create, &p.rotate_before_expiry) {
+        (Some(after), _) => Some(json!({"timeAfterCreate": after})),
+        (None, Some(before)) => Some(json!({"timeBeforeExpiry": before})),
+        (None, None) => None,
+    };
+    if let Some(trigger) = trigger {
+        out["lifetimeActions"] = json!([{"trigger": trigger, "action": {"type": "Rotate"}}]);
+    }
+    out["attributes"] = json!({"created": p.created, "updated": p.updated});
+    if let Some(e) = &p.expiry_time {
+        out["attributes"]["expiryTime"] = json!(e);
+    }
+    out
+}
+
 fn crypto_op(c: &Call, n: &str, ver: &str, op: CryptoOp) -> Result<Resp, Resp> {
     c.authorize(op.data_action(), &format!("/keys/{n}"))?;
     c.hsm(|h| {
@@ -425,12 +565,10 @@ fn list_role_definitions(c: &Call, scope: &str) -> Result<Resp, Resp> {
         .req
         .query_param("$filter")
         .and_then(|f| f.trim().strip_prefix("roleName eq ").map(|v| v.trim().trim_matches('\'').to_string()));
-    let value: Vec<Value> = roles::BUILT_IN
-        .iter()
-        .filter(|r| filter.as_deref().is_none_or(|f| r.name.eq_ignore_ascii_case(f)))
-        .map(role_definition_json)
-        .collect();
-    Ok(Resp::json(200, &json!({"value": value, "nextLink": null})))
+    let listed: Vec<&roles::RoleDef> =
+        roles::BUILT_IN.iter().filter(|r| filter.as_deref().is_none_or(|f| r.name.eq_ignore_ascii_case(f))).collect();
+    let path = format!("{}/providers/Microsoft.Authorization/roleDefinitions", scope.trim_end_matches('/'));
+    c.page(listed.into_iter(), &path, |r| Some(role_definition_json(r)))
 }
 
 fn get_role_definition(c: &Call, scope: &str, id: &str) -> Result<Resp, Resp> {
@@ -462,9 +600,10 @@ fn list_assignments(c: &Call, scope: &str) -> Result<Resp, Resp> {
             None => above || below,
         }
     };
+    let path = format!("{}/providers/Microsoft.Authorization/roleAssignments", scope.trim_end_matches('/'));
     c.hsm(|h| {
-        let value: Vec<Value> = h.assignments.values().filter(|a| listed(a)).map(assignment_json).collect();
-        Ok(Resp::json(200, &json!({"value": value, "nextLink": null})))
+        let listed: Vec<&RoleAssignment> = h.assignments.values().filter(|a| listed(a)).collect();
+        c.page(listed.into_iter(), &path, |a| Some(assignment_json(a)))
     })
 }
 
@@ -769,9 +908,9 @@ fn role_definition_json(r: &roles::RoleDef) -> Value {
         "type": "Microsoft.Authorization/roleDefinitions",
         "properties": {
             "roleName": r.name,
-            "description": r.description,
+            "description": "",
             "type": "AKVBuiltInRole",
-            "permissions": [{"actions": [], "notActions": [], "dataActions": r.data_actions, "notDataActions": []}],
+            "permissions": [{"actions": r.actions, "notActions": [], "dataActions": r.data_actions, "notDataActions": []}],
             "assignableScopes": ["/"],
         }
     })
@@ -789,4 +928,32 @@ pub(crate) fn assignment_json(a: &RoleAssignment) -> Value {
             "principalId": a.principal_id,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str) -> Req {
+        Req {
+            method: method.into(),
+            host: "contoso-hsm.managedhsm.sandbox.localhost".into(),
+            path: path.into(),
+            query: vec![],
+            headers: Default::default(),
+            body: Default::default(),
+        }
+    }
+
+    #[test]
+    fn crypto_operations_draw_on_no_rate_limit() {
+        for op in ["wrapkey", "unwrapkey", "encrypt", "decrypt"] {
+            let r = route(&request("POST", &format!("/keys/k/0123/{op}")));
+            assert!(matches!(r, Route::Crypto(..)), "{op}");
+            assert_eq!(r.limit_class(), None, "{op}");
+        }
+        assert_eq!(route(&request("POST", "/keys/k/create")).limit_class(), Some(LimitClass::Create));
+        assert_eq!(route(&request("POST", "/keys/k/rotate")).limit_class(), Some(LimitClass::Create));
+        assert_eq!(route(&request("GET", "/keys/k/rotationpolicy")), Route::GetRotationPolicy("k".into()));
+    }
 }

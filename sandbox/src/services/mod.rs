@@ -8,3 +8,4 @@ pub(crate) mod antimatter;
 pub(crate) mod entra;
 pub(crate) mod graph;
 pub(crate) mod hsm;
+pub(crate) mod oidc;

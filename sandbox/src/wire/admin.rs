@@ -46,6 +46,27 @@ pub struct DomainPatch {
     pub cell_address_override: Option<Option<String>>,
 }
 
+/// Body of `POST /federated-tokens`: a service-account-like token from the sandbox's own issuer
+/// (or, to test refusals, claiming another issuer while signed with the sandbox's key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedTokenRequest {
+    /// `sub`, e.g. `system:serviceaccount:rootkey-system:rootkey-operator`.
+    pub subject: String,
+    /// `iss` (default [`DEFAULT_ISSUER`]).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// `aud` (default `api://AzureADTokenExchange`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Lifetime from now in seconds (default 3600; negative makes an expired token).
+    #[serde(default)]
+    pub lifetime_secs: Option<i64>,
+}
+
+/// The sandbox's own OpenID issuer named in the default world's federated credential.
+pub const DEFAULT_ISSUER: &str = "https://oidc.sandbox.localhost/rootkey-cluster";
+
 /// Body of `PATCH /settings`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +95,9 @@ pub struct SettingsPatch {
     /// Seconds before a new service principal can get tokens.
     #[serde(default)]
     pub principal_replication_secs: Option<u64>,
+    /// Items per page of HSM lists.
+    #[serde(default)]
+    pub page_size: Option<usize>,
 }
 
 /// Mutable knobs.
@@ -97,6 +121,9 @@ pub struct Settings {
     /// Seconds (sandbox clock) before a new service principal can get tokens (Entra ID replicates
     /// a new principal; until then its app is "not found in the directory", AADSTS700016).
     pub principal_replication_secs: u64,
+    /// Items per page of HSM lists (keys, versions, deleted keys, role definitions and
+    /// assignments) when the request names no smaller `maxresults`.
+    pub page_size: usize,
 }
 
 /// A fault to inject on matching requests.

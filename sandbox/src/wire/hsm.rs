@@ -46,8 +46,20 @@ pub(crate) fn invalid_scope(scope: &str) -> Resp {
 
 /// A 401 with the challenge that tells SDKs where to get a token and for which resource.
 pub(crate) fn challenge(authority_url: &str, tenant: &str, resource: &str, message: &str) -> Resp {
-    error(401, "Unauthorized", message)
-        .with("www-authenticate", format!("Bearer authorization=\"{authority_url}/{tenant}\", resource=\"{resource}\""))
+    error(401, "Unauthorized", message).with("www-authenticate", challenge_header(authority_url, tenant, resource))
+}
+
+/// The 401 to a request without a token, the first of every SDK's challenge flow. A real HSM
+/// answers it with the two bytes `OK` (typed as JSON), not an error envelope: the recording
+/// azure-sdk-for-python `sdk/keyvault/azure-keyvault-administration/tests/recordings/test_access_control.pyTestAccessControltest_role_definitions[7.3].json`
+/// (first entry: 401, `Content-Length: 2`, body `OK`).
+pub(crate) fn missing_token_challenge(authority_url: &str, tenant: &str, resource: &str) -> Resp {
+    Resp::raw(401, "application/json; charset=utf-8".into(), b"OK".to_vec())
+        .with("www-authenticate", challenge_header(authority_url, tenant, resource))
+}
+
+fn challenge_header(authority_url: &str, tenant: &str, resource: &str) -> String {
+    format!("Bearer authorization=\"{authority_url}/{tenant}\", resource=\"{resource}\"")
 }
 
 /// Who was refused, as the 403 names them.

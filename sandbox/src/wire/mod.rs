@@ -31,6 +31,8 @@ pub enum Service {
     Hsm,
     /// Antimatter API.
     Antimatter,
+    /// The sandbox's own OpenID issuer (federated assertions for tests without Kubernetes).
+    Oidc,
 }
 
 impl Service {
@@ -41,6 +43,7 @@ impl Service {
             Service::Graph => "graph",
             Service::Hsm => "hsm",
             Service::Antimatter => "antimatter",
+            Service::Oidc => "oidc",
         }
     }
     /// Parse a lower-case name.
@@ -50,6 +53,7 @@ impl Service {
             "graph" => Some(Service::Graph),
             "hsm" => Some(Service::Hsm),
             "antimatter" => Some(Service::Antimatter),
+            "oidc" => Some(Service::Oidc),
             _ => None,
         }
     }
