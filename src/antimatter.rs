@@ -319,10 +319,12 @@ impl AntimatterClient {
         Ok((Session { jwt: auth.token, base }, refresh_at))
     }
 
-    /// One authed call to the domain's cell. A `308` means the domain moved: its login (JWT and cell)
-    /// is dropped and the call is made once more after authenticating again, which learns the new
-    /// cell (the request was not processed, so sending it again is safe). The JWT is never sent
-    /// where the `308` points.
+    /// One authed call to the domain's cell. A `308` means the domain moved, a `401` that the JWT was
+    /// refused (expired by Antimatter's clock, or revoked) although it is not due for refresh by
+    /// ours: either way the login (JWT and cell) is dropped and the call is made once more after
+    /// authenticating again, which learns the cell and gets a new JWT (the request was not
+    /// processed, so sending it again is safe). The JWT is never sent where the `308` points; only
+    /// a refused `authenticate` means the API key itself is refused.
     async fn call<B: Serialize + ?Sized>(
         &self,
         target: &DomainTarget,
@@ -331,7 +333,7 @@ impl AntimatterClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<Vec<u8>, RemoteError> {
-        let mut moved = false;
+        let mut retried = false;
         loop {
             let session = self.session(target).await?;
             let url = Self::url(&session.base, &target.domain_id, &format!("/control/encryption{path}"));
@@ -340,7 +342,7 @@ impl AntimatterClient {
                 request = request.json(body);
             }
             let answer = send(Service::Antimatter, operation, request, describe).await;
-            if !answer.as_ref().is_err_and(|e| e.status() == Some(308)) {
+            if !answer.as_ref().is_err_and(|e| matches!(e.status(), Some(308 | 401))) {
                 return answer;
             }
             let slot = self.login_slot(target);
@@ -349,10 +351,10 @@ impl AntimatterClient {
             if matches!(&*login, Login::Token { session: current, .. } if current.jwt == session.jwt) {
                 *login = Login::None;
             }
-            if moved {
+            if retried {
                 return answer;
             }
-            moved = true;
+            retried = true;
         }
     }
 

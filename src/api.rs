@@ -137,6 +137,7 @@ pub struct HsmRef {
 
 /// The key in the Managed HSM that becomes the root encryption key.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct KeySpec {
     /// Key name in the HSM: 1-127 letters, digits and hyphens. Immutable.
     #[x_kube(
@@ -161,6 +162,37 @@ pub struct KeySpec {
     /// object. Only for a key that cluster no longer manages: the two would otherwise fight.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt: bool,
+
+    /// The HSM's own rotation policy for the key, applied through the Managed HSM rotation-policy
+    /// API: a new version every `rotateAfter`, each new version expiring after `expireAfter`. The
+    /// operator follows each new version (see `status.versions`). Absent: the key's policy is left
+    /// as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_policy: Option<KeyRotationPolicySpec>,
+}
+
+/// A key rotation policy in whole days (ISO 8601 `P<n>D`, as the HSM stores it).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.expireAfter) || int(self.expireAfter.substring(1, self.expireAfter.size() - 1)) > int(self.rotateAfter.substring(1, self.rotateAfter.size() - 1))").message("key.rotationPolicy.expireAfter must be longer than rotateAfter, or every version expires before the next one exists"))]
+pub struct KeyRotationPolicySpec {
+    /// Make a new key version this long after the latest was created, 7 to 3650 days (`P90D`).
+    #[x_kube(
+        validation = Rule::new("self.matches('^P[0-9]{1,4}D$')").message("key.rotationPolicy.rotateAfter must be whole days, e.g. P90D"),
+        validation = Rule::new("!self.matches('^P[0-9]{1,4}D$') || (int(self.substring(1, self.size() - 1)) >= 7 && int(self.substring(1, self.size() - 1)) <= 3650)").message("key.rotationPolicy.rotateAfter must be 7 to 3650 days (Key Vault's minimum rotation interval is 7 days)")
+    )]
+    #[schemars(length(max = 6))]
+    pub rotate_after: String,
+
+    /// How long each new version lives, 28 to 3650 days (`P180D`); absent: new versions do not
+    /// expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = Rule::new("self.matches('^P[0-9]{1,4}D$')").message("key.rotationPolicy.expireAfter must be whole days, e.g. P180D"),
+        validation = Rule::new("!self.matches('^P[0-9]{1,4}D$') || (int(self.substring(1, self.size() - 1)) >= 28 && int(self.substring(1, self.size() - 1)) <= 3650)").message("key.rotationPolicy.expireAfter must be 28 to 3650 days (the HSM's minimum expiry is 28 days)")
+    )]
+    #[schemars(length(max = 6))]
+    pub expire_after: Option<String>,
 }
 
 fn default_key_size() -> u16 {
@@ -338,6 +370,10 @@ pub struct AzureRootKeyStatus {
     /// domain's data keys under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
+
+    /// The key's rotation policy as the HSM stored it, when `spec.key.rotationPolicy` asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_policy: Option<KeyRotationPolicySpec>,
 
     /// The key versions this object has used, newest first: the current one and older ones whose
     /// registration is being retired or was retired.

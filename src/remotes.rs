@@ -189,32 +189,32 @@ struct HsmSession<'a> {
 impl ManagedHsm for HsmSession<'_> {
     async fn key(&self, name: &str) -> Result<Option<KeyInfo>, RemoteError> {
         let s = self.services;
-        s.keys.get(&s.azure, self.endpoint, self.identity, name).await
+        self.refused(s.keys.get(&s.azure, self.endpoint, self.identity, name).await)
     }
 
     async fn create_key(&self, name: &str, size: u16, tags: Tags) -> Result<KeyInfo, RemoteError> {
         let s = self.services;
-        s.keys.create(&s.azure, self.endpoint, self.identity, name, size, tags).await
+        self.refused(s.keys.create(&s.azure, self.endpoint, self.identity, name, size, tags).await)
     }
 
     async fn set_key_tags(&self, name: &str, version: &str, tags: Tags) -> Result<KeyInfo, RemoteError> {
         let s = self.services;
-        s.keys.set_tags(&s.azure, self.endpoint, self.identity, name, version, tags).await
+        self.refused(s.keys.set_tags(&s.azure, self.endpoint, self.identity, name, version, tags).await)
     }
 
     async fn rotation_policy(&self, key: &str) -> Result<Option<RotationPolicy>, RemoteError> {
         let s = self.services;
-        s.keys.rotation_policy(&s.azure, self.endpoint, self.identity, key).await
+        self.refused(s.keys.rotation_policy(&s.azure, self.endpoint, self.identity, key).await)
     }
 
     async fn set_rotation_policy(&self, key: &str, policy: &RotationPolicy) -> Result<RotationPolicy, RemoteError> {
         let s = self.services;
-        s.keys.set_rotation_policy(&s.azure, self.endpoint, self.identity, key, policy).await
+        self.refused(s.keys.set_rotation_policy(&s.azure, self.endpoint, self.identity, key, policy).await)
     }
 
     async fn assignment(&self, scope: &str, name: &str) -> Result<Option<RoleAssignment>, RemoteError> {
         let s = self.services;
-        s.rbac.get(&s.azure, self.endpoint, self.identity, scope, name).await
+        self.refused(s.rbac.get(&s.azure, self.endpoint, self.identity, scope, name).await)
     }
 
     async fn put_assignment(
@@ -224,17 +224,31 @@ impl ManagedHsm for HsmSession<'_> {
         properties: &RoleAssignmentProperties,
     ) -> Result<RoleAssignment, RemoteError> {
         let s = self.services;
-        s.rbac.put(&s.azure, self.endpoint, self.identity, scope, name, properties).await
+        self.refused(s.rbac.put(&s.azure, self.endpoint, self.identity, scope, name, properties).await)
     }
 
     async fn delete_assignment(&self, scope: &str, name: &str) -> Result<(), RemoteError> {
         let s = self.services;
-        s.rbac.delete(&s.azure, self.endpoint, self.identity, scope, name).await
+        self.refused(s.rbac.delete(&s.azure, self.endpoint, self.identity, scope, name).await)
     }
 
     async fn assignments_at(&self, scope: &str) -> Result<Vec<RoleAssignment>, RemoteError> {
         let s = self.services;
-        s.rbac.list_at_scope(&s.azure, self.endpoint, self.identity, scope).await
+        self.refused(s.rbac.list_at_scope(&s.azure, self.endpoint, self.identity, scope).await)
+    }
+}
+
+impl HsmSession<'_> {
+    /// A token the HSM refused (401) is dropped with its client, so the retry fetches a new one.
+    fn refused<T>(&self, result: Result<T, RemoteError>) -> Result<T, RemoteError> {
+        if let Err(e) = &result
+            && e.status() == Some(401)
+        {
+            let s = self.services;
+            s.keys.forget(self.endpoint, self.identity);
+            s.azure.forget_credential(self.identity, &self.endpoint.scope);
+        }
+        result
     }
 }
 

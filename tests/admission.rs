@@ -175,6 +175,24 @@ async fn bad_manifests_are_refused_with_a_message_naming_the_field() {
             "antimatter.activate needs antimatter.apiKeySecretRef",
         ),
         (
+            "rotation policy in months",
+            with("/spec/key", Some(json!({"name": "k", "rotationPolicy": {"rotateAfter": "P3M"}}))),
+            "key.rotationPolicy.rotateAfter must be whole days",
+        ),
+        (
+            "rotation every day",
+            with("/spec/key", Some(json!({"name": "k", "rotationPolicy": {"rotateAfter": "P1D"}}))),
+            "must be 7 to 3650 days",
+        ),
+        (
+            "versions that expire before the next one",
+            with(
+                "/spec/key",
+                Some(json!({"name": "k", "rotationPolicy": {"rotateAfter": "P90D", "expireAfter": "P60D"}})),
+            ),
+            "expireAfter must be longer than rotateAfter",
+        ),
+        (
             "reclaimActive without activate",
             with("/spec/antimatter", Some(json!({"apiKeySecretRef": {"name": "am"}, "reclaimActive": true}))),
             "antimatter.reclaimActive needs antimatter.activate: true",

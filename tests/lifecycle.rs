@@ -164,3 +164,35 @@ async fn a_second_object_asking_to_activate_in_the_same_domain_is_refused() {
     assert_eq!(env.sandbox.active_key(DOMAIN), Some(rek_id(&first)), "the first keeps the active key");
     assert_eq!(env.sandbox.count("antimatter", "active.set"), 1, "only the first activated");
 }
+
+#[tokio::test]
+async fn a_rotation_policy_in_the_spec_is_applied_and_the_versions_it_makes_are_followed() {
+    let env = Env::start("life-policy").await;
+    env.api_key_secret("api-key", API_KEY).await;
+    let policy = json!({"key": {"rotationPolicy": {"rotateAfter": "P30D", "expireAfter": "P90D"}}, "antimatter": {"activate": true}});
+    env.apply("root", env.spec("by-policy", policy)).await;
+    let first = env.wait_ready("root").await;
+    let stored = env.sandbox.key(HSM, "by-policy").and_then(|k| k.rotation_policy).expect("policy in the HSM");
+    assert_eq!((stored.rotate_after_create.as_deref(), stored.expiry_time.as_deref()), (Some("P30D"), Some("P90D")));
+    let shown = first.status.as_ref().and_then(|s| s.rotation_policy.clone()).expect("status.rotationPolicy");
+    assert_eq!((shown.rotate_after.as_str(), shown.expire_after.as_deref()), ("P30D", Some("P90D")));
+    let old_rek = rek_id(&first);
+
+    // 31 days later the HSM's policy makes a new version; the operator follows it to the end.
+    env.sandbox.set_clock_offset(31 * 86_400);
+    env.poke("root").await;
+    let rotated = env
+        .wait_for("root", Duration::from_secs(45), "the policy's version active, the old one retired", |o| {
+            let versions = o.status.as_ref().map(|s| s.versions.clone()).unwrap_or_default();
+            is_ready(o)
+                && versions.first().is_some_and(|v| v.state == VersionState::Current)
+                && versions.get(1).is_some_and(|v| v.state == VersionState::Retired)
+        })
+        .await;
+    let key = env.sandbox.key(HSM, "by-policy").expect("key");
+    assert_eq!(key.versions.len(), 2, "one version made by the policy");
+    let new_rek = rek_id(&rotated);
+    assert_ne!(new_rek, old_rek);
+    assert_eq!(env.sandbox.active_key(DOMAIN), Some(new_rek));
+    assert_eq!(env.sandbox.count("hsm", "key.rotationpolicy.put"), 1, "the policy is written once");
+}

@@ -9,7 +9,8 @@ use fakes::{APP_ID, Fake, Fault, HSM_URL, World};
 use rootkey_operator::{
     antimatter::{ApiKey, DomainTarget},
     api::{
-        AzureRootKey, AzureRootKeySpec, AzureRootKeyStatus, ConditionStatus, CreatePolicy, RotationState, VersionState,
+        AzureRootKey, AzureRootKeySpec, AzureRootKeyStatus, ConditionStatus, CreatePolicy, KeyRotationPolicySpec,
+        RotationState, VersionState,
     },
     azure::{
         Identity,
@@ -1467,4 +1468,45 @@ async fn only_this_objects_inactive_old_registrations_are_retired() {
     let fourth = run_once(&fake, &ark, &third.status, true).await;
     assert_eq!(fourth.status.versions[1].state, VersionState::Retired);
     assert!(!fake.world().registrations.contains_key(&v2_rek));
+}
+
+/// `spec.key.rotationPolicy` is applied once and then only read; a refusal is the key's condition.
+#[tokio::test]
+async fn the_specified_rotation_policy_is_applied_once_and_a_refusal_is_reported() {
+    let fake = Fake::default();
+    let ark = object(|s| {
+        s.key.rotation_policy =
+            Some(KeyRotationPolicySpec { rotate_after: "P30D".into(), expire_after: Some("P90D".into()) })
+    });
+    let first = run_once(&fake, &ark, &AzureRootKeyStatus::default(), true).await;
+    assert!(first.ready.is_true(), "{:?}", first.ready);
+    assert!(changes(&first).contains(&"RotationPolicySet"), "{:?}", changes(&first));
+    let stored = fake.world().rotation_policies.get("k").cloned().expect("policy set");
+    assert_eq!((stored.rotate_after_create.as_deref(), stored.expiry_time.as_deref()), (Some("P30D"), Some("P90D")));
+    assert_eq!(first.status.rotation_policy, ark.spec.key.rotation_policy);
+
+    fake.world().calls.clear();
+    let second = run_once(&fake, &ark, &first.status, true).await;
+    assert!(!changes(&second).contains(&"RotationPolicySet"));
+    let (gets, puts) = {
+        let world = fake.world();
+        (world.count("key.rotationpolicy.get"), world.count("key.rotationpolicy.put"))
+    };
+    assert_eq!((gets, puts), (1, 0));
+
+    let other = object(|s| {
+        s.key.rotation_policy = Some(KeyRotationPolicySpec { rotate_after: "P60D".into(), expire_after: None })
+    });
+    fake.world().faults.insert("key.rotationpolicy.put", Fault::Status(403, "Forbidden", None));
+    let refused = run_once(&fake, &other, &second.status, true).await;
+    let key = refused.report.outcome(Kind::KeyReady).expect("key");
+    assert_eq!((key.status, key.reason), (F, Reason::Forbidden));
+    assert!(key.message.starts_with("Applying spec.key.rotationPolicy: "), "{}", key.message);
+
+    // Without the field the key's policy is left as it is: not even read.
+    fake.world().calls.clear();
+    let unmanaged = run_once(&fake, &object(|_| {}), &first.status, true).await;
+    assert_eq!(unmanaged.status.rotation_policy, None);
+    let calls = fake.world().calls.clone();
+    assert!(!calls.iter().any(|c| c.starts_with("key.rotationpolicy")), "{calls:?}");
 }

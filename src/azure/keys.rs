@@ -105,6 +105,11 @@ impl Default for KeyClients {
 }
 
 impl KeyClients {
+    /// Drops the client of an HSM and identity (it holds the credential whose token was refused).
+    pub fn forget(&self, hsm: &HsmEndpoint, identity: &Identity) {
+        lock(&self.clients).retain(|(h, i), _| !(h == hsm && i == identity));
+    }
+
     fn client(&self, azure: &Azure, hsm: &HsmEndpoint, identity: &Identity) -> Result<Arc<KeyClient>, RemoteError> {
         let mut clients = lock(&self.clients);
         let key = (hsm.clone(), identity.clone());

@@ -142,6 +142,13 @@ impl Azure {
         Ok(credential)
     }
 
+    /// Drops the credential (and its cached token) of an identity for a scope: the service refused
+    /// the token (401), e.g. one it considers expired although the credential still trusts it, and
+    /// the next call must fetch a new one instead of sending the same token until it expires.
+    pub fn forget_credential(&self, identity: &Identity, scope: &str) {
+        lock(&self.credentials).retain(|(i, s), _| !(i == identity && s == scope));
+    }
+
     fn new_credential(&self, identity: &Identity) -> azure_core::Result<Arc<dyn TokenCredential>> {
         let client_options = self.client_options();
         if let Some(s) = &identity.secret {

@@ -51,6 +51,11 @@ impl Outcome {
     pub fn is_true(&self) -> bool {
         self.status == ConditionStatus::True
     }
+
+    /// The same outcome, its message saying what it was about.
+    pub fn prefixed(self, what: &str) -> Self {
+        Self { message: format!("{what}{}", self.message), ..self }
+    }
 }
 
 /// The current time at the API server's precision (seconds), so statuses compare equal.

@@ -79,6 +79,7 @@ ChangeReason {
     ServicePrincipalCreated,
     RoleAssigned,
     Registered,
+    RotationPolicySet,
     Activated,
     RotationCompleted,
     Retired,
@@ -342,6 +343,9 @@ impl ChangeReason {
             }
             ChangeReason::RoleAssigned => "the operator assigned \"Managed HSM Crypto User\" at the key",
             ChangeReason::Registered => "the operator registered the key URL with Antimatter",
+            ChangeReason::RotationPolicySet => {
+                "the operator set the key's rotation policy in the HSM to `spec.key.rotationPolicy`"
+            }
             ChangeReason::Activated => "the operator made the key (a new version of it) active",
             ChangeReason::RotationCompleted => {
                 "Antimatter finished re-wrapping the domain's data keys under the key the operator activated"

@@ -62,6 +62,10 @@ pub fn build(
         role_assignment_name: found.assignment.clone().or_else(|| prev.role_assignment_name.clone()),
         root_encryption_key_id: rek_id,
         pairing,
+        rotation_policy: match &ark.spec.key.rotation_policy {
+            Some(_) => found.rotation_policy.clone().or_else(|| prev.rotation_policy.clone()),
+            None => None,
+        },
         rotation: found.rotation.clone().or_else(|| prev.rotation.clone()),
         versions: if found.versions.is_empty() { prev.versions.clone() } else { found.versions.clone() },
         created: Some(created(prev.created.clone().unwrap_or_default(), found)),

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use super::{role::object_uid, tag};
-use crate::controller::step::Step;
+use crate::controller::step::{Change, Step};
 use crate::{
-    api::{AzureRootKey, CreatePolicy},
-    azure::keys::KeyInfo,
+    api::{AzureRootKey, CreatePolicy, KeyRotationPolicySpec},
+    azure::keys::{KeyInfo, RotationPolicy},
     cloud::HsmEndpoint,
     controller::{
         conditions::Outcome,
@@ -86,6 +86,35 @@ pub async fn ensure(
         Some(note) => step.changed(ChangeReason::KeyCreated, note),
         None => step,
     })
+}
+
+/// Makes the HSM's rotation policy for the key the one `wanted` describes; returns it as the HSM
+/// stored it. Only called when the spec asks for a policy: a policy set by someone else is
+/// otherwise left alone.
+pub async fn ensure_rotation_policy(
+    hsm: &dyn ManagedHsm,
+    name: &str,
+    wanted: &KeyRotationPolicySpec,
+) -> Result<(KeyRotationPolicySpec, Option<Change>), Failure> {
+    let policy = RotationPolicy {
+        rotate_after_create: Some(wanted.rotate_after.clone()),
+        rotate_before_expiry: None,
+        expiry_time: wanted.expire_after.clone(),
+    };
+    if hsm.rotation_policy(name).await?.as_ref() == Some(&policy) {
+        return Ok((wanted.clone(), None));
+    }
+    let stored = hsm.set_rotation_policy(name, &policy).await?;
+    let stored = KeyRotationPolicySpec {
+        rotate_after: stored.rotate_after_create.unwrap_or_default(),
+        expire_after: stored.expiry_time,
+    };
+    let note = format!(
+        "Set the rotation policy of key {name}: a new version every {}{}",
+        stored.rotate_after,
+        stored.expire_after.as_deref().map(|e| format!(", each expiring after {e}")).unwrap_or_default()
+    );
+    Ok((stored, Some(Change { reason: ChangeReason::RotationPolicySet, note })))
 }
 
 /// Why a key cannot serve as a root key, if it cannot. Reported, never "fixed" by replacing it.

@@ -30,8 +30,8 @@ use super::ownership::Owner;
 use crate::{
     antimatter::{DomainTarget, RootKey},
     api::{
-        AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, KeyVersionStatus, PairingStatus,
-        RotationStatus,
+        AzureRootKey, AzureRootKeyStatus, ConditionStatus, CreatedRecord, KeyRotationPolicySpec, KeyVersionStatus,
+        PairingStatus, RotationStatus,
     },
     azure::keys::KeyInfo,
     remotes::Remotes,
@@ -136,6 +136,8 @@ pub struct Found {
     /// Antimatter no longer knows the recorded root key: forget it, so the next run registers again.
     pub registration_gone: bool,
     pub pairing: Option<PairingStatus>,
+    /// The key's rotation policy as the HSM stored it, when the spec asks for one and it was applied.
+    pub rotation_policy: Option<KeyRotationPolicySpec>,
     /// The last activation and its rotation, when the `Active` step looked.
     pub rotation: Option<RotationStatus>,
     /// The key's versions as this object used them, newest first.
@@ -167,8 +169,24 @@ pub async fn run(
     let claimant = key::Claimant { me: &me, grant: &inputs.grant, owners: remotes.owners(), held_before };
     let now = now();
 
+    let mut rotation_policy = None;
     let key_chain = async {
-        let key = report.take(Kind::KeyReady, Step::settle(key::ensure(&*hsm, &inputs.hsm, ark, &claimant).await));
+        let mut key_step = Step::settle(key::ensure(&*hsm, &inputs.hsm, ark, &claimant).await);
+        // The key's own rotation policy, when the spec asks for one: a key that cannot get it is not
+        // ready as specified.
+        if let (Some(wanted), true, false) = (&spec.key.rotation_policy, key_step.outcome.is_true(), spec.suspend) {
+            match key::ensure_rotation_policy(&*hsm, &spec.key.name, wanted).await {
+                Ok((policy, change)) => {
+                    key_step.changes.extend(change);
+                    rotation_policy = Some(policy);
+                }
+                Err(failure) => {
+                    key_step.outcome = failure.outcome.prefixed("Applying spec.key.rotationPolicy: ");
+                    key_step.retry_after = key_step.retry_after.max(failure.retry_after);
+                }
+            }
+        }
+        let key = report.take(Kind::KeyReady, key_step);
         let tagged = match &key {
             Some(key) => Step::settle(tag::ensure(&*hsm, key, ark, &me.marker(), report.unmet(Kind::TagApplied)).await),
             None => Step::stopped(Outcome::waiting(Kind::KeyReady)),
@@ -179,6 +197,7 @@ pub async fn run(
         async { tokio::join!(principal::application(&inputs.application, domain.as_deref()), directory.warm_up()).0 };
     let (key, application) = tokio::join!(key_chain, application);
     found.key = key;
+    found.rotation_policy = rotation_policy;
     // No Graph call, not even a read, for a key this object may not use.
     let principal = match (report.gate(Kind::ServicePrincipalReady, Some(())), application) {
         // A service that asked to be left alone is still left alone.
