@@ -926,7 +926,25 @@ async fn a_second_run_over_an_unchanged_world_changes_nothing() {
     fake.world().calls.clear();
     let second = run_once(&fake, &ark, status, true).await;
     assert!(second.report.changes.is_empty(), "{:?}", second.report.changes);
-    assert_eq!(&second.status, status, "no status write when nothing changed");
+    // The only difference is the time of the check (status.pairing.lastCheckTime and the healthy
+    // time with it): one status write per check, nothing else changed.
+    let check_times =
+        |s: &AzureRootKeyStatus| s.pairing.as_ref().map(|p| (p.last_check_time.clone(), p.last_healthy_time.clone()));
+    let without_check_times = |s: &AzureRootKeyStatus| {
+        let mut s = s.clone();
+        if let Some(p) = s.pairing.as_mut() {
+            (p.last_check_time, p.last_healthy_time) = (None, None);
+        }
+        s
+    };
+    assert_eq!(
+        without_check_times(&second.status),
+        without_check_times(status),
+        "nothing but the check's time changed"
+    );
+    assert!(check_times(&second.status) > check_times(status), "the second check's time is recorded");
+    let first_seen = |s: &AzureRootKeyStatus| s.pairing.as_ref().and_then(|p| p.first_seen_time.clone());
+    assert_eq!(first_seen(&second.status), first_seen(status), "the same result keeps its first-seen time");
     let calls = fake.world().calls.clone();
     assert_eq!(calls.iter().copied().filter(|c| c.starts_with("key.")).collect::<Vec<_>>(), ["key.get"]);
     assert_eq!(calls.iter().copied().filter(|c| c.starts_with("rbac.")).collect::<Vec<_>>(), ["rbac.get"]);

@@ -39,13 +39,16 @@ pub async fn check(domain: &dyn AntimatterDomain, rek_id: &str) -> Result<Step<P
         "MISCONFIGURED" => (PairingState::Misconfigured, Reason::PairingMisconfigured),
         _ => (PairingState::Unreachable, Reason::PairingUnreachable),
     };
+    let checked = Some(Time(jiff::Timestamp::now()));
     let pairing = PairingStatus {
         status: state,
         message: Some(truncate(&result.status_message, MAX_MESSAGE_BYTES)).filter(|m| !m.is_empty()),
         latency_ms: result.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as i64),
-        last_check_time: Some(Time(jiff::Timestamp::now())),
+        first_seen_time: checked.clone(),
+        last_healthy_time: checked.clone().filter(|_| state == PairingState::Healthy),
+        last_check_time: checked,
     };
-    // The latency stays out of the message (it is in .status.pairing), so a steady check writes nothing.
+    // The latency stays out of the message (it is in .status.pairing), so the condition stays unchanged.
     let outcome = match state {
         PairingState::Healthy => Outcome::ok(reason, "Antimatter wrapped and unwrapped with the key."),
         _ => {
