@@ -93,7 +93,8 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
     assert_eq!(env.sandbox.active_key(DOMAIN).as_deref(), Some(registrations[0].rek_id.as_str()));
     let pairing = status.pairing.clone().expect("pairing");
     assert_eq!(pairing.status, PairingState::Healthy);
-    assert!(pairing.latency_ms.is_some() && pairing.last_check_time.is_some());
+    assert!(pairing.latency_ms.is_some() && pairing.last_check_time.is_some() && pairing.first_seen_time.is_some());
+    assert_eq!(pairing.last_healthy_time, pairing.last_check_time, "this check was healthy");
     for kind in
         ["KeyReady", "TagApplied", "ServicePrincipalReady", "RoleAssigned", "Registered", "Paired", "Active", "Ready"]
     {
@@ -102,9 +103,12 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
         assert_eq!(c.observed_generation, obj.metadata.generation);
     }
 
-    // Steady state: a reconcile with nothing changed writes nothing anywhere.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = env.api.get("root").await.expect("get").metadata.resource_version;
+    // Steady state: a reconcile with nothing changed writes nothing anywhere but the time of its
+    // check into the status (one status write).
+    // A check within the same second as the last one would leave lastCheckTime as it was.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let settled = env.api.get("root").await.expect("get");
+    let before = settled.metadata.resource_version.clone();
     env.sandbox.reset_counters();
     let tokens_before = env.logs().matches("oauth2/v2.0/token' with").count();
     assert!(tokens_before >= 2, "token requests are visible in the debug log");
@@ -128,9 +132,27 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
     // Antimatter's pairing check gets its own token in the sandbox; the operator's come from its log.
     let token_requests = |logs: String| logs.matches("oauth2/v2.0/token' with").count();
     assert_eq!(token_requests(env.logs()), tokens_before, "the operator's tokens are cached");
-    let after = env.api.get("root").await.expect("get").metadata.resource_version;
     assert_ne!(before, poked);
-    assert_eq!(poked, after, "no status patch when nothing changed");
+    let checked = env
+        .wait_for("root", Duration::from_secs(10), "lastCheckTime advanced", |o| o.metadata.resource_version != poked)
+        .await;
+    let pairing_of = |o: &rootkey_operator::api::AzureRootKey| o.status.as_ref().and_then(|s| s.pairing.clone());
+    let (old, new) = (pairing_of(&settled).expect("pairing"), pairing_of(&checked).expect("pairing"));
+    assert!(new.last_check_time > old.last_check_time, "lastCheckTime is the latest check: {old:?} → {new:?}");
+    assert_eq!(new.last_healthy_time, new.last_check_time);
+    assert_eq!(new.first_seen_time, old.first_seen_time, "the same result keeps its first-seen time");
+    // Nothing else in the status changed: the one write is the check's time.
+    let without_check_times = |o: &rootkey_operator::api::AzureRootKey| {
+        let mut status = o.status.clone().expect("status");
+        if let Some(p) = status.pairing.as_mut() {
+            (p.last_check_time, p.last_healthy_time, p.latency_ms) = (None, None, None);
+        }
+        status
+    };
+    assert_eq!(without_check_times(&settled), without_check_times(&checked));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = env.api.get("root").await.expect("get").metadata.resource_version;
+    assert_eq!(checked.metadata.resource_version, after, "one status write per check, no more");
 }
 
 #[tokio::test]
@@ -637,7 +659,8 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
     }
     assert!(cli(&["status", &format!("{}/root", env.ns)]).contains("Healthy"));
 
-    // `kubectl get -o wide`: the HSM by name, Ready's reason, and at wide Active and the message.
+    // `kubectl get -o wide`: the HSM by name, Ready's reason, and at wide Active, the message and
+    // the last check's time.
     let out = std::process::Command::new("bin/kubectl")
         .args(["get", "ark", "-o", "wide", "-n", &env.ns])
         .output()
@@ -645,10 +668,15 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
     let table = String::from_utf8_lossy(&out.stdout);
     eprintln!("kubectl get ark -o wide:\n{table}");
     let header = table.lines().next().unwrap_or_default();
-    for column in ["DOMAIN", "HSM", "KEY", "PAIRING", "READY", "REASON", "ACTIVE", "MESSAGE"] {
+    for column in ["DOMAIN", "HSM", "KEY", "PAIRING", "READY", "REASON", "ACTIVE", "MESSAGE", "LAST CHECK"] {
         assert!(header.contains(column), "{column} in {table}");
     }
     let row = table.lines().find(|l| l.starts_with("root ")).unwrap_or_default();
     assert!(row.contains(&format!(" {HSM} ")) && !row.contains("https://"), "the HSM's name, not its URL: {table}");
     assert!(row.contains("KeyNotFound") || row.contains(" Ready "), "Ready's reason: {table}");
+    let last_check = row.split_whitespace().last().unwrap_or_default();
+    assert!(
+        last_check.trim_end_matches(char::is_alphabetic).parse::<u32>().is_ok(),
+        "the last check's age (e.g. 3s) ends the row: {table}"
+    );
 }

@@ -219,15 +219,16 @@ def test_progressing_while_being_deleted(health):
     obj = sample(status=ready("True", "Ready", "ok"))
     obj["metadata"]["deletionTimestamp"] = "2026-12-01T10:00:00Z"
     assert health(obj)["status"] == "Progressing", "not Healthy once deletion started"
-    hs = health(deleting("Unknown", "RotationIncomplete", "Antimatter is still re-wrapping data keys"))
-    assert hs == {"status": "Progressing", "message": "Deleting: RotationIncomplete: Antimatter is still re-wrapping data keys"}
+    waiting = "Antimatter is still re-wrapping data keys"
+    hs = health(deleting("Unknown", "RotationIncomplete", waiting))
+    assert hs == {"status": "Progressing", "message": f"Deleting: RotationIncomplete: {waiting}"}
 
 
 @pytest.mark.parametrize("reason", ["KeyIsActive", "KeyStillRegistered"])
 def test_degraded_when_revoke_is_refused(health, reason):
-    hs = health(deleting("False", reason, "Set spec.deletionPolicy: Retain to release the object without revoking."))
-    assert hs["status"] == "Degraded"
-    assert hs["message"] == f"Deletion blocked: {reason}: Set spec.deletionPolicy: Retain to release the object without revoking."
+    refused = "Set spec.deletionPolicy: Retain to release the object without revoking."
+    hs = health(deleting("False", reason, refused))
+    assert hs == {"status": "Degraded", "message": f"Deletion blocked: {reason}: {refused}"}
 
 
 def test_a_suspended_object_being_deleted_is_not_suspended(health):
@@ -243,9 +244,8 @@ def test_recheck_action_sets_the_annotation_to_now(lua):
     at = datetime.datetime.strptime(set_to, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     assert before <= at <= datetime.datetime.now(datetime.UTC), set_to
     obj["metadata"]["annotations"] = {"team": "a", "antimatter.io/recheck": "2020-01-01T00:00:00Z"}
-    kept, changed = lua(
-        RECHECK_LUA.read_text(), obj, ['hs.metadata.annotations["team"]', 'hs.metadata.annotations["antimatter.io/recheck"]']
-    )
+    annotation = 'hs.metadata.annotations["antimatter.io/recheck"]'
+    kept, changed = lua(RECHECK_LUA.read_text(), obj, ['hs.metadata.annotations["team"]', annotation])
     assert kept == "a" and changed != "2020-01-01T00:00:00Z", "other annotations kept; a second recheck changes it"
 
 
@@ -254,7 +254,7 @@ def test_argocd_cm_snippets_match_the_scripts():
     assert cm["metadata"]["name"] == "argocd-cm"
     assert cm["data"]["resource.customizations.health.antimatter.io_AzureRootKey"] == HEALTH_LUA.read_text()
     actions = yaml.safe_load(cm["data"]["resource.customizations.actions.antimatter.io_AzureRootKey"])
-    assert "actions[\"recheck\"]" in actions["discovery.lua"]
+    assert 'actions["recheck"]' in actions["discovery.lua"]
     (recheck,) = actions["definitions"]
     assert recheck["name"] == "recheck"
     assert recheck["action.lua"] == RECHECK_LUA.read_text()
