@@ -437,7 +437,8 @@ pub struct PairingStatus {
     /// When this result (status and message) was first seen; later checks with the same result keep it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen_time: Option<Time>,
-    /// When the latest check ran (one status write per object per check).
+    /// When the latest check that got an answer from Antimatter ran (one status write per object
+    /// per check); a check that could not reach Antimatter leaves it and says so in `Paired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_time: Option<Time>,
     /// When a check last found the pairing `Healthy`; kept while later checks fail, so an alert can

@@ -163,9 +163,8 @@ pub struct Grant {
 /// The grants the operator needs when it watches `watched` (all namespaces when empty) and,
 /// with leader election, holds its Lease in `lease_namespace`.
 pub fn grants(watched: &[String], lease_namespace: Option<&str>) -> Vec<Grant> {
-    let all: [Option<String>; 1] = [None];
     let namespaces: Vec<Option<String>> =
-        if watched.is_empty() { all.to_vec() } else { watched.iter().cloned().map(Some).collect() };
+        if watched.is_empty() { vec![None] } else { watched.iter().cloned().map(Some).collect() };
     let mut out = Vec::new();
     for p in PERMISSIONS {
         // (namespace, name) pairs where this permission is needed.
