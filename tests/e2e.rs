@@ -657,7 +657,10 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
         assert!(std::time::Instant::now() < deadline, "recheck ran no pairing check");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(cli(&["status", &format!("{}/root", env.ns)]).contains("Healthy"));
+    let shown = cli(&["status", &format!("{}/root", env.ns)]);
+    assert!(shown.contains("Healthy"), "{shown}");
+    let last_check = shown.lines().find(|l| l.starts_with("last check ")).unwrap_or_default();
+    assert!(last_check.trim_start_matches("last check").trim().parse::<jiff::Timestamp>().is_ok(), "{shown}");
 
     // `kubectl get -o wide`: the HSM by name, Ready's reason, and at wide Active, the message and
     // the last check's time.
@@ -674,9 +677,10 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
     let row = table.lines().find(|l| l.starts_with("root ")).unwrap_or_default();
     assert!(row.contains(&format!(" {HSM} ")) && !row.contains("https://"), "the HSM's name, not its URL: {table}");
     assert!(row.contains("KeyNotFound") || row.contains(" Ready "), "Ready's reason: {table}");
-    let last_check = row.split_whitespace().last().unwrap_or_default();
+    // The row ends with LAST CHECK and AGE, both ages such as 3s.
+    let last_check = row.split_whitespace().rev().nth(1).unwrap_or_default();
     assert!(
         last_check.trim_end_matches(char::is_alphabetic).parse::<u32>().is_ok(),
-        "the last check's age (e.g. 3s) ends the row: {table}"
+        "the last check's age stands before the object's: {table}"
     );
 }
