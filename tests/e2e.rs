@@ -52,7 +52,7 @@ fn writes(env: &Env) -> u64 {
 }
 
 #[tokio::test]
-async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_steady_state() {
+async fn new_key_reaches_ready_with_every_status_field_and_a_steady_check_writes_only_its_time() {
     let env = Env::start("e2e-happy").await;
     env.api_key_secret("api-key", API_KEY).await;
     env.apply("root", env.spec("new-root", json!({"antimatter": {"activate": true}}))).await;
