@@ -10,6 +10,11 @@ HELM_VERSION := $(shell awk '$$1=="helm.sh/helm/v3" {print $$2; exit} $$2=="helm
 OCI_TOOLS := $(CACHE_DIR)/tools/oci-$(shell sha256sum hack/tools/oci/go.sum | cut -c1-12)
 K8S_TOOLS := $(CACHE_DIR)/tools/k8s-$(K8S_VERSION)-$(shell sha256sum hack/tools/k8s/go.sum | cut -c1-12)
 HELM_TOOLS := $(CACHE_DIR)/tools/helm-$(HELM_VERSION)-$(shell sha256sum hack/tools/helm/go.sum | cut -c1-12)
+PROMETHEUS_VERSION := $(shell awk '$$1=="github.com/prometheus/prometheus" {print $$2; exit} $$2=="github.com/prometheus/prometheus" {print $$3; exit}' hack/tools/prometheus/go.mod)
+KSTATUS_VERSION := $(shell awk '$$1=="sigs.k8s.io/cli-utils" {print $$2; exit} $$2=="sigs.k8s.io/cli-utils" {print $$3; exit}' hack/tools/kstatus/go.mod)
+# These two also build programs of their own: their sources are part of the hash.
+PROMETHEUS_TOOLS := $(CACHE_DIR)/tools/prometheus-$(PROMETHEUS_VERSION)-$(shell cat hack/tools/prometheus/go.sum hack/tools/prometheus/cmd/*/*.go | sha256sum | cut -c1-12)
+KSTATUS_TOOLS := $(CACHE_DIR)/tools/kstatus-$(KSTATUS_VERSION)-$(shell cat hack/tools/kstatus/go.sum hack/tools/kstatus/cmd/*/*.go | sha256sum | cut -c1-12)
 PY_REQUIREMENTS := $(wildcard tests/*/requirements.txt) bench/requirements.txt
 VENV := $(CACHE_DIR)/venv-$(shell cat $(PY_REQUIREMENTS) | sha256sum | cut -c1-12)
 CARGO_TOOLS := $(CACHE_DIR)/cargo-tools
@@ -25,12 +30,14 @@ help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(K8S_TOOLS)/.done $(HELM_TOOLS)/.done $(OCI_TOOLS)/.done host-deps ## Build the Kubernetes binaries, etcd, helm, crane and registry (cached) into bin/
+tools: $(K8S_TOOLS)/.done $(HELM_TOOLS)/.done $(OCI_TOOLS)/.done $(PROMETHEUS_TOOLS)/.done $(KSTATUS_TOOLS)/.done host-deps ## Build the Kubernetes binaries, etcd, helm, crane, registry, promtool and kstatus (cached) into bin/
 	@mkdir -p $(BIN)
 	@for t in $(K8S_CMDS) etcd; do ln -sfn $(K8S_TOOLS)/$$t $(BIN)/$$t; done
 	@ln -sfn $(HELM_TOOLS)/helm $(BIN)/helm
 	@for t in crane registry; do ln -sfn $(OCI_TOOLS)/$$t $(BIN)/$$t; done
-	@echo "tools: Kubernetes $(K8S_VERSION), helm $(HELM_VERSION) in $(BIN)"
+	@for t in promtool promql-selectors; do ln -sfn $(PROMETHEUS_TOOLS)/$$t $(BIN)/$$t; done
+	@ln -sfn $(KSTATUS_TOOLS)/kstatus $(BIN)/kstatus
+	@echo "tools: Kubernetes $(K8S_VERSION), helm $(HELM_VERSION), Prometheus $(PROMETHEUS_VERSION), cli-utils $(KSTATUS_VERSION) in $(BIN)"
 
 # Content-addressed (the directory name carries the go.sum hash): no mtime prerequisites, so a fresh
 # clone reuses the cache.
@@ -56,6 +63,18 @@ $(OCI_TOOLS)/.done:
 	@rm -rf $(OCI_TOOLS).tmp && mkdir -p $(OCI_TOOLS).tmp
 	cd hack/tools/oci && go build -trimpath -ldflags=-s -o $(OCI_TOOLS).tmp/ github.com/google/go-containerregistry/cmd/crane github.com/distribution/distribution/v3/cmd/registry
 	@touch $(OCI_TOOLS).tmp/.done && rm -rf $(OCI_TOOLS) && mv $(OCI_TOOLS).tmp $(OCI_TOOLS)
+
+$(PROMETHEUS_TOOLS)/.done:
+	@echo "building promtool and promql-selectors from Prometheus $(PROMETHEUS_VERSION)'s Go module (first time only)"
+	@rm -rf $(PROMETHEUS_TOOLS).tmp && mkdir -p $(PROMETHEUS_TOOLS).tmp
+	cd hack/tools/prometheus && go build -trimpath -ldflags=-s -o $(PROMETHEUS_TOOLS).tmp/ github.com/prometheus/prometheus/cmd/promtool ./cmd/promql-selectors
+	@touch $(PROMETHEUS_TOOLS).tmp/.done && rm -rf $(PROMETHEUS_TOOLS) && mv $(PROMETHEUS_TOOLS).tmp $(PROMETHEUS_TOOLS)
+
+$(KSTATUS_TOOLS)/.done:
+	@echo "building kstatus from sigs.k8s.io/cli-utils $(KSTATUS_VERSION) (first time only)"
+	@rm -rf $(KSTATUS_TOOLS).tmp && mkdir -p $(KSTATUS_TOOLS).tmp
+	cd hack/tools/kstatus && go build -trimpath -ldflags=-s -o $(KSTATUS_TOOLS).tmp/ ./cmd/kstatus
+	@touch $(KSTATUS_TOOLS).tmp/.done && rm -rf $(KSTATUS_TOOLS) && mv $(KSTATUS_TOOLS).tmp $(KSTATUS_TOOLS)
 
 # The sandbox serves every Azure host under *.sandbox.localhost; glibc resolves *.localhost to
 # loopback through nss-myhostname.

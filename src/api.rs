@@ -43,6 +43,7 @@ const GUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Active","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Active\")].status"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Last check","type":"date","priority":1,"jsonPath":".status.pairing.lastCheckTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -362,6 +363,10 @@ pub struct AzureRootKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_encryption_key_id: Option<String>,
 
+    /// When the key's current version expires (its `exp` attribute); absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_expiry_time: Option<Time>,
+
     /// Result of the last pairing check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pairing: Option<PairingStatus>,
@@ -539,13 +544,20 @@ pub struct PairingStatus {
     /// Antimatter's explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// How long the check took in Antimatter, in milliseconds (when this result was first seen).
+    /// How long the latest check took in Antimatter, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<i64>,
-    /// When this result was first seen. A check with the same result is not re-recorded (so steady
-    /// checks write nothing); the `Paired` condition reports the latest check.
+    /// When this result (status and message) was first seen; later checks with the same result keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen_time: Option<Time>,
+    /// When the latest check that got an answer from Antimatter ran (one status write per object
+    /// per check); a check that could not reach Antimatter leaves it and says so in `Paired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_time: Option<Time>,
+    /// When a check last found the pairing `Healthy`; kept while later checks fail, so an alert can
+    /// tell how long the pairing has been failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_healthy_time: Option<Time>,
 }
 
 /// Outcome of a pairing check.

@@ -90,6 +90,9 @@ fn render(ark: &AzureRootKey, mut events: Vec<Event>) -> String {
                 .as_ref()
                 .map(|p| format!("{:?}{}", p.status, p.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())),
         ),
+        ("last check", status.pairing.as_ref().and_then(|p| p.last_check_time.as_ref()).map(|t| t.0.to_string())),
+        ("last healthy", status.pairing.as_ref().and_then(|p| p.last_healthy_time.as_ref()).map(|t| t.0.to_string())),
+        ("key expires", status.key_expiry_time.as_ref().map(|t| t.0.to_string())),
     ];
     let _ = writeln!(out);
     for (label, value) in facts {

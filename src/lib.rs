@@ -7,6 +7,7 @@ pub mod apiserver;
 pub mod authority;
 pub mod azure;
 pub mod bounded;
+pub mod check;
 pub mod cli;
 pub mod cloud;
 pub mod controller;

@@ -35,6 +35,9 @@ enum Command {
         #[arg(value_parser = rootkey_operator::cli::parse_object)]
         object: (String, String),
     },
+    /// Check this installation, as the operator: the CRD, its RBAC, its Azure token and HSM roles,
+    /// and the Antimatter API allowlist (one PASS/FAIL line each; exits non-zero on a failure).
+    Check(Box<rootkey_operator::check::CheckArgs>),
     /// Print the version.
     Version,
     /// Rewrite the generated tables of a docs/reference.md in place (`make generate`).
@@ -114,6 +117,14 @@ fn main() -> anyhow::Result<()> {
                 "asked the operator to check {ns}/{name} now ({} = {at})",
                 rootkey_operator::cli::RECHECK_ANNOTATION
             );
+        }
+        Command::Check(args) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let findings = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(rootkey_operator::check::run(&args))?;
+            rootkey_operator::check::report(&findings)?;
         }
         Command::Version => println!("rootkey-operator {}", env!("CARGO_PKG_VERSION")),
         Command::ReferenceTables { path } => {

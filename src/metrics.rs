@@ -93,6 +93,8 @@ struct Metrics {
     objects: Family<ReadyLabels, Gauge>,
     conditions: Family<ConditionLabels, Gauge>,
     pairing_healthy: Family<ObjectLabels, Gauge>,
+    last_pairing_success: Family<ObjectLabels, Gauge>,
+    key_expiry: Family<ObjectLabels, Gauge>,
     leader: Gauge,
 }
 
@@ -122,12 +124,35 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 when the AzureRootKey's last pairing check was Healthy, 0 otherwise (absent before the first check)",
         pairing_healthy.clone(),
     );
+    let last_pairing_success = Family::<ObjectLabels, Gauge>::default();
+    registry.register(
+        "object_last_pairing_success_timestamp_seconds",
+        "When the AzureRootKey's pairing check last reported Healthy, in Unix seconds (absent before the first healthy check)",
+        last_pairing_success.clone(),
+    );
+    let key_expiry = Family::<ObjectLabels, Gauge>::default();
+    registry.register(
+        "object_key_expiry_timestamp_seconds",
+        "When the AzureRootKey's key version expires (its exp attribute), in Unix seconds (absent when the key has no exp)",
+        key_expiry.clone(),
+    );
     let leader = Gauge::default();
     registry.register("leader", "1 while this replica leads (or runs without leader election)", leader.clone());
     let build = Family::<VersionLabels, Gauge>::default();
     build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
     registry.register("build_info", "1, labelled with the operator's version", build);
-    Metrics { registry, calls, reconciles, duration, objects, conditions, pairing_healthy, leader }
+    Metrics {
+        registry,
+        calls,
+        reconciles,
+        duration,
+        objects,
+        conditions,
+        pairing_healthy,
+        last_pairing_success,
+        key_expiry,
+        leader,
+    }
 });
 
 /// Counts one remote call sent at `sent` (and traces it, for profiling a reconcile). `code` 0 means
@@ -163,6 +188,10 @@ pub struct ObjectSeries {
     pub object: ObjectLabels,
     pub conditions: Vec<(String, &'static str)>,
     pub pairing_healthy: Option<bool>,
+    /// Unix seconds of the last healthy pairing check.
+    pub last_pairing_success: Option<i64>,
+    /// Unix seconds at which the key version expires.
+    pub key_expiry: Option<i64>,
 }
 
 /// The per-object series last set for each controller's scope, so that a deleted object's go.
@@ -181,7 +210,9 @@ pub fn set_object_series(scope: Option<&str>, objects: Vec<ObjectSeries>) {
             };
             METRICS.conditions.remove(&labels);
         }
-        METRICS.pairing_healthy.remove(&old.object);
+        for family in [&METRICS.pairing_healthy, &METRICS.last_pairing_success, &METRICS.key_expiry] {
+            family.remove(&old.object);
+        }
     }
     for series in &objects {
         let o = &series.object;
@@ -194,8 +225,15 @@ pub fn set_object_series(scope: Option<&str>, objects: Vec<ObjectSeries>) {
             };
             METRICS.conditions.get_or_create(&labels).set(1);
         }
-        if let Some(healthy) = series.pairing_healthy {
-            METRICS.pairing_healthy.get_or_create(o).set(i64::from(healthy));
+        let values = [
+            (&METRICS.pairing_healthy, series.pairing_healthy.map(i64::from)),
+            (&METRICS.last_pairing_success, series.last_pairing_success),
+            (&METRICS.key_expiry, series.key_expiry),
+        ];
+        for (family, value) in values {
+            if let Some(value) = value {
+                family.get_or_create(o).set(value);
+            }
         }
     }
     by_scope.insert(scope.map(str::to_owned), objects);
@@ -225,6 +263,8 @@ mod tests {
             object: ObjectLabels { namespace: "team-x".into(), name: name.into() },
             conditions: vec![("Ready".into(), ready)],
             pairing_healthy: Some(ready == "True"),
+            last_pairing_success: (ready == "True").then_some(1_795_000_000),
+            key_expiry: (name == "a").then_some(1_800_000_000),
         };
         set_object_series(Some("team-x"), vec![object("a", "True"), object("b", "False")]);
         let text = render();
@@ -235,9 +275,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"rootkey_operator_object_pairing_healthy{namespace="team-x",name="a"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"rootkey_operator_object_last_pairing_success_timestamp_seconds{namespace="team-x",name="a"} 1795000000"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"rootkey_operator_object_key_expiry_timestamp_seconds{namespace="team-x",name="a"} 1800000000"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"key_expiry_timestamp_seconds{namespace="team-x",name="b"}"#),
+            "b has no exp:\n{text}"
+        );
         set_object_series(Some("team-x"), vec![object("b", "True")]);
         let text = render();
-        assert!(!text.contains(r#"name="a""#), "a was deleted:\n{text}");
+        assert!(!text.contains(r#"name="a""#), "a was deleted, every one of its series with it:\n{text}");
         assert!(!text.contains(r#"name="b",condition="Ready",status="False""#), "b's old status is gone:\n{text}");
         assert!(text.contains(r#"name="b",condition="Ready",status="True"} 1"#));
         assert!(text.contains(r#"rootkey_operator_build_info{version=""#));

@@ -146,7 +146,45 @@ impl RunArgs {
         }
         Ok(cloud)
     }
+
+    fn ca_bundle(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.ca_bundle
+            .as_ref()
+            .map(|path| std::fs::read(path).with_context(|| format!("reading CA bundle {}", path.display())))
+            .transpose()
+    }
+
+    /// Azure as the operator reaches it: the cloud, its identity, the CA bundle and the pacing.
+    pub fn azure(&self) -> anyhow::Result<Azure> {
+        let http = remote::http_client(self.ca_bundle()?.as_deref(), remote::Redirects::Never)?;
+        let pacers = Pacers::new(self.hsm_key_creates_per_second, self.hsm_rbac_per_second);
+        Ok(Azure::new(self.cloud()?, self.azure_identity, http, pacers))
+    }
+
+    /// The HTTP client for logging in to the Antimatter API (it redirects to the domain's cell,
+    /// within its parent domain).
+    pub fn antimatter_http(&self) -> anyhow::Result<reqwest::Client> {
+        remote::http_client(self.ca_bundle()?.as_deref(), remote::Redirects::SameParentDomain)
+    }
+
+    /// The Antimatter client: its authed calls follow no redirect (a JWT never follows one), its
+    /// logins follow the API's redirects to the domain's cell.
+    pub fn antimatter(&self) -> anyhow::Result<AntimatterClient> {
+        let authed = remote::http_client(self.ca_bundle()?.as_deref(), remote::Redirects::Never)?;
+        Ok(AntimatterClient::new(authed, self.antimatter_http()?))
+    }
+
+    /// The Antimatter API allowlist, every entry https (API keys are sent to these).
+    pub fn antimatter_api_urls(&self) -> anyhow::Result<&[Url]> {
+        for url in &self.antimatter_api_urls {
+            anyhow::ensure!(url.scheme() == "https", "--antimatter-api-urls: {url} must be https");
+        }
+        Ok(&self.antimatter_api_urls)
+    }
 }
+
+/// The leader-election Lease, in the operator's namespace.
+pub const LEASE_NAME: &str = "rootkey-operator";
 
 /// The log filter when `RUST_LOG` is unset; the chart's default `logLevel` is the same.
 pub const DEFAULT_LOG_FILTER: &str = "info,kube=warn,azure_core=warn,azure_identity=warn";
@@ -209,14 +247,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics_server = (args.metrics_addr != args.probe_addr)
         .then(|| tokio::spawn(serve(args.metrics_addr, Arc::new(AtomicBool::new(true)), true)));
 
-    let cloud = args.cloud()?;
-    let ca = match &args.ca_bundle {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading CA bundle {}", path.display()))?),
-        None => None,
-    };
-    // No redirects for Azure and for Antimatter's authed calls: a token never follows one.
-    let no_redirects = remote::http_client(ca.as_deref(), remote::Redirects::Never)?;
-    let antimatter_login_http = remote::http_client(ca.as_deref(), remote::Redirects::SameParentDomain)?;
+    let azure = args.azure()?;
     let policy = match &args.tenancy_policy {
         Some(path) => TenancyPolicy::from_yaml(&std::fs::read_to_string(path)?)
             .with_context(|| format!("tenancy policy {}", path.display()))?,
@@ -225,10 +256,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             TenancyPolicy::default()
         }
     };
-    for url in &args.antimatter_api_urls {
-        anyhow::ensure!(url.scheme() == "https", "--antimatter-api-urls: {url} must be https");
-    }
-    let authority = Authority::new(policy, &args.antimatter_api_urls, args.antimatter_application_id.clone());
+    let authority = Authority::new(policy, args.antimatter_api_urls()?, args.antimatter_application_id.clone());
     let client = apiserver::client().await.context("connecting to the Kubernetes API")?;
     let cluster_id = match &args.cluster_id {
         Some(id) => id.clone(),
@@ -241,15 +269,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let pod = args.pod_name.clone().unwrap_or_else(|| format!("rootkey-operator-{}", std::process::id()));
     let events = Publisher::start(client.clone(), controller::FIELD_MANAGER, &pod);
-    let azure = Azure::new(
-        cloud,
-        args.azure_identity,
-        no_redirects.clone(),
-        Pacers::new(args.hsm_key_creates_per_second, args.hsm_rbac_per_second),
-    );
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Services::new(azure, AntimatterClient::new(no_redirects, antimatter_login_http), client.clone()),
+        Services::new(azure, args.antimatter()?, client.clone()),
         authority,
         cluster_id,
         events,
@@ -258,7 +280,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "started");
 
     let elector =
-        args.leader_elect.then(|| LeaderElector::new(client.clone(), &args.lease_namespace, "rootkey-operator", &pod));
+        args.leader_elect.then(|| LeaderElector::new(client.clone(), &args.lease_namespace, LEASE_NAME, &pod));
     let (stop_tx, stop_rx) = watch::channel(false);
     let signal = tokio::spawn(async move {
         shutdown_signal().await;

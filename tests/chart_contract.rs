@@ -7,6 +7,7 @@ use rootkey_operator::{
     policy::{Request, TenancyPolicy},
     run::{DEFAULT_LOG_FILTER, RunArgs},
 };
+use serde::Deserialize as _;
 
 fn run_env_names() -> Vec<String> {
     RunArgs::augment_args(Command::new("run"))
@@ -85,4 +86,69 @@ fn the_default_log_filter_is_the_binarys_everywhere() {
     let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_sequence().expect("env");
     let rust_log = env.iter().find(|e| e["name"] == "RUST_LOG").and_then(|e| e["value"].as_str());
     assert_eq!(rust_log, Some(DEFAULT_LOG_FILTER), "deploy/base/deployment.yaml");
+}
+
+/// The chart's Roles and ClusterRoles grant exactly what `check::PERMISSIONS` lists (the list
+/// `rootkey-operator check` asks the API server about), watching all namespaces or some, with and
+/// without leader election.
+#[test]
+fn the_charts_rbac_grants_exactly_the_permissions_check_asks_for() {
+    use rootkey_operator::check::{Grant, grants};
+    let helm = std::env::var("HELM").unwrap_or_else(|_| "bin/helm".to_owned());
+    let cases: [(&[&str], &[String], Option<&str>); 3] = [
+        (&["--set", "leaderElection.enabled=false"], &[], None),
+        (&[], &[], Some("rootkey-system")),
+        (
+            &["--set", "watchNamespaces={team-a,team-b}", "--set", "replicaCount=2"],
+            &["team-a".to_owned(), "team-b".to_owned()],
+            Some("rootkey-system"),
+        ),
+    ];
+    for (args, watched, lease) in cases {
+        let out = std::process::Command::new(&helm)
+            .args(["template", "rootkey-operator", "charts/rootkey-operator", "--namespace", "rootkey-system"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{helm}: {e} (run `make tools`, or set HELM)"));
+        assert!(out.status.success(), "helm template {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut granted = Vec::new();
+        for doc in serde_yaml::Deserializer::from_slice(&out.stdout) {
+            let doc = serde_yaml::Value::deserialize(doc).expect("YAML");
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            if kind != "Role" && kind != "ClusterRole" {
+                continue;
+            }
+            let namespace =
+                (kind == "Role").then(|| doc["metadata"]["namespace"].as_str().unwrap_or_default().to_owned());
+            let strings = |v: &serde_yaml::Value| -> Vec<String> {
+                v.as_sequence()
+                    .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default()
+            };
+            for rule in doc["rules"].as_sequence().into_iter().flatten() {
+                let names = strings(&rule["resourceNames"]);
+                let names: Vec<Option<String>> =
+                    if names.is_empty() { vec![None] } else { names.into_iter().map(Some).collect() };
+                for group in strings(&rule["apiGroups"]) {
+                    for resource in strings(&rule["resources"]) {
+                        for verb in strings(&rule["verbs"]) {
+                            for name in &names {
+                                granted.push(Grant {
+                                    namespace: namespace.clone(),
+                                    group: group.clone(),
+                                    resource: resource.clone(),
+                                    verb: verb.clone(),
+                                    name: name.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut needed = grants(watched, lease);
+        needed.sort();
+        granted.sort();
+        assert_eq!(granted, needed, "helm template {args:?}");
+    }
 }

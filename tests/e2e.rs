@@ -52,7 +52,7 @@ fn writes(env: &Env) -> u64 {
 }
 
 #[tokio::test]
-async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_steady_state() {
+async fn new_key_reaches_ready_with_every_status_field_and_a_steady_check_writes_only_its_time() {
     let env = Env::start("e2e-happy").await;
     env.api_key_secret("api-key", API_KEY).await;
     env.apply("root", env.spec("new-root", json!({"antimatter": {"activate": true}}))).await;
@@ -93,7 +93,8 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
     assert_eq!(env.sandbox.active_key(DOMAIN).as_deref(), Some(registrations[0].rek_id.as_str()));
     let pairing = status.pairing.clone().expect("pairing");
     assert_eq!(pairing.status, PairingState::Healthy);
-    assert!(pairing.latency_ms.is_some() && pairing.last_check_time.is_some());
+    assert!(pairing.latency_ms.is_some() && pairing.last_check_time.is_some() && pairing.first_seen_time.is_some());
+    assert_eq!(pairing.last_healthy_time, pairing.last_check_time, "this check was healthy");
     for kind in
         ["KeyReady", "TagApplied", "ServicePrincipalReady", "RoleAssigned", "Registered", "Paired", "Active", "Ready"]
     {
@@ -120,9 +121,12 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
         assert!(note.contains(&format!("{change}: ")), "{change} in {note}");
     }
 
-    // Steady state: a reconcile with nothing changed writes nothing anywhere.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = env.api.get("root").await.expect("get").metadata.resource_version;
+    // Steady state: a reconcile with nothing changed writes nothing anywhere but the time of its
+    // check into the status (one status write).
+    // A check within the same second as the last one would leave lastCheckTime as it was.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let settled = env.api.get("root").await.expect("get");
+    let before = settled.metadata.resource_version.clone();
     env.sandbox.reset_counters();
     let tokens_before = env.logs().matches("oauth2/v2.0/token' with").count();
     assert!(tokens_before >= 2, "token requests are visible in the debug log");
@@ -146,9 +150,27 @@ async fn new_key_reaches_ready_with_every_status_field_and_nothing_changes_in_st
     // Antimatter's pairing check gets its own token in the sandbox; the operator's come from its log.
     let token_requests = |logs: String| logs.matches("oauth2/v2.0/token' with").count();
     assert_eq!(token_requests(env.logs()), tokens_before, "the operator's tokens are cached");
-    let after = env.api.get("root").await.expect("get").metadata.resource_version;
     assert_ne!(before, poked);
-    assert_eq!(poked, after, "no status patch when nothing changed");
+    let checked = env
+        .wait_for("root", Duration::from_secs(10), "lastCheckTime advanced", |o| o.metadata.resource_version != poked)
+        .await;
+    let pairing_of = |o: &rootkey_operator::api::AzureRootKey| o.status.as_ref().and_then(|s| s.pairing.clone());
+    let (old, new) = (pairing_of(&settled).expect("pairing"), pairing_of(&checked).expect("pairing"));
+    assert!(new.last_check_time > old.last_check_time, "lastCheckTime is the latest check: {old:?} → {new:?}");
+    assert_eq!(new.last_healthy_time, new.last_check_time);
+    assert_eq!(new.first_seen_time, old.first_seen_time, "the same result keeps its first-seen time");
+    // Nothing else in the status changed: the one write is the check's time.
+    let without_check_times = |o: &rootkey_operator::api::AzureRootKey| {
+        let mut status = o.status.clone().expect("status");
+        if let Some(p) = status.pairing.as_mut() {
+            (p.last_check_time, p.last_healthy_time, p.latency_ms) = (None, None, None);
+        }
+        status
+    };
+    assert_eq!(without_check_times(&settled), without_check_times(&checked));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = env.api.get("root").await.expect("get").metadata.resource_version;
+    assert_eq!(checked.metadata.resource_version, after, "one status write per check, no more");
 }
 
 #[tokio::test]
@@ -686,9 +708,13 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
         assert!(std::time::Instant::now() < deadline, "recheck ran no pairing check");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(cli(&["status", &format!("{}/root", env.ns)]).contains("Healthy"));
+    let shown = cli(&["status", &format!("{}/root", env.ns)]);
+    assert!(shown.contains("Healthy"), "{shown}");
+    let last_check = shown.lines().find(|l| l.starts_with("last check ")).unwrap_or_default();
+    assert!(last_check.trim_start_matches("last check").trim().parse::<jiff::Timestamp>().is_ok(), "{shown}");
 
-    // `kubectl get -o wide`: the HSM by name, Ready's reason, and at wide Active and the message.
+    // `kubectl get -o wide`: the HSM by name, Ready's reason, and at wide Active, the message and
+    // the last check's time.
     let out = std::process::Command::new("bin/kubectl")
         .args(["get", "ark", "-o", "wide", "-n", &env.ns])
         .output()
@@ -696,10 +722,16 @@ async fn the_cli_shows_status_with_fixes_and_recheck_checks_now() {
     let table = String::from_utf8_lossy(&out.stdout);
     eprintln!("kubectl get ark -o wide:\n{table}");
     let header = table.lines().next().unwrap_or_default();
-    for column in ["DOMAIN", "HSM", "KEY", "PAIRING", "READY", "REASON", "ACTIVE", "MESSAGE"] {
+    for column in ["DOMAIN", "HSM", "KEY", "PAIRING", "READY", "REASON", "ACTIVE", "MESSAGE", "LAST CHECK"] {
         assert!(header.contains(column), "{column} in {table}");
     }
     let row = table.lines().find(|l| l.starts_with("root ")).unwrap_or_default();
     assert!(row.contains(&format!(" {HSM} ")) && !row.contains("https://"), "the HSM's name, not its URL: {table}");
     assert!(row.contains("KeyNotFound") || row.contains(" Ready "), "Ready's reason: {table}");
+    // The row ends with LAST CHECK and AGE, both ages such as 3s.
+    let last_check = row.split_whitespace().rev().nth(1).unwrap_or_default();
+    assert!(
+        last_check.trim_end_matches(char::is_alphabetic).parse::<u32>().is_ok(),
+        "the last check's age stands before the object's: {table}"
+    );
 }

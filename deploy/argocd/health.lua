@@ -1,4 +1,7 @@
 -- Argo CD health check for antimatter.io/AzureRootKey, following kstatus:
+--   Degraded    being deleted, and the operator refuses to revoke (Deleting=False: the key is
+--               Antimatter's active key, or registered by someone else), with its message
+--   Progressing being deleted otherwise (revoking, or Deleting=Unknown: waiting for rotation)
 --   Suspended   spec.suspend is true
 --   Progressing no status yet, status.observedGeneration < metadata.generation,
 --               or the Ready condition is absent or Unknown
@@ -25,6 +28,44 @@ local terminal = {
 
 local hs = {}
 
+-- "Reason: message", or whichever of them is set.
+local function explain(condition)
+  local reason = condition.reason or ""
+  local message = condition.message or ""
+  if message == "" then
+    return reason
+  elseif reason == "" then
+    return message
+  end
+  return reason .. ": " .. message
+end
+
+local function find_condition(type)
+  if obj.status ~= nil and obj.status.conditions ~= nil then
+    for _, condition in ipairs(obj.status.conditions) do
+      if condition.type == type then
+        return condition
+      end
+    end
+  end
+  return nil
+end
+
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  local deleting = find_condition("Deleting")
+  if deleting ~= nil and deleting.status == "False" then
+    hs.status = "Degraded"
+    hs.message = "Deletion blocked: " .. explain(deleting)
+  elseif deleting ~= nil then
+    hs.status = "Progressing"
+    hs.message = "Deleting: " .. explain(deleting)
+  else
+    hs.status = "Progressing"
+    hs.message = "Deleting: waiting for the operator to remove what this object added"
+  end
+  return hs
+end
+
 if obj.spec ~= nil and obj.spec.suspend == true then
   hs.status = "Suspended"
   hs.message = "Reconciliation is suspended (spec.suspend: true)"
@@ -48,14 +89,7 @@ if observed == nil or observed < generation then
   return hs
 end
 
-local ready = nil
-if obj.status.conditions ~= nil then
-  for _, condition in ipairs(obj.status.conditions) do
-    if condition.type == "Ready" then
-      ready = condition
-    end
-  end
-end
+local ready = find_condition("Ready")
 
 if ready == nil or ready.status == "Unknown" then
   hs.status = "Progressing"
@@ -69,17 +103,10 @@ if ready.status == "True" then
   return hs
 end
 
-local reason = ready.reason or ""
-local message = ready.message or ""
-if message == "" then
-  message = reason
-elseif reason ~= "" then
-  message = reason .. ": " .. message
-end
-if terminal[reason] then
+if terminal[ready.reason or ""] then
   hs.status = "Degraded"
 else
   hs.status = "Progressing"
 end
-hs.message = message
+hs.message = explain(ready)
 return hs

@@ -339,6 +339,7 @@ pub fn object_series<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> Vec
     objects
         .map(|ark| {
             let status = ark.status.as_ref();
+            let pairing = status.and_then(|s| s.pairing.as_ref());
             let status_name = |s: ConditionStatus| match s {
                 ConditionStatus::True => "True",
                 ConditionStatus::False => "False",
@@ -349,9 +350,9 @@ pub fn object_series<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> Vec
                 conditions: status
                     .map(|s| s.conditions.iter().map(|c| (c.type_.to_string(), status_name(c.status))).collect())
                     .unwrap_or_default(),
-                pairing_healthy: status
-                    .and_then(|s| s.pairing.as_ref())
-                    .map(|p| p.status == crate::api::PairingState::Healthy),
+                pairing_healthy: pairing.map(|p| p.status == crate::api::PairingState::Healthy),
+                last_pairing_success: pairing.and_then(|p| p.last_healthy_time.as_ref()).map(|t| t.0.as_second()),
+                key_expiry: status.and_then(|s| s.key_expiry_time.as_ref()).map(|t| t.0.as_second()),
             }
         })
         .collect()

@@ -1,5 +1,6 @@
 //! `.status`: built from what the steps found, and written by the one server-side-apply writer.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -11,7 +12,7 @@ use super::{
     conditions::{self, Outcome, READY, now, to_conditions},
     steps::{Found, Report},
 };
-use crate::api::{AzureRootKey, AzureRootKeyStatus, CreatedRecord};
+use crate::api::{AzureRootKey, AzureRootKeyStatus, CreatedRecord, PairingStatus};
 
 /// The condition type shown while a `Revoke` deletion is blocked.
 pub const DELETING: &str = "Deleting";
@@ -37,10 +38,18 @@ pub fn build(
     outcomes.push((READY, ready));
     let [reconciling, stalled] = conditions::kstatus(ready);
     outcomes.extend([(reconciling.0, &reconciling.1), (stalled.0, &stalled.1)]);
-    // A new pairing result is recorded only when it differs, so steady checks write nothing.
+    // Every check records its time; the first-seen time and the last healthy time outlive checks
+    // with another result.
     let pairing = match (&found.pairing, &prev.pairing) {
-        (Some(new), Some(old)) if new.status == old.status && new.message == old.message => Some(old.clone()),
-        (Some(new), _) => Some(new.clone()),
+        (Some(new), Some(old)) => {
+            let same_result = new.status == old.status && new.message == old.message;
+            Some(PairingStatus {
+                first_seen_time: if same_result { old.first_seen_time.clone() } else { new.first_seen_time.clone() },
+                last_healthy_time: new.last_healthy_time.clone().or_else(|| old.last_healthy_time.clone()),
+                ..new.clone()
+            })
+        }
+        (Some(new), None) => Some(new.clone()),
         (None, old) => old.clone(),
     };
     let rek_id = if found.registration_gone {
@@ -57,6 +66,10 @@ pub fn build(
         hsm_name,
         key_url: found.key.as_ref().map(|k| k.kid.clone()).or_else(|| prev.key_url.clone()),
         key_version: found.key.as_ref().map(|k| k.version.clone()).or_else(|| prev.key_version.clone()),
+        key_expiry_time: match &found.key {
+            Some(key) => key.expires.map(Time),
+            None => prev.key_expiry_time.clone(),
+        },
         tenant_id: Some(ark.spec.tenant_id.clone()),
         service_principal_object_id: found.principal.clone().or_else(|| prev.service_principal_object_id.clone()),
         role_assignment_name: found.assignment.clone().or_else(|| prev.role_assignment_name.clone()),

@@ -106,7 +106,8 @@ def cluster(kubectl):
     env = env_ = dict(os.environ, KUBECONFIG=kubeconfig)
     run([kubectl, "get", "--raw", "/readyz"], env=env)
     # The CRDs for real, so that objects of those kinds can be dry-run.
-    for crd in (CRD_SOURCE, Path(__file__).with_name("servicemonitor-crd.yaml")):
+    stand_ins = [Path(__file__).with_name(f"{kind}-crd.yaml") for kind in ("servicemonitor", "prometheusrule")]
+    for crd in (CRD_SOURCE, *stand_ins):
         run(
             [kubectl, "apply", "--server-side", "--force-conflicts", "--field-manager=packaging-tests", "-f", str(crd)],
             env=env,
@@ -119,6 +120,7 @@ def cluster(kubectl):
             "--timeout=60s",
             "crd/azurerootkeys.antimatter.io",
             "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
         ],
         env=env,
     )

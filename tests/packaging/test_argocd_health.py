@@ -8,6 +8,7 @@ importable the test installs it with pip, and failing that uses a `lua5.4`/`lua`
 from __future__ import annotations
 
 import copy
+import datetime
 import importlib
 import json
 import os
@@ -22,6 +23,7 @@ import yaml
 from conftest import REPO
 
 HEALTH_LUA = REPO / "deploy" / "argocd" / "health.lua"
+RECHECK_LUA = REPO / "deploy" / "argocd" / "recheck-action.lua"
 ARGOCD_CM = REPO / "deploy" / "argocd" / "argocd-cm.yaml"
 TERMINAL = [
     "InvalidSpec",
@@ -88,35 +90,43 @@ def _lua_literal(v) -> str:
 
 
 @pytest.fixture(scope="module")
-def health():
-    script = HEALTH_LUA.read_text()
+def lua():
+    """lua(script, obj, exprs) -> the values of Lua expressions `exprs` over the script's result
+    `hs`, as strings ("" for nil), the script run as Argo CD runs it: a chunk with `obj` set."""
     # ROOTKEY_TEST_LUA=binary forces the lua5.4 binary path (to check both paths agree).
     lupa = None if os.environ.get("ROOTKEY_TEST_LUA") == "binary" else _lupa()
     if lupa is not None:
 
-        def run_lupa(obj: dict) -> dict:
+        def run_lupa(script: str, obj: dict, exprs: list[str]) -> list[str]:
             rt = lupa.LuaRuntime()
             rt.globals().obj = rt.table_from(obj, recursive=True)
-            # Argo CD runs the script as a chunk with `obj` set and reads the returned table.
             result = rt.execute(script)
-            return {k: result[k] for k in ("status", "message") if result[k] is not None}
+            values = [rt.eval(f"function(hs) return {e} end")(result) for e in exprs]
+            return ["" if v is None else str(v) for v in values]
 
         return run_lupa
-    lua = _lua_binary()
-    if lua is None:
+    binary = _lua_binary()
+    if binary is None:
         pytest.fail("no Lua interpreter: pip install lupa, or apt-get install lua5.4")
 
-    def run_binary(obj: dict) -> dict:
-        chunk = (
-            f"obj = {_lua_literal(obj)}\n"
-            f"local hs = (function()\n{script}\nend)()\n"
-            "io.write(hs.status or '', '\\n', hs.message or '')\n"
-        )
-        proc = subprocess.run([lua, "-"], input=chunk, capture_output=True, text=True, check=True)
-        status, _, message = proc.stdout.partition("\n")
-        return {"status": status, "message": message}
+    def run_binary(script: str, obj: dict, exprs: list[str]) -> list[str]:
+        writes = ", '\\0', ".join(f"tostring(({e}) or '')" for e in exprs)
+        chunk = f"obj = {_lua_literal(obj)}\nlocal hs = (function()\n{script}\nend)()\nio.write({writes})\n"
+        proc = subprocess.run([binary, "-"], input=chunk, capture_output=True, text=True, check=True)
+        return proc.stdout.split("\0")
 
     return run_binary
+
+
+@pytest.fixture(scope="module")
+def health(lua):
+    script = HEALTH_LUA.read_text()
+
+    def run(obj: dict) -> dict:
+        status, message = lua(script, obj, ["hs.status", "hs.message"])
+        return {k: v for k, v in (("status", status), ("message", message)) if v}
+
+    return run
 
 
 BASE = {
@@ -197,10 +207,57 @@ def test_suspended(health):
     assert health(sample(suspend=False, status=ready("True", "Ready", "ok")))["status"] == "Healthy"
 
 
-def test_argocd_cm_snippet_matches_health_lua():
+def deleting(status, reason, message):
+    blocked = ready("True", "Ready", "ok")
+    blocked["conditions"].append({"type": "Deleting", "status": status, "reason": reason, "message": message})
+    obj = sample(status=blocked)
+    obj["metadata"]["deletionTimestamp"] = "2026-12-01T10:00:00Z"
+    return obj
+
+
+def test_progressing_while_being_deleted(health):
+    obj = sample(status=ready("True", "Ready", "ok"))
+    obj["metadata"]["deletionTimestamp"] = "2026-12-01T10:00:00Z"
+    assert health(obj)["status"] == "Progressing", "not Healthy once deletion started"
+    waiting = "Antimatter is still re-wrapping data keys"
+    hs = health(deleting("Unknown", "RotationIncomplete", waiting))
+    assert hs == {"status": "Progressing", "message": f"Deleting: RotationIncomplete: {waiting}"}
+
+
+@pytest.mark.parametrize("reason", ["KeyIsActive", "KeyStillRegistered"])
+def test_degraded_when_revoke_is_refused(health, reason):
+    refused = "Set spec.deletionPolicy: Retain to release the object without revoking."
+    hs = health(deleting("False", reason, refused))
+    assert hs == {"status": "Degraded", "message": f"Deletion blocked: {reason}: {refused}"}
+
+
+def test_a_suspended_object_being_deleted_is_not_suspended(health):
+    obj = deleting("False", "KeyIsActive", "refused")
+    obj["spec"]["suspend"] = True
+    assert health(obj)["status"] == "Degraded"
+
+
+def test_recheck_action_sets_the_annotation_to_now(lua):
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    obj = sample(status=ready("True", "Ready", "ok"))
+    (set_to,) = lua(RECHECK_LUA.read_text(), obj, ['hs.metadata.annotations["antimatter.io/recheck"]'])
+    at = datetime.datetime.strptime(set_to, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    assert before <= at <= datetime.datetime.now(datetime.UTC), set_to
+    obj["metadata"]["annotations"] = {"team": "a", "antimatter.io/recheck": "2020-01-01T00:00:00Z"}
+    annotation = 'hs.metadata.annotations["antimatter.io/recheck"]'
+    kept, changed = lua(RECHECK_LUA.read_text(), obj, ['hs.metadata.annotations["team"]', annotation])
+    assert kept == "a" and changed != "2020-01-01T00:00:00Z", "other annotations kept; a second recheck changes it"
+
+
+def test_argocd_cm_snippets_match_the_scripts():
     cm = yaml.safe_load(ARGOCD_CM.read_text())
     assert cm["metadata"]["name"] == "argocd-cm"
     assert cm["data"]["resource.customizations.health.antimatter.io_AzureRootKey"] == HEALTH_LUA.read_text()
+    actions = yaml.safe_load(cm["data"]["resource.customizations.actions.antimatter.io_AzureRootKey"])
+    assert 'actions["recheck"]' in actions["discovery.lua"]
+    (recheck,) = actions["definitions"]
+    assert recheck["name"] == "recheck"
+    assert recheck["action.lua"] == RECHECK_LUA.read_text()
 
 
 def test_healthy_on_the_objects_of_a_real_cluster(health):

@@ -427,4 +427,6 @@ def test_server_side_dry_run(helm, cluster, values):
     assert any(x.startswith("customresourcedefinition.apiextensions.k8s.io/") for x in created), proc.stdout
     if values == "all-on":
         assert any(x.startswith("servicemonitor.monitoring.coreos.com/") for x in created), proc.stdout
+        assert any(x.startswith("prometheusrule.monitoring.coreos.com/") for x in created), proc.stdout
+        assert any(x == "configmap/rootkey-operator-dashboard" for x in created), proc.stdout
         assert any(x.startswith("networkpolicy.networking.k8s.io/") for x in created), proc.stdout

@@ -125,16 +125,11 @@ impl Env {
         }
     }
 
-    /// Starts one more operator like [`Self::spawn_operator`], with extra arguments and
-    /// environment, remembering its metrics/probe ports; returns its index.
-    pub fn spawn_operator_ext(&mut self, options: &OperatorOptions, extra: &SpawnExtra) -> usize {
-        let index = self.operators.len();
-        let log_path = self.log_dir.join(format!("{}-{index}.log", self.ns));
-        let log = std::fs::File::create(&log_path).expect("operator log");
-        let port = || std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let ports = SpawnedPorts { metrics: port(), probe: port() };
+    /// `rootkey-operator <subcommand>` configured as the tests' operators are (`run` and `check`
+    /// take the same flags): the sandbox's endpoints, CA and credentials, this namespace.
+    pub fn operator_command(&self, subcommand: &str, options: &OperatorOptions) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rootkey-operator"));
-        cmd.arg("run")
+        cmd.arg(subcommand)
             .args(["--log-format", "json", "--watch-namespaces", &self.ns, "--cloud", "Custom"])
             .args(["--authority-host", &self.sandbox.authority_url()])
             .args(["--graph-url", &self.sandbox.graph_url()])
@@ -143,21 +138,13 @@ impl Env {
             .arg(self.sandbox.ca_pem_path())
             .args(["--azure-identity", "secret", "--cluster-id", options.cluster_id.unwrap_or("test-cluster")])
             .args(["--antimatter-api-urls", &self.api_url()])
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", ports.metrics)])
-            .args(["--probe-addr", &format!("127.0.0.1:{}", ports.probe)])
-            .args(["--lease-namespace", &self.ns, "--pod-name", &format!("operator-{index}")])
-            .args(&extra.args)
+            .args(["--lease-namespace", &self.ns])
             .env("AZURE_CLIENT_ID", OPERATOR_CLIENT)
             .env("AZURE_CLIENT_SECRET", OPERATOR_SECRET)
             .env("RUST_LOG", "debug,hyper=info,rustls=info,h2=info,tower=info,kube_client=info,reqwest=info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
+            .stdin(Stdio::null());
         if let Some(kubeconfig) = &self.kubeconfig {
             cmd.env("KUBECONFIG", kubeconfig);
-        }
-        for (k, v) in &extra.env {
-            cmd.env(k, v);
         }
         if options.leader_elect {
             cmd.arg("--leader-elect");
@@ -169,6 +156,27 @@ impl Env {
             let path = self.log_dir.join(format!("{}-policy.yaml", self.ns));
             std::fs::write(&path, policy).expect("policy file");
             cmd.arg("--tenancy-policy").arg(path);
+        }
+        cmd
+    }
+
+    /// Starts one more operator like [`Self::spawn_operator`], with extra arguments and
+    /// environment, remembering its metrics/probe ports; returns its index.
+    pub fn spawn_operator_ext(&mut self, options: &OperatorOptions, extra: &SpawnExtra) -> usize {
+        let index = self.operators.len();
+        let log_path = self.log_dir.join(format!("{}-{index}.log", self.ns));
+        let log = std::fs::File::create(&log_path).expect("operator log");
+        let port = || std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let ports = SpawnedPorts { metrics: port(), probe: port() };
+        let mut cmd = self.operator_command("run", options);
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{}", ports.metrics)])
+            .args(["--probe-addr", &format!("127.0.0.1:{}", ports.probe)])
+            .args(["--pod-name", &format!("operator-{index}")])
+            .args(&extra.args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in &extra.env {
+            cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn operator");
         self.operators.push(child);

@@ -56,15 +56,18 @@ pub async fn check(
         "MISCONFIGURED" => (PairingState::Misconfigured, Reason::PairingMisconfigured),
         _ => (PairingState::Unreachable, Reason::PairingUnreachable),
     };
+    let checked = Some(Time(now));
     let pairing = PairingStatus {
         status: state,
         message: Some(truncate(&result.status_message, MAX_MESSAGE_BYTES)).filter(|m| !m.is_empty()),
         latency_ms: result.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| ms.round() as i64),
-        last_check_time: Some(Time(now)),
+        first_seen_time: checked.clone(),
+        last_healthy_time: checked.clone().filter(|_| state == PairingState::Healthy),
+        last_check_time: checked,
     };
     let answer =
         format!("Antimatter's pairing check: {} {}", result.status, result.status_message.trim_end_matches('.'));
-    // The latency stays out of the message (it is in .status.pairing), so a steady check writes nothing.
+    // The latency stays out of the message (it is in .status.pairing), so the condition stays unchanged.
     let step = match (state, granted_at.filter(|at| within_grace(*at, now))) {
         (PairingState::Healthy, _) => {
             Step::found(Outcome::ok(reason, "Antimatter wrapped and unwrapped with the key."), pairing)
