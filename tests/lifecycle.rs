@@ -21,21 +21,6 @@ fn rek_id(o: &AzureRootKey) -> String {
     o.status.as_ref().and_then(|s| s.root_encryption_key_id.clone()).expect("registered")
 }
 
-/// Warning events about `name`, as (reason, note).
-async fn warnings(env: &Env, name: &str) -> Vec<(String, String)> {
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_domain_with_sixty_rotation_batches_is_ready_only_after_the_last() {
     let env = Env::start("life-rotate").await;
@@ -73,7 +58,7 @@ async fn a_domain_with_sixty_rotation_batches_is_ready_only_after_the_last() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(completed, 1);
-    assert!(warnings(&env, "root").await.is_empty());
+    assert!(env.warnings("root").await.is_empty());
 
     // Done is done: no more rotate calls on later checks.
     env.sandbox.reset_counters();
@@ -115,7 +100,7 @@ async fn a_new_key_version_becomes_the_active_registration_and_the_old_one_is_re
     let status = rotated.status.expect("status");
     assert_eq!(status.rotation.map(|r| (r.root_encryption_key_id, r.state)), Some((new_rek, RotationState::Complete)));
     assert_eq!(status.versions[1].root_encryption_key_id.as_deref(), Some(old_rek.as_str()));
-    assert_eq!(warnings(&env, "root").await, Vec::<(String, String)>::new(), "0 Warning events");
+    assert_eq!(env.warnings("root").await, Vec::<(String, String)>::new(), "0 Warning events");
 }
 
 #[tokio::test]

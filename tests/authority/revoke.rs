@@ -5,12 +5,12 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{
-    api::{core::v1::Namespace, core::v1::Secret, events::v1::Event},
+    api::{core::v1::Namespace, core::v1::Secret},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, CustomResourceExt, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
     runtime::{conditions, wait::await_condition},
 };
 use rootkey_operator::{
@@ -69,20 +69,6 @@ async fn antimatter_by_hand(env: &Env, path: &str, body: Value) -> Value {
     let r = client.post_json(&format!("{base}/control/encryption/{path}"), Some(&jwt), &body).await.expect(path);
     assert_eq!(r.status, 200, "{path}: {:?}", r.json());
     r.json()
-}
-
-async fn warnings(env: &Env, name: &str) -> Vec<(String, String)> {
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
-    events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
 }
 
 /// A second object on the owner's key and domain, with `Revoke` (refused with `KeyClaimed`, or,
@@ -166,7 +152,7 @@ async fn revoke_without_an_api_key_is_refused_at_admission_and_released_as_retai
     env.delete("manual").await;
     env.wait_gone("manual", Duration::from_secs(30)).await;
     assert_eq!(access(&env, "manual-key"), before, "Antimatter's access to its active key is untouched");
-    let warned = warnings(&env, "manual").await;
+    let warned = env.warnings("manual").await;
     assert!(
         warned.iter().any(|(reason, note)| reason == "RevokeNeedsApiKey" && note.contains("Left in place")),
         "{warned:?}"

@@ -357,6 +357,21 @@ impl Env {
         .await
     }
 
+    /// Warning events about `name`, as (reason, note).
+    pub async fn warnings(&self, name: &str) -> Vec<(String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        events
+            .list(&kube::api::ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
     pub async fn wait_ready(&self, name: &str) -> AzureRootKey {
         self.wait_condition(name, "Ready", ConditionStatus::True, None).await
     }
