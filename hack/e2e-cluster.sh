@@ -65,8 +65,11 @@ operator["federated_credentials"].append({
 })
 yaml.safe_dump(world, open(sys.argv[1], "w"))
 PY
+# Entra checks an assertion against its issuer's keys (OpenID discovery): the sandbox fetches them
+# from the API server, whose serving certificate this cluster's CA signed.
+CLUSTER_CA=$(awk '/certificate-authority:/ {print $2; exit}' "$KUBECONFIG")
 "$TARGET/rootkey-sandbox" --world "$E2E_DIR/world.yaml" --port 0 --admin-port 0 \
-  --state-dir "$E2E_DIR/sandbox" >"$E2E_DIR/sandbox.log" 2>&1 &
+  --issuer-ca "$CLUSTER_CA" --state-dir "$E2E_DIR/sandbox" >"$E2E_DIR/sandbox.log" 2>&1 &
 sandbox_pid=$!
 for _ in $(seq 50); do [ -s "$E2E_DIR/sandbox/endpoints.json" ] && break; sleep 0.2; done
 [ -s "$E2E_DIR/sandbox/endpoints.json" ] || { cat "$E2E_DIR/sandbox.log"; exit 1; }
