@@ -132,6 +132,16 @@ fn given_principal(w: &mut World) {
     w.principals.insert(APP_ID.into(), "sp-given".into());
 }
 
+/// Crypto User at `/keys/k` for `principal`, assigned by hand (not under the operator's name).
+fn assigned_by_hand(w: &mut World, principal: &str) {
+    let properties = RoleAssignmentProperties {
+        scope: Some("/keys/k".into()),
+        role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
+        principal_id: principal.into(),
+    };
+    w.assignments.insert(("/keys/k".into(), "by-hand".into()), RoleAssignment { name: "by-hand".into(), properties });
+}
+
 fn existing_principal(w: &mut World) {
     tagged_key(w);
     w.principals.insert(APP_ID.into(), "sp-existing".into());
@@ -585,17 +595,7 @@ fn cases() -> Vec<Case> {
             name: "MatchingRoleAssignmentExists: the assignment made by hand is adopted",
             world: |w| {
                 existing_principal(w);
-                w.assignments.insert(
-                    ("/keys/k".into(), "by-hand".into()),
-                    RoleAssignment {
-                        name: "by-hand".into(),
-                        properties: RoleAssignmentProperties {
-                            scope: Some("/keys/k".into()),
-                            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
-                            principal_id: "sp-existing".into(),
-                        },
-                    },
-                );
+                assigned_by_hand(w, "sp-existing");
             },
             expect: &[(Kind::RoleAssigned, T, Reason::RoleAssigned)],
             changes: &["Registered", "Activated"],
@@ -666,17 +666,7 @@ fn cases() -> Vec<Case> {
             name: "pairing misconfigured with a grant the operator did not make: a failure, activation waits",
             world: |w| {
                 existing_principal(w);
-                w.assignments.insert(
-                    ("/keys/k".into(), "by-hand".into()),
-                    RoleAssignment {
-                        name: "by-hand".into(),
-                        properties: RoleAssignmentProperties {
-                            scope: Some("/keys/k".into()),
-                            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
-                            principal_id: "sp-existing".into(),
-                        },
-                    },
-                );
+                assigned_by_hand(w, "sp-existing");
                 w.pairing = "MISCONFIGURED";
             },
             expect: &[(Kind::Paired, F, Reason::PairingMisconfigured), (Kind::Active, U, Reason::WaitingPaired)],
@@ -858,17 +848,7 @@ fn cases() -> Vec<Case> {
             name: "suspended and not registered: the list is read, nothing added",
             world: |w| {
                 given_principal(w);
-                w.assignments.insert(
-                    ("/keys/k".into(), "by-hand".into()),
-                    RoleAssignment {
-                        name: "by-hand".into(),
-                        properties: RoleAssignmentProperties {
-                            scope: Some("/keys/k".into()),
-                            role_definition_id: CRYPTO_USER_ROLE_DEFINITION.into(),
-                            principal_id: "sp-given".into(),
-                        },
-                    },
-                );
+                assigned_by_hand(w, "sp-given");
             },
             spec: |s| {
                 s.suspend = true;
