@@ -200,6 +200,9 @@ async fn existing_key_keeps_foreign_tags_and_a_new_version_is_registered() {
     let kid = rotated.status.and_then(|s| s.key_url).expect("key url");
     assert!(registrations(&env).iter().any(|r| r.resource_path == kid));
     assert_eq!(latest_tags(&env, "existing-key").get("owner").map(String::as_str), Some("platform"));
+    // `Active=False ActivationNotRequested` is what `activate: false` asks for, not a failure: no
+    // Warning for it (the first reconcile's events were written seconds ago).
+    assert_eq!(env.warnings("root").await, Vec::<(String, String)>::new());
 }
 
 #[tokio::test]

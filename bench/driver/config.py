@@ -13,14 +13,17 @@ WORLD = ROOT / "deploy" / "sandbox" / "bench-world.yaml"
 CRD = ROOT / "crds" / "antimatter.io_azurerootkeys.yaml"
 PEER_SCRIPT = ROOT / "bench" / "peer.py"
 
-# Each entry is N:latency_ms:t|u[:steady][:peerN] (steady: poke, intervals or - for none).
+# Each entry is N:latency_ms:t|u[:steady][:peerN][:extras] (steady: poke, intervals or - for none;
+# extras, joined by +: restart = the API server restarted under load, handoff = leader handoff on
+# SIGTERM and SIGKILL, prop20 = 20 s of RBAC propagation in the sandbox).
+PROPAGATION_S = 20  # the prop20 extra: the sandbox's RBAC propagation delay
 QUICK_MATRIX = "1:20:t:poke,100:20:t:poke:10"
 # Throttled (sandbox limits on, operator pacing on): 1, 100, 1,000 at 0 and 20 ms.
 # Unthrottled (limits and pacing off): 100 (peer), 1,000 and 10,000 at 20 ms, 10,000 at 0 ms.
 # 10,000 is not run throttled: its floor alone is 1,000 s (5,000 creates over 5 HSMs at 1/s).
 FULL_MATRIX = (
-    "1:0:t:poke,1:20:t:poke,100:0:t:intervals:100,100:20:t:poke:100,1000:0:t:poke,1000:20:t:poke,"
-    "100:20:u:poke:100,1000:20:u:poke,10000:20:u:poke,10000:0:u:-"
+    "1:0:t:poke,1:20:t:poke,1:20:t:-:0:prop20,100:0:t:intervals:100,100:20:t:poke:100,1000:0:t:poke,"
+    "1000:20:t:poke,100:20:u:poke:100,1000:20:u:poke:0:restart+handoff,10000:20:u:poke,10000:0:u:-"
 )
 
 
@@ -33,10 +36,12 @@ class RunSpec:
     throttled: bool
     steady: str | None  # "poke", "intervals" or None
     peer_n: int  # keys for the one-at-a-time script; 0: no script
+    extras: frozenset[str] = frozenset()
 
     @property
     def id(self) -> str:
-        return f"n{self.n}-lat{self.latency_ms}-{'throttled' if self.throttled else 'unthrottled'}"
+        prop = "-prop20" if "prop20" in self.extras else ""
+        return f"n{self.n}-lat{self.latency_ms}-{'throttled' if self.throttled else 'unthrottled'}{prop}"
 
     @classmethod
     def parse(cls, text: str) -> RunSpec:
@@ -46,7 +51,8 @@ class RunSpec:
             latency_ms=int(parts[1]),
             throttled=parts[2] == "t",
             steady=parts[3] if len(parts) > 3 and parts[3] != "-" else None,
-            peer_n=int(parts[4]) if len(parts) > 4 else 0,
+            peer_n=int(parts[4]) if len(parts) > 4 and parts[4] else 0,
+            extras=frozenset(x for x in (parts[5] if len(parts) > 5 else "").split("+") if x),
         )
 
 

@@ -34,7 +34,13 @@ class Kube:
         cfg.retries = urllib3.Retry(
             total=5, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None
         )
-        api = client.ApiClient(cfg)
+        api = self.api = client.ApiClient(cfg)
+        # Probes of an API server that may be down answer at once: no retries, a short timeout.
+        bare = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=bare)
+        bare.retries = False
+        self.bare = client.ApiClient(bare)
+        self.leases = client.CoordinationV1Api(self.bare)
         self.core = client.CoreV1Api(api)
         self.events = client.EventsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -74,6 +80,37 @@ class Kube:
             GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json"
         )
 
+    def ready(self) -> bool:
+        """Whether the API server answers /readyz with 200 (False when down)."""
+        try:
+            return _raw(self.bare, "/readyz", 1)[0] == 200
+        except Exception:
+            return False
+
+    def cpu_seconds(self) -> float:
+        """The API server's own `process_cpu_seconds_total` (its /metrics)."""
+        _, body = _raw(self.api, "/metrics", 10)
+        for line in body.decode().splitlines():
+            if line.startswith("process_cpu_seconds_total "):
+                return float(line.split()[1])
+        raise RuntimeError("no process_cpu_seconds_total in the API server's /metrics")
+
+    def lease_holder(self, name="rootkey-operator", namespace="default") -> str | None:
+        """The Lease's holderIdentity; None while it is absent, released or unreadable."""
+        try:
+            return self.leases.read_namespaced_lease(name, namespace, _request_timeout=2).spec.holder_identity
+        except Exception:
+            return None
+
+    def root_key_ready(self, namespace, name) -> bool:
+        try:
+            status, body = _raw(self.bare, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}", 2)
+            obj = json.loads(body) if status == 200 else {}
+        except Exception:
+            return False
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
     def list_root_keys(self) -> tuple[list[dict], str]:
         """(every AzureRootKey, the list's resourceVersion)."""
         return _list_all(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
@@ -99,6 +136,13 @@ class Kube:
             deserialize=False,
         )
         return w, events
+
+
+def _raw(api: client.ApiClient, path, timeout_s) -> tuple[int, bytes]:
+    """(status, body) of one GET with the kubeconfig's credentials."""
+    request = api.param_serialize("GET", path, auth_settings=["BearerToken"])
+    resp = api.call_api(*request, _request_timeout=timeout_s)
+    return resp.status, resp.read()
 
 
 def _list_all(list_call, *args) -> tuple[list[dict], str]:

@@ -14,6 +14,7 @@ operator process (a fresh list + one reconcile per object), not by restarting ku
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -87,6 +88,14 @@ def binary_info(path) -> dict:
 
 
 # ------------------------------------------------------------------ the API server
+
+
+def last_check_unix(obj) -> int:
+    """status.pairing.lastCheckTime in Unix seconds (0 when absent)."""
+    t = ((obj.get("status") or {}).get("pairing") or {}).get("lastCheckTime")
+    if not t:
+        return 0
+    return int(datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp())
 
 
 def ready_status(obj) -> tuple[str | None, str | None]:

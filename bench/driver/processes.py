@@ -93,13 +93,23 @@ def http_get(url, timeout_s=5) -> tuple[int, bytes]:
         return 0, b""
 
 
+def http_send(method, url, body: dict, timeout_s=5) -> dict:
+    """A JSON request to the sandbox's admin API; its JSON answer (errors raise)."""
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        return json.loads(r.read() or b"null")
+
+
 def _check_running(p: subprocess.Popen, name, log_path: pathlib.Path):
     if p.poll() is not None:
         raise RuntimeError(f"{name} exited: " + log_path.read_text()[-2000:])
 
 
-def start_control_plane(procs: Processes, cfg: Config, work: pathlib.Path) -> pathlib.Path:
-    """A fresh kube-apiserver and etcd; returns the kubeconfig once it is written."""
+def start_control_plane(procs: Processes, cfg: Config, work: pathlib.Path) -> tuple[pathlib.Path, subprocess.Popen]:
+    """A fresh kube-apiserver and etcd: (the kubeconfig once it is written, the process, which restarts
+    the API server on SIGHUP)."""
     kubeconfig, log = work / "kubeconfig", work / "controlplane.log"
     argv = [
         str(cfg.bin_dir / "controlplane"),
@@ -117,7 +127,7 @@ def start_control_plane(procs: Processes, cfg: Config, work: pathlib.Path) -> pa
         interval_s=0.2,
     )
     _check_running(p, "control plane", log)
-    return kubeconfig
+    return kubeconfig, p
 
 
 def start_sandbox(procs: Processes, cfg: Config, work: pathlib.Path, latency_ms, throttled) -> dict:
@@ -130,6 +140,7 @@ def start_sandbox(procs: Processes, cfg: Config, work: pathlib.Path, latency_ms,
     _check_running(p, "sandbox", log)
     time.sleep(0.1)  # endpoints.json appears before it is completely written
     endpoints = json.loads((state / "endpoints.json").read_text())
+    endpoints["pid"] = p.pid  # its CPU is reported beside the operator's and the API server's
     wait_until(lambda: http_get(endpoints["admin_url"] + "/healthz")[0] == 200, 10, "sandbox healthz")
     return endpoints
 
@@ -141,7 +152,11 @@ class Operator:
     startup_ms: float  # process start to /readyz answering 200
 
 
-def start_operator(procs: Processes, cfg: Config, work, endpoints, kubeconfig, throttled, tag) -> Operator:
+def start_operator(
+    procs: Processes, cfg: Config, work, endpoints, kubeconfig, throttled, tag, leader_elect=False
+) -> Operator:
+    """One operator process, once its /readyz answers; with leader_elect, replica `tag` of several
+    (it is ready before it leads)."""
     metrics_port, probe_port = free_port(), free_port()
     argv = [str(cfg.bin_dir / "rootkey-operator"), "run", "--log-format", "json", "--cloud", "Custom"]
     argv += ["--authority-host", endpoints["authority_url"], "--graph-url", endpoints["graph_url"]]
@@ -151,6 +166,8 @@ def start_operator(procs: Processes, cfg: Config, work, endpoints, kubeconfig, t
     argv += ["--metrics-addr", f"127.0.0.1:{metrics_port}", "--probe-addr", f"127.0.0.1:{probe_port}"]
     if not throttled:
         argv += ["--hsm-key-creates-per-second", "0", "--hsm-rbac-per-second", "0"]
+    if leader_elect:
+        argv += ["--leader-elect", "--lease-namespace", "default", "--pod-name", f"operator-{tag}"]
     env = {
         "AZURE_CLIENT_ID": OPERATOR_APP,
         "AZURE_CLIENT_SECRET": OPERATOR_SECRET,

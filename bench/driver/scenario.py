@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -11,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import measure
-from .config import PEER_SCRIPT, Config, RunSpec
+from .config import PEER_SCRIPT, PROPAGATION_S, Config, RunSpec
 from .kube import Kube
 from .measure import Watcher, by_op, count_429, diff, own_sandbox_calls, sandbox_counters
 from .processes import (
@@ -19,6 +20,7 @@ from .processes import (
     Processes,
     Timeout,
     die_with_parent,
+    http_send,
     start_control_plane,
     start_operator,
     start_sandbox,
@@ -28,6 +30,7 @@ from .workload import API_KEY_SECRET, floor_seconds, manifest, namespaces, plan
 from .world import API_KEY
 
 IDLE_SETTLE_S, CPU_SAMPLE_S = 3, 5  # wait before sampling memory, then measure CPU over this
+PROBES = 3  # objects beyond N: one after the API-server restart, one after each leader handoff
 
 
 def log(*a):
@@ -52,6 +55,9 @@ class Run:
         self.watcher: Watcher | None = None
         self.endpoints: dict = {}
         self.kubeconfig: pathlib.Path | None = None
+        self.controlplane: subprocess.Popen | None = None
+        # Objects created after the first N, each to show the operator acting again.
+        self.probes = iter(plan(spec.n + PROBES)[spec.n :])
 
     def time_left(self, at_least, at_most):
         return max(at_least, min(at_most, self.deadline - time.monotonic()))
@@ -68,6 +74,7 @@ class Run:
             "work_dir": str(self.work),
             "floor_s": self.floor_s,
             "budget_s": round(self.budget_s),
+            "extras": sorted(spec.extras),
         }
         try:
             self._measure(res)
@@ -90,7 +97,7 @@ class Run:
         return res
 
     def _start_cluster(self):
-        self.kubeconfig = start_control_plane(self.procs, self.cfg, self.work)
+        self.kubeconfig, self.controlplane = start_control_plane(self.procs, self.cfg, self.work)
         self.kube = Kube(self.kubeconfig, self.cfg.tools_dir, self.cfg.apply_threads)
         self.endpoints = start_sandbox(self.procs, self.cfg, self.work, self.spec.latency_ms, self.spec.throttled)
         self.kube.install_crd()
@@ -99,9 +106,9 @@ class Run:
             self.kube.create_secret(ns, API_KEY_SECRET, {"apiKey": API_KEY})
         wait_until(self.kube.root_keys_served, 30, "CRD served")
 
-    def _start_operator(self, tag) -> Operator:
+    def _start_operator(self, tag, leader_elect=False) -> Operator:
         return start_operator(
-            self.procs, self.cfg, self.work, self.endpoints, self.kubeconfig, self.spec.throttled, tag
+            self.procs, self.cfg, self.work, self.endpoints, self.kubeconfig, self.spec.throttled, tag, leader_elect
         )
 
     def _measure(self, res):
@@ -117,6 +124,8 @@ class Run:
         res["idle_cpu_pct"] = measure.cpu_percent(pid, CPU_SAMPLE_S)
         res["idle_rss_mib"] = measure.rss_mib(pid)
 
+        if "prop20" in self.spec.extras:
+            http_send("PATCH", f"{admin}/settings", {"rbac_propagation_secs": PROPAGATION_S})
         _, rv = kube.list_root_keys()
         w = self.watcher = Watcher(kube, rv)
         w.start()
@@ -134,6 +143,7 @@ class Run:
         # creates on 16 threads): a server-side dry run (nothing stored, nothing watched) pays for it
         # before the timed apply, which is to measure the API server and the operator.
         kube.create_root_key(manifest(self.objs[0], self.endpoints, check_interval), dry_run=True)
+        apiserver_cpu0, sandbox_cpu0, operator_cpu0 = kube.cpu_seconds(), *self._cpu(op)
         t_apply = time.monotonic()
         with ThreadPoolExecutor(self.cfg.apply_threads) as pool:
             list(pool.map(create, self.objs))
@@ -164,6 +174,9 @@ class Run:
         # Events trail the status writes (the operator publishes them in the background): wait until
         # they stop arriving, so the per-object counts below are complete.
         ev = measure.settled_event_writes(kube, self.deadline)
+        apiserver_cpu = kube.cpu_seconds() - apiserver_cpu0
+        sandbox_cpu, operator_cpu = (b - a for a, b in zip((sandbox_cpu0, operator_cpu0), self._cpu(op)))
+        phase_s = time.monotonic() - t_apply
         op_calls = diff(calls0, measure.operator_calls(op.metrics_port))
         sb_calls = diff(sb0, sandbox_counters(admin))
         own = own_sandbox_calls(sb_calls)
@@ -180,6 +193,10 @@ class Run:
             "apiserver_writes_per_object": (modified + events) / n,
             "status_or_metadata_patches_per_object": modified / n,
             "event_writes_per_object": events / n,
+            # Includes serving the driver's own watch and the list that counts events.
+            "apiserver_cpu_s_per_1000_objects": apiserver_cpu / n * 1000,
+            # From the first apply until events stopped: who used the two cores.
+            "cpu_s": {"apiserver": apiserver_cpu, "operator": operator_cpu, "sandbox": sandbox_cpu, "wall": phase_s},
             "tokens_note": "1 tenant x 2 scopes (Managed HSM audience, Graph): each needs >= 1 token, "
             "so a total of 2 means exactly 1 per (tenant, scope)",
         }
@@ -195,8 +212,82 @@ class Run:
         res["cpu_s_total"] = measure.cpu_seconds(pid)
         mon.stopped.set()
 
+        if "restart" in self.spec.extras and res["complete"]:
+            res["restart"] = self._apiserver_restart()
+
         if self.cfg.relist and res["complete"]:
             res["relist"] = self._relist(op)
+
+        if "handoff" in self.spec.extras and res["complete"]:
+            self.procs.stop(op.process)
+            res["handoff"] = self._handoff()
+
+    def _cpu(self, op: Operator) -> tuple[float, float]:
+        """CPU seconds so far of (the sandbox, the operator)."""
+        return measure.cpu_seconds(self.endpoints["pid"]), measure.cpu_seconds(op.process.pid)
+
+    def _create_probe(self):
+        """Creates the next object beyond the first N; returns a check that it is Ready."""
+        o = next(self.probes)
+        self.kube.create_root_key(manifest(o, self.endpoints, "1h"))
+        return lambda: self.kube.root_key_ready(o["ns"], o["name"])
+
+    def _apiserver_restart(self) -> dict:
+        """The API server restarted (etcd kept) just after every object was poked, so checks and
+        status writes are in flight: how long after /readyz is back the operator acts on a new
+        object, and has written every poked object's check."""
+        kube, n = self.kube, self.spec.n
+        poked_at = int(time.time())  # status times have one-second resolution
+        with ThreadPoolExecutor(8) as pool:
+            stamp = {"bench/restart": str(poked_at)}
+            list(pool.map(lambda o: kube.annotate_root_key(o["ns"], o["name"], stamp), self.objs))
+        self.controlplane.send_signal(signal.SIGHUP)
+        t_signal = time.monotonic()
+        wait_until(lambda: not kube.ready(), 30, "API server down", interval_s=0.01)
+        t_down = time.monotonic()
+        wait_until(kube.ready, 120, "API server back", interval_s=0.02)
+        t_back = time.monotonic()
+        log(f"  API server down {t_back - t_down:.1f}s; waiting for the operator")
+        probe_ready = self._create_probe()
+        wait_until(probe_ready, 60, "a new object Ready after the restart", interval_s=0.02)
+        t_probe = time.monotonic()
+
+        def rechecked():
+            items, _ = kube.list_root_keys()
+            return sum(1 for o in items if measure.last_check_unix(o) >= poked_at) >= n
+
+        wait_until(rechecked, 120, "every poked object re-checked after the restart", interval_s=0.25)
+        return {
+            "down_s": t_back - t_down,
+            "signal_to_down_s": t_down - t_signal,
+            "new_object_ready_after_back_s": t_probe - t_back,
+            "all_rechecked_after_back_s": time.monotonic() - t_back,
+        }
+
+    def _handoff(self) -> dict:
+        """Two replicas with leader election: the leader stopped by SIGTERM (it releases the Lease on
+        the way out) and then killed by SIGKILL (the standby waits for the lease to lapse). For
+        each: signal to the standby holding the Lease, and to a new object Ready."""
+        kube, out = self.kube, {}
+        leader = self._start_operator("leader-0", leader_elect=True)
+        wait_until(lambda: kube.lease_holder() == "operator-leader-0", 30, "first leader", interval_s=0.05)
+        for i, (how, sig) in enumerate((("sigterm", signal.SIGTERM), ("sigkill", signal.SIGKILL)), start=1):
+            tag = f"leader-{i}"
+            standby = self._start_operator(tag, leader_elect=True)
+            time.sleep(2)  # the standby has read the Lease (it retries every second)
+            t0 = time.monotonic()
+            leader.process.send_signal(sig)
+            holder = f"operator-{tag}"
+            wait_until(lambda h=holder: kube.lease_holder() == h, 40, f"takeover after {how}", interval_s=0.02)
+            taken = time.monotonic() - t0
+            probe_ready = self._create_probe()
+            wait_until(probe_ready, 60, f"a new object Ready after {how}", interval_s=0.02)
+            out[how] = {"lease_taken_s": taken, "new_object_ready_s": time.monotonic() - t0}
+            log(f"  handoff on {how}: Lease taken after {taken:.2f}s")
+            self.procs.stop(leader.process)
+            leader = standby
+        self.procs.stop(leader.process)
+        return out
 
     def _record_latencies(self, res, applied, t_apply):
         n = self.spec.n

@@ -1,6 +1,7 @@
 //! `controlplane run -- CMD…` starts etcd + kube-apiserver, runs CMD with `KUBECONFIG` (and
 //! `ROOTKEY_TEST_KUBECONFIG`) pointing at them, and stops both when CMD exits or a signal arrives;
-//! `controlplane up` keeps one running until interrupted.
+//! `controlplane up` keeps one running until interrupted; there, SIGHUP restarts the API server
+//! (etcd keeps running), which the benchmark uses to measure recovery from an API-server restart.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,7 @@ enum Cmd {
         command: Vec<String>,
     },
     /// Start a control plane and keep it until Ctrl-C; optionally copy its kubeconfig to a path.
+    /// SIGHUP restarts the API server.
     Up {
         #[arg(long)]
         kubeconfig_out: Option<PathBuf>,
@@ -39,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bin_dir = cli.bin_dir.unwrap_or_else(default_bin_dir);
     let started = std::time::Instant::now();
-    let cp = ControlPlane::start(&bin_dir).await?;
+    let mut cp = ControlPlane::start(&bin_dir).await?;
     eprintln!(
         "control plane ready at {} in {:.1}s (kubeconfig {})",
         cp.url(),
@@ -66,9 +68,19 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::copy(cp.kubeconfig_path(), &out)?;
                 eprintln!("kubeconfig copied to {}", out.display());
             }
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
+            let mut hup = signal(SignalKind::hangup())?;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    _ = hup.recv() => {
+                        cp.stop_apiserver();
+                        eprintln!("API server stopped (SIGHUP); restarting it");
+                        cp.start_apiserver()?;
+                        cp.wait_ready(std::time::Duration::from_secs(90)).await?;
+                        eprintln!("API server back");
+                    }
+                }
             }
             0
         }

@@ -205,9 +205,13 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
             note: many.iter().map(|c| format!("{}: {}", c.reason, c.note)).collect::<Vec<_>>().join("; "),
         }),
     };
-    // kstatus' summaries restate Ready; `False` is their good state.
+    // kstatus' summaries restate Ready; `False` is their good state. `Active=False
+    // ActivationNotRequested` is what `activate: false` asks for.
     let failing = |c: &&crate::api::Condition| {
-        c.status == ConditionStatus::False && c.type_ != conditions::RECONCILING && c.type_ != conditions::STALLED
+        c.status == ConditionStatus::False
+            && c.type_ != conditions::RECONCILING
+            && c.type_ != conditions::STALLED
+            && c.reason != Reason::ActivationNotRequested.as_str()
     };
     let new_failures = status.conditions.iter().filter(failing).filter(|c| {
         !prev.conditions.iter().any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)

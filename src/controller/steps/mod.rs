@@ -24,6 +24,7 @@ use super::{
     step::{Change, Step},
     table::Route,
 };
+use futures::channel::oneshot;
 use kube::ResourceExt;
 
 use super::ownership::Owner;
@@ -170,6 +171,9 @@ pub async fn run(
     let now = now();
 
     let mut rotation_policy = None;
+    // The principal needs the key read, not its tag: its gate is known once the key step is
+    // recorded, and its Graph calls go on beside the tag write.
+    let (principal_gate_tx, principal_gate_rx) = oneshot::channel();
     let key_chain = async {
         let mut key_step = Step::settle(key::ensure(&*hsm, &inputs.hsm, ark, &claimant).await);
         // The key's own rotation policy, when the spec asks for one: a key that cannot get it is not
@@ -187,28 +191,32 @@ pub async fn run(
             }
         }
         let key = report.take(Kind::KeyReady, key_step);
+        let _ = principal_gate_tx.send(report.gate(Kind::ServicePrincipalReady, Some(())));
         let tagged = match &key {
             Some(key) => Step::settle(tag::ensure(&*hsm, key, ark, &me.marker(), report.unmet(Kind::TagApplied)).await),
             None => Step::stopped(Outcome::waiting(Kind::KeyReady)),
         };
         report.take(Kind::TagApplied, tagged).or(key)
     };
-    let application =
-        async { tokio::join!(principal::application(&inputs.application, domain.as_deref()), directory.warm_up()).0 };
-    let (key, application) = tokio::join!(key_chain, application);
-    found.key = key;
-    found.rotation_policy = rotation_policy;
-    // No Graph call, not even a read, for a key this object may not use.
-    let principal = match (report.gate(Kind::ServicePrincipalReady, Some(())), application) {
-        // A service that asked to be left alone is still left alone.
-        (Err(waiting), Err(failure)) => Step { retry_after: failure.retry_after, ..Step::stopped(waiting) },
-        (Err(waiting), Ok(_)) => Step::stopped(waiting),
-        (Ok(()), Err(failure)) => Step::settle(Err(failure)),
-        (Ok(()), Ok(app_id)) => {
-            let unverified = inputs.grant.unverified_principals;
-            Step::settle(principal::ensure(&*directory, spec, app_id.as_deref(), unverified).await)
+    let principal_chain = async {
+        let application =
+            tokio::join!(principal::application(&inputs.application, domain.as_deref()), directory.warm_up()).0;
+        // No Graph call, not even a read, for a key this object may not use.
+        let gate = principal_gate_rx.await.unwrap_or_else(|_| Err(Outcome::waiting(Kind::KeyReady)));
+        match (gate, application) {
+            // A service that asked to be left alone is still left alone.
+            (Err(waiting), Err(failure)) => Step { retry_after: failure.retry_after, ..Step::stopped(waiting) },
+            (Err(waiting), Ok(_)) => Step::stopped(waiting),
+            (Ok(()), Err(failure)) => Step::settle(Err(failure)),
+            (Ok(()), Ok(app_id)) => {
+                let unverified = inputs.grant.unverified_principals;
+                Step::settle(principal::ensure(&*directory, spec, app_id.as_deref(), unverified).await)
+            }
         }
     };
+    let (key, principal) = tokio::join!(key_chain, principal_chain);
+    found.key = key;
+    found.rotation_policy = rotation_policy;
     found.principal = report.take(Kind::ServicePrincipalReady, principal);
 
     let role_inputs = report.gate(Kind::RoleAssigned, found.principal.as_deref());
