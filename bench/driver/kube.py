@@ -102,14 +102,13 @@ class Kube:
         except Exception:
             return None
 
-    def root_key_ready(self, namespace, name) -> bool:
+    def get_root_key(self, namespace, name) -> dict | None:
+        """One AzureRootKey as raw JSON; None when it cannot be read (absent, or the server down)."""
         try:
             status, body = _raw(self.bare, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}", 2)
-            obj = json.loads(body) if status == 200 else {}
+            return json.loads(body) if status == 200 else None
         except Exception:
-            return False
-        conditions = (obj.get("status") or {}).get("conditions") or []
-        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            return None
 
     def list_root_keys(self) -> tuple[list[dict], str]:
         """(every AzureRootKey, the list's resourceVersion)."""

@@ -230,7 +230,7 @@ class Run:
         """Creates the next object beyond the first N; returns a check that it is Ready."""
         o = next(self.probes)
         self.kube.create_root_key(manifest(o, self.endpoints, "1h"))
-        return lambda: self.kube.root_key_ready(o["ns"], o["name"])
+        return lambda: measure.ready_status(self.kube.get_root_key(o["ns"], o["name"]) or {})[0] == "True"
 
     def _apiserver_restart(self) -> dict:
         """The API server restarted (etcd kept) just after every object was poked, so checks and
