@@ -390,6 +390,17 @@ pub struct AzureRootKeyStatus {
     /// (or another object added) is not listed. `Revoke` removes only these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<CreatedRecord>,
+
+    /// Never on the wire: set in the watch cache, which keeps a digest of the condition messages
+    /// in place of the messages (`controller::status::trim_for_cache`). (Not `#[serde(skip)]`: the
+    /// schema derive's copy of this struct would then never read it, which the compiler flags.)
+    #[serde(skip_deserializing, skip_serializing_if = "never_on_the_wire")]
+    #[schemars(skip)]
+    pub messages_digest: Option<u64>,
+}
+
+fn never_on_the_wire(_: &Option<u64>) -> bool {
+    true
 }
 
 /// What one object added, each proven by a mark the operator reads back from the service (so

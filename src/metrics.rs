@@ -6,16 +6,22 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{LazyLock, Mutex},
+    sync::{Arc, LazyLock, Mutex},
 };
 
+use kube::runtime::reflector::Store;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
-use crate::locks::lock;
+use crate::{
+    api::{AzureRootKey, AzureRootKeyStatus, ConditionStatus, PairingState},
+    controller::conditions::READY,
+    locks::lock,
+};
 
 /// The remote services the operator talks to (a bounded set: used as a metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,26 +67,6 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReadyLabels {
-    ready: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConditionLabels {
-    pub namespace: String,
-    pub name: String,
-    /// The condition type (`Ready`, `KeyReady`, …).
-    pub condition: String,
-    pub status: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ObjectLabels {
-    pub namespace: String,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -90,11 +76,6 @@ struct Metrics {
     calls: Family<CallLabels, Counter>,
     reconciles: Family<ResultLabels, Counter>,
     duration: Histogram,
-    objects: Family<ReadyLabels, Gauge>,
-    conditions: Family<ConditionLabels, Gauge>,
-    pairing_healthy: Family<ObjectLabels, Gauge>,
-    last_pairing_success: Family<ObjectLabels, Gauge>,
-    key_expiry: Family<ObjectLabels, Gauge>,
     leader: Gauge,
 }
 
@@ -103,7 +84,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let calls = Family::<CallLabels, Counter>::default();
     let reconciles = Family::<ResultLabels, Counter>::default();
     let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
-    let objects = Family::<ReadyLabels, Gauge>::default();
     registry.register(
         "remote_calls",
         "Remote calls by service, operation and HTTP status (0: no response)",
@@ -111,48 +91,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register("reconciles", "Reconciles by result (ok, error)", reconciles.clone());
     registry.register("reconcile_duration_seconds", "Time spent in one reconcile", duration.clone());
-    registry.register("objects", "AzureRootKey objects by Ready condition status", objects.clone());
-    let conditions = Family::<ConditionLabels, Gauge>::default();
-    registry.register(
-        "object_condition",
-        "1 for each condition of each AzureRootKey, with its current status (True, False, Unknown)",
-        conditions.clone(),
-    );
-    let pairing_healthy = Family::<ObjectLabels, Gauge>::default();
-    registry.register(
-        "object_pairing_healthy",
-        "1 when the AzureRootKey's last pairing check was Healthy, 0 otherwise (absent before the first check)",
-        pairing_healthy.clone(),
-    );
-    let last_pairing_success = Family::<ObjectLabels, Gauge>::default();
-    registry.register(
-        "object_last_pairing_success_timestamp_seconds",
-        "When the AzureRootKey's pairing check last reported Healthy, in Unix seconds (absent before the first healthy check)",
-        last_pairing_success.clone(),
-    );
-    let key_expiry = Family::<ObjectLabels, Gauge>::default();
-    registry.register(
-        "object_key_expiry_timestamp_seconds",
-        "When the AzureRootKey's key version expires (its exp attribute), in Unix seconds (absent when the key has no exp)",
-        key_expiry.clone(),
-    );
+    registry.register_collector(Box::new(WATCHED.clone()));
     let leader = Gauge::default();
     registry.register("leader", "1 while this replica leads (or runs without leader election)", leader.clone());
     let build = Family::<VersionLabels, Gauge>::default();
     build.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
     registry.register("build_info", "1, labelled with the operator's version", build);
-    Metrics {
-        registry,
-        calls,
-        reconciles,
-        duration,
-        objects,
-        conditions,
-        pairing_healthy,
-        last_pairing_success,
-        key_expiry,
-        leader,
-    }
+    Metrics { registry, calls, reconciles, duration, leader }
 });
 
 /// Counts one remote call sent at `sent` (and traces it, for profiling a reconcile). `code` 0 means
@@ -169,74 +114,122 @@ pub fn record_reconcile(ok: bool, seconds: f64) {
     METRICS.duration.observe(seconds);
 }
 
-/// Objects per Ready state (`True`, `False`, `Unknown`) as counted by each watched namespace's
-/// controller (`None`: all namespaces); the gauge shows their sum.
-static OBJECTS_BY_SCOPE: LazyLock<Mutex<HashMap<Option<String>, [i64; 3]>>> = LazyLock::new(Mutex::default);
+/// The per-object series and the `objects` gauge, read from each watched namespace's cache at
+/// scrape time: nothing per object is kept between scrapes. (Kept as gauge families, they cost about
+/// 3 KiB per object: eight condition series with owned labels, the families' maps and a copy of the
+/// last pass to remove deleted objects' series by.)
+#[derive(Debug, Default)]
+struct ObjectsCollector {
+    caches: Mutex<HashMap<Option<String>, Store<AzureRootKey>>>,
+}
 
-/// Records how many objects one controller's cache holds in each Ready state.
-pub fn set_objects(scope: Option<&str>, counts: [i64; 3]) {
-    let mut by_scope = lock(&OBJECTS_BY_SCOPE);
-    by_scope.insert(scope.map(str::to_owned), counts);
-    let total = by_scope.values().fold([0; 3], |[t, f, u], [t2, f2, u2]| [t + t2, f + f2, u + u2]);
-    for (ready, n) in ["True", "False", "Unknown"].into_iter().zip(total) {
-        METRICS.objects.get_or_create(&ReadyLabels { ready }).set(n);
+/// The caches the scrape reads: one per controller (`None`: all namespaces).
+static WATCHED: LazyLock<Arc<ObjectsCollector>> = LazyLock::new(Arc::default);
+
+/// The scrape reads `cache` for the objects of `scope` (one controller's namespace, `None`: all).
+pub fn watch_objects(scope: Option<&str>, cache: Store<AzureRootKey>) {
+    WATCHED.watch(scope, cache);
+}
+
+/// The controller of `scope` stopped (it lost the lead, or the operator stops): its objects' series go.
+pub fn unwatch_objects(scope: Option<&str>) {
+    WATCHED.unwatch(scope);
+}
+
+impl ObjectsCollector {
+    fn watch(&self, scope: Option<&str>, cache: Store<AzureRootKey>) {
+        lock(&self.caches).insert(scope.map(str::to_owned), cache);
+    }
+
+    fn unwatch(&self, scope: Option<&str>) {
+        lock(&self.caches).remove(&scope.map(str::to_owned));
     }
 }
 
-/// One watched object's per-object series, as the housekeeping pass read them from the cache.
-pub struct ObjectSeries {
-    pub object: ObjectLabels,
-    pub conditions: Vec<(String, &'static str)>,
-    pub pairing_healthy: Option<bool>,
-    /// Unix seconds of the last healthy pairing check.
-    pub last_pairing_success: Option<i64>,
-    /// Unix seconds at which the key version expires.
-    pub key_expiry: Option<i64>,
+fn names(ark: &AzureRootKey) -> (&str, &str) {
+    (ark.metadata.namespace.as_deref().unwrap_or_default(), ark.metadata.name.as_deref().unwrap_or_default())
 }
 
-/// The per-object series last set for each controller's scope, so that a deleted object's go.
-static SERIES_BY_SCOPE: LazyLock<Mutex<HashMap<Option<String>, Vec<ObjectSeries>>>> = LazyLock::new(Mutex::default);
-
-/// Replaces one controller's per-object series with `objects`.
-pub fn set_object_series(scope: Option<&str>, objects: Vec<ObjectSeries>) {
-    let mut by_scope = lock(&SERIES_BY_SCOPE);
-    for old in by_scope.remove(&scope.map(str::to_owned)).unwrap_or_default() {
-        for (type_, status) in old.conditions {
-            let labels = ConditionLabels {
-                namespace: old.object.namespace.clone(),
-                name: old.object.name.clone(),
-                condition: type_,
-                status,
-            };
-            METRICS.conditions.remove(&labels);
-        }
-        for family in [&METRICS.pairing_healthy, &METRICS.last_pairing_success, &METRICS.key_expiry] {
-            family.remove(&old.object);
-        }
+fn status_name(s: ConditionStatus) -> &'static str {
+    match s {
+        ConditionStatus::True => "True",
+        ConditionStatus::False => "False",
+        ConditionStatus::Unknown => "Unknown",
     }
-    for series in &objects {
-        let o = &series.object;
-        for (type_, status) in &series.conditions {
-            let labels = ConditionLabels {
-                namespace: o.namespace.clone(),
-                name: o.name.clone(),
-                condition: type_.clone(),
-                status,
-            };
-            METRICS.conditions.get_or_create(&labels).set(1);
+}
+
+/// One per-object gauge family: its name, help, and the object's value if it has one.
+type ObjectGauge = (&'static str, &'static str, fn(&AzureRootKeyStatus) -> Option<i64>);
+
+const OBJECT_GAUGES: [ObjectGauge; 3] = [
+    (
+        "object_pairing_healthy",
+        "1 when the AzureRootKey's last pairing check was Healthy, 0 otherwise (absent before the first check)",
+        |s| s.pairing.as_ref().map(|p| i64::from(p.status == PairingState::Healthy)),
+    ),
+    (
+        "object_last_pairing_success_timestamp_seconds",
+        "When the AzureRootKey's pairing check last reported Healthy, in Unix seconds (absent before the first healthy check)",
+        |s| s.pairing.as_ref().and_then(|p| p.last_healthy_time.as_ref()).map(|t| t.0.as_second()),
+    ),
+    (
+        "object_key_expiry_timestamp_seconds",
+        "When the AzureRootKey's key version expires (its exp attribute), in Unix seconds (absent when the key has no exp)",
+        |s| s.key_expiry_time.as_ref().map(|t| t.0.as_second()),
+    ),
+];
+
+impl Collector for ObjectsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let objects: Vec<_> = lock(&self.caches).values().flat_map(Store::state).collect();
+        let ready_counts = objects.iter().fold([0_i64; 3], |mut counts, ark| {
+            let ready = ark.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+            counts[match ready.map(|c| c.status) {
+                Some(ConditionStatus::True) => 0,
+                Some(ConditionStatus::False) => 1,
+                _ => 2,
+            }] += 1;
+            counts
+        });
+        let mut family = encoder.encode_descriptor(
+            "objects",
+            "AzureRootKey objects by Ready condition status",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (ready, n) in ["True", "False", "Unknown"].into_iter().zip(ready_counts) {
+            ConstGauge::new(n).encode(family.encode_family(&[("ready", ready)])?)?;
         }
-        let values = [
-            (&METRICS.pairing_healthy, series.pairing_healthy.map(i64::from)),
-            (&METRICS.last_pairing_success, series.last_pairing_success),
-            (&METRICS.key_expiry, series.key_expiry),
-        ];
-        for (family, value) in values {
-            if let Some(value) = value {
-                family.get_or_create(o).set(value);
+        let with_status = || objects.iter().filter_map(|ark| Some((ark, ark.status.as_ref()?)));
+        let mut family = encoder.encode_descriptor(
+            "object_condition",
+            "1 for each condition of each AzureRootKey, with its current status (True, False, Unknown)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (ark, status) in with_status() {
+            let (namespace, name) = names(ark);
+            for c in &status.conditions {
+                let labels = [
+                    ("namespace", namespace),
+                    ("name", name),
+                    ("condition", &c.type_),
+                    ("status", status_name(c.status)),
+                ];
+                ConstGauge::new(1_i64).encode(family.encode_family(&labels)?)?;
             }
         }
+        for (metric, help, value) in OBJECT_GAUGES {
+            let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for (ark, status) in with_status() {
+                if let Some(v) = value(status) {
+                    let (namespace, name) = names(ark);
+                    ConstGauge::new(v).encode(family.encode_family(&[("namespace", namespace), ("name", name)])?)?;
+                }
+            }
+        }
+        Ok(())
     }
-    by_scope.insert(scope.map(str::to_owned), objects);
 }
 
 /// Whether this replica reconciles now.
@@ -254,62 +247,97 @@ pub fn render() -> String {
 
 #[cfg(test)]
 mod tests {
+    use kube::runtime::{reflector, watcher::Event};
+    use serde_json::json;
+
     use super::*;
 
-    /// A deleted object's series go at the next pass; a changed status replaces its series.
+    /// What a scrape of only `collector` prints (the process-wide one is shared by every test).
+    fn scrape(collector: &Arc<ObjectsCollector>) -> String {
+        let mut registry = Registry::with_prefix("rootkey_operator");
+        registry.register_collector(Box::new(collector.clone()));
+        let mut out = String::new();
+        encode(&mut out, &registry).expect("encode");
+        out
+    }
+
+    fn object(namespace: &str, name: &str, ready: &str, expiry: Option<&str>) -> AzureRootKey {
+        let healthy = ready == "True";
+        serde_json::from_value(json!({
+            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                     "hsm": {"name": "contoso"}, "key": {"name": name}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": "2026-11-01T00:00:00Z",
+                                "reason": "R", "message": ""}],
+                "pairing": {"status": if healthy { "Healthy" } else { "Misconfigured" },
+                            "lastHealthyTime": if healthy { Some("2026-11-18T08:26:40Z") } else { None }},
+                "keyExpiryTime": expiry,
+            }
+        }))
+        .expect("object")
+    }
+
+    /// The series are the caches' objects at the scrape: a deleted object's series go with it, a
+    /// changed status replaces its series, and a stopped controller's objects leave the scrape.
     #[test]
-    fn per_object_series_follow_the_objects() {
-        let object = |name: &str, ready: &'static str| ObjectSeries {
-            object: ObjectLabels { namespace: "team-x".into(), name: name.into() },
-            conditions: vec![("Ready".into(), ready)],
-            pairing_healthy: Some(ready == "True"),
-            last_pairing_success: (ready == "True").then_some(1_795_000_000),
-            key_expiry: (name == "a").then_some(1_800_000_000),
-        };
-        set_object_series(Some("team-x"), vec![object("a", "True"), object("b", "False")]);
-        let text = render();
-        assert!(
-            text.contains(
-                r#"rootkey_operator_object_condition{namespace="team-x",name="b",condition="Ready",status="False"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains(r#"rootkey_operator_object_pairing_healthy{namespace="team-x",name="a"} 1"#), "{text}");
-        assert!(
-            text.contains(
-                r#"rootkey_operator_object_last_pairing_success_timestamp_seconds{namespace="team-x",name="a"} 1795000000"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"rootkey_operator_object_key_expiry_timestamp_seconds{namespace="team-x",name="a"} 1800000000"#
-            ),
-            "{text}"
-        );
+    fn per_object_series_follow_the_cache() {
+        let (cache, mut writer) = reflector::store();
+        let (a, b) =
+            (object("team-x", "a", "True", Some("2027-01-15T08:00:00Z")), object("team-x", "b", "False", None));
+        for o in [&a, &b] {
+            writer.apply_watcher_event(&Event::Apply(o.clone()));
+        }
+        let collector = Arc::new(ObjectsCollector::default());
+        collector.watch(Some("team-x"), cache);
+        let text = scrape(&collector);
+        for line in [
+            r#"rootkey_operator_object_condition{namespace="team-x",name="b",condition="Ready",status="False"} 1"#,
+            r#"rootkey_operator_object_pairing_healthy{namespace="team-x",name="a"} 1"#,
+            r#"rootkey_operator_object_pairing_healthy{namespace="team-x",name="b"} 0"#,
+            r#"rootkey_operator_object_last_pairing_success_timestamp_seconds{namespace="team-x",name="a"} 1794990400"#,
+            r#"rootkey_operator_object_key_expiry_timestamp_seconds{namespace="team-x",name="a"} 1800000000"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
         assert!(
             !text.contains(r#"key_expiry_timestamp_seconds{namespace="team-x",name="b"}"#),
             "b has no exp:\n{text}"
         );
-        set_object_series(Some("team-x"), vec![object("b", "True")]);
-        let text = render();
+
+        writer.apply_watcher_event(&Event::Delete(a));
+        writer.apply_watcher_event(&Event::Apply(object("team-x", "b", "True", None)));
+        let text = scrape(&collector);
         assert!(!text.contains(r#"name="a""#), "a was deleted, every one of its series with it:\n{text}");
         assert!(!text.contains(r#"name="b",condition="Ready",status="False""#), "b's old status is gone:\n{text}");
-        assert!(text.contains(r#"name="b",condition="Ready",status="True"} 1"#));
-        assert!(text.contains(r#"rootkey_operator_build_info{version=""#));
+        assert!(text.contains(r#"name="b",condition="Ready",status="True"} 1"#), "{text}");
+
+        collector.unwatch(Some("team-x"));
+        assert!(
+            !scrape(&collector).contains(r#"namespace="team-x""#),
+            "the stopped controller's objects are not reported"
+        );
     }
 
-    /// With several watched namespaces, each controller reports its own cache: the gauge is their
-    /// sum, not whichever reported last.
+    /// With several watched namespaces, each controller's cache counts: the gauge is their sum.
     #[test]
     fn objects_from_every_watched_namespace_add_up() {
-        set_objects(Some("team-a"), [2, 1, 0]);
-        set_objects(Some("team-b"), [3, 0, 1]);
-        set_objects(Some("team-a"), [2, 0, 0]);
-        let text = render();
+        let collector = Arc::new(ObjectsCollector::default());
+        for (ns, objects) in [
+            ("team-a", vec![("a1", "True"), ("a2", "True")]),
+            ("team-b", vec![("b1", "False"), ("b2", "Unknown"), ("b3", "True")]),
+        ] {
+            let (cache, mut writer) = reflector::store();
+            for (name, ready) in objects {
+                writer.apply_watcher_event(&Event::Apply(object(ns, name, ready, None)));
+            }
+            collector.watch(Some(ns), cache);
+        }
+        let text = scrape(&collector);
         for line in [
-            "rootkey_operator_objects{ready=\"True\"} 5",
-            "rootkey_operator_objects{ready=\"False\"} 0",
+            "rootkey_operator_objects{ready=\"True\"} 3",
+            "rootkey_operator_objects{ready=\"False\"} 1",
             "rootkey_operator_objects{ready=\"Unknown\"} 1",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");

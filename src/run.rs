@@ -381,6 +381,9 @@ async fn run_controller(
         .modify(|ark| {
             ark.managed_fields_mut().clear();
             ark.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+            if let Some(status) = ark.status.as_mut() {
+                controller::status::trim_for_cache(status);
+            }
         })
         .reflect(writer)
         // A deleted object without finalizer never reaches a reconcile: forget it here.
@@ -399,17 +402,12 @@ async fn run_controller(
         );
     ctx.services.cluster.watch(store.clone());
     let controller = Controller::for_stream(changes, store.clone());
-    let (gauge_store, gauge_ctx, gauge_ns) = (store, ctx.clone(), ns.clone());
+    metrics::watch_objects(ns.as_deref(), store.clone());
+    let (cache, housekeeping_ctx, housekeeping_ns) = (store, ctx.clone(), ns.clone());
     let housekeeping = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            let objects = gauge_store.state();
-            metrics::set_objects(gauge_ns.as_deref(), controller::count_ready(objects.iter().map(|a| a.as_ref())));
-            metrics::set_object_series(
-                gauge_ns.as_deref(),
-                controller::object_series(objects.iter().map(|a| a.as_ref())),
-            );
-            gauge_ctx.memory.forget_stale(&gauge_store, gauge_ns.as_deref());
+            housekeeping_ctx.memory.forget_stale(&cache, housekeeping_ns.as_deref());
         }
     });
     let mut stop_signal = stop.clone();
@@ -426,4 +424,5 @@ async fn run_controller(
         })
         .await;
     housekeeping.abort();
+    metrics::unwatch_objects(ns.as_deref());
 }

@@ -60,7 +60,7 @@ use kube::{
 use serde_json::json;
 
 use self::{
-    conditions::{Outcome, READY},
+    conditions::Outcome,
     errors::Error,
     events::{EventType, Note, Publisher},
     memory::Memory,
@@ -191,7 +191,7 @@ async fn apply(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> Re
         tracing::info!(%object, reason = change.reason.as_str(), note = change.note, "changed");
     }
     tracing::debug!(%object, ready = ?ready.status, reason = %ready.reason, "reconciled");
-    if known.as_ref() != Some(&status) {
+    if !known.as_ref().is_some_and(|known| status::unchanged(known, &status)) {
         let written = status::write(api, ark, &status).await?;
         ctx.memory.remember_write(ark, &written, !ready.is_true());
     }
@@ -326,7 +326,8 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
         }
         Err(blocked) => blocked,
     };
-    let prev = ark.status.clone().unwrap_or_default();
+    // The cache's copy has no condition messages, and the apply below writes every condition.
+    let prev = api.get_status(&ark.name_any()).await?.status.unwrap_or_default();
     let message =
         format!("{} Set spec.deletionPolicy: Retain to release the object without revoking.", blocked.message);
     let status = status::with_deleting(ark, &prev, &Outcome { message: message.clone(), ..blocked });
@@ -336,30 +337,6 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
     }
     // An error keeps the finalizer (Ok would release the object); error_policy backs off.
     Err(Error::RevokeBlocked(blocked.reason))
-}
-
-/// The per-object series of the objects in one controller's cache.
-pub fn object_series<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> Vec<metrics::ObjectSeries> {
-    objects
-        .map(|ark| {
-            let status = ark.status.as_ref();
-            let pairing = status.and_then(|s| s.pairing.as_ref());
-            let status_name = |s: ConditionStatus| match s {
-                ConditionStatus::True => "True",
-                ConditionStatus::False => "False",
-                ConditionStatus::Unknown => "Unknown",
-            };
-            metrics::ObjectSeries {
-                object: metrics::ObjectLabels { namespace: ark.namespace().unwrap_or_default(), name: ark.name_any() },
-                conditions: status
-                    .map(|s| s.conditions.iter().map(|c| (c.type_.to_string(), status_name(c.status))).collect())
-                    .unwrap_or_default(),
-                pairing_healthy: pairing.map(|p| p.status == crate::api::PairingState::Healthy),
-                last_pairing_success: pairing.and_then(|p| p.last_healthy_time.as_ref()).map(|t| t.0.as_second()),
-                key_expiry: status.and_then(|s| s.key_expiry_time.as_ref()).map(|t| t.0.as_second()),
-            }
-        })
-        .collect()
 }
 
 /// Releases a deleted object without revoking, telling why in an event and in the log (the event
@@ -380,16 +357,4 @@ async fn namespace_deleting(ctx: &Context, ark: &AzureRootKey) -> Result<bool, k
 
 fn listing(items: &[String]) -> String {
     if items.is_empty() { "nothing".to_owned() } else { items.join(", ") }
-}
-
-/// Counts objects by Ready status (`True`, `False`, `Unknown`) for the `objects` gauge.
-pub fn count_ready<'a>(objects: impl Iterator<Item = &'a AzureRootKey>) -> [i64; 3] {
-    objects.fold([0; 3], |[t, f, u], ark| {
-        let ready = ark.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-        match ready.map(|c| c.status) {
-            Some(ConditionStatus::True) => [t + 1, f, u],
-            Some(ConditionStatus::False) => [t, f + 1, u],
-            _ => [t, f, u + 1],
-        }
-    })
 }

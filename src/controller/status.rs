@@ -1,5 +1,7 @@
 //! `.status`: built from what the steps found, and written by the one server-side-apply writer.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
@@ -82,6 +84,7 @@ pub fn build(
         rotation: found.rotation.clone().or_else(|| prev.rotation.clone()),
         versions: if found.versions.is_empty() { prev.versions.clone() } else { found.versions.clone() },
         created: Some(created(prev.created.clone().unwrap_or_default(), found)),
+        messages_digest: None,
     }
 }
 
@@ -109,6 +112,33 @@ pub fn with_deleting(ark: &AzureRootKey, prev: &AzureRootKeyStatus, blocked: &Ou
     conditions.retain(|c| c.type_ != DELETING);
     conditions.extend(to_conditions(&[(DELETING, blocked)], &prev.conditions, ark.metadata.generation, &now()));
     AzureRootKeyStatus { conditions, ..prev.clone() }
+}
+
+/// The status as the watch cache keeps it: the condition messages (text every run recomputes,
+/// about 1 KiB an object) replaced by one digest of them, so a run still tells whether its status
+/// differs from the stored one. The few readers of another step's message read the object itself.
+pub fn trim_for_cache(status: &mut AzureRootKeyStatus) {
+    if status.messages_digest.is_none() {
+        let mut digest = DefaultHasher::new();
+        for c in &status.conditions {
+            (&c.type_, &c.message).hash(&mut digest);
+        }
+        status.messages_digest = Some(digest.finish());
+    }
+    for c in &mut status.conditions {
+        c.message = String::new();
+    }
+}
+
+/// Whether writing `new` would change nothing: `known` is our own last write (in full) or the
+/// watch cache's copy (trimmed).
+pub fn unchanged(known: &AzureRootKeyStatus, new: &AzureRootKeyStatus) -> bool {
+    let trimmed = |s: &AzureRootKeyStatus| {
+        let mut s = s.clone();
+        trim_for_cache(&mut s);
+        s
+    };
+    trimmed(known) == trimmed(new)
 }
 
 /// Writes the whole status by server-side apply (fields left out would be dropped).
@@ -148,5 +178,36 @@ mod tests {
         assert_eq!(first.observed_generation, Some(2));
         assert!(first.conditions.iter().all(|c| c.observed_generation == Some(2)));
         assert_eq!(first.conditions.len(), Kind::ALL.len() + 3, "one per step, Ready, Reconciling and Stalled");
+    }
+
+    /// The cache's copy has no messages, yet a run that recomputes the same status writes nothing,
+    /// and one whose only change is a message writes it.
+    #[test]
+    fn the_cached_status_without_messages_still_tells_a_change() {
+        let ark: AzureRootKey = serde_json::from_value(json!({
+            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
+            "metadata": {"name": "a", "namespace": "n", "generation": 1},
+            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                     "hsm": {"name": "contoso"}, "key": {"name": "k"}}
+        }))
+        .expect("object");
+        let ready = Outcome::ok(Reason::Ready, "ready");
+        let found = Found::default();
+        let run = |why: &str| {
+            let report = Report::refused(Outcome::failed(Reason::PolicyDenied, why));
+            build(&ark, &AzureRootKeyStatus::default(), &report, &found, &ready, None)
+        };
+        let written = run("namespace team-x may not use HSM contoso");
+        let mut cached = written.clone();
+        trim_for_cache(&mut cached);
+        assert!(cached.conditions.iter().all(|c| c.message.is_empty()), "{cached:?}");
+        assert!(cached.conditions.iter().any(|c| c.reason == "PolicyDenied"), "everything else is kept");
+        let round_trip: AzureRootKeyStatus =
+            serde_json::from_value(serde_json::to_value(&cached).expect("json")).expect("status");
+        assert_eq!(round_trip.messages_digest, None, "the digest is never serialized");
+
+        assert!(unchanged(&cached, &run("namespace team-x may not use HSM contoso")));
+        assert!(unchanged(&written, &run("namespace team-x may not use HSM contoso")));
+        assert!(!unchanged(&cached, &run("namespace team-x may not use HSM fabrikam")), "a new message is written");
     }
 }
