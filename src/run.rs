@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::{StreamExt, future::join_all};
+use futures::{StreamExt, TryStreamExt, future::join_all};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
@@ -354,6 +354,27 @@ fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     ResetTimerBackoff::new(retries.into(), Duration::from_secs(60))
 }
 
+/// Keeps the controller's cache from the watch's events. kube's reflector shows a relist's objects
+/// only once the whole list is in, yet each one triggers a reconcile as it arrives, and a reconcile
+/// of an object missing from the cache is dropped: an object created while the API server was
+/// restarting was never reconciled until it next changed (bench: `restart`). So after the first
+/// list, each listed object is shown at once as well as gathered for the list's end (which still
+/// drops the objects deleted meanwhile). The first list stays buffered only: the controller waits
+/// for it anyway, and showing it twice would double the start-up peak.
+fn keep_cache(mut writer: reflector::store::Writer<AzureRootKey>) -> impl FnMut(&watcher::Event<AzureRootKey>) {
+    let mut listed_once = false;
+    move |event| {
+        match event {
+            watcher::Event::InitApply(ark) if listed_once => {
+                writer.apply_watcher_event(&watcher::Event::Apply(ark.clone()));
+            }
+            watcher::Event::InitDone => listed_once = true,
+            _ => {}
+        }
+        writer.apply_watcher_event(event);
+    }
+}
+
 /// One controller over AzureRootKeys (in one namespace or all). Secrets are not watched (the
 /// operator may only `get` the ones objects name): a changed Secret is read again within
 /// `secrets::REMEMBER_FOR` (see `controller::secrets`).
@@ -385,7 +406,7 @@ async fn run_controller(
                 controller::status::trim_for_cache(status);
             }
         })
-        .reflect(writer)
+        .inspect_ok(keep_cache(writer))
         // A deleted object without finalizer never reaches a reconcile: forget it here.
         .inspect({
             let ctx = ctx.clone();
@@ -425,4 +446,45 @@ async fn run_controller(
         .await;
     housekeeping.abort();
     metrics::unwatch_objects(ns.as_deref());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str) -> AzureRootKey {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
+            "metadata": {"name": name, "namespace": "team-a"},
+            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                     "hsm": {"name": "contoso"}, "key": {"name": name}}
+        }))
+        .expect("object")
+    }
+
+    /// An object that first arrives in a relist (created while the API server was away) is in the
+    /// cache when its reconcile asks for it, before the list ends; one deleted meanwhile goes at
+    /// the end. The first list shows nothing until it is complete.
+    #[test]
+    fn a_relisted_object_is_cached_as_it_arrives() {
+        use watcher::Event::{Init, InitApply, InitDone};
+        let (cache, writer) = reflector::store::<AzureRootKey>();
+        let mut keep = keep_cache(writer);
+        let (old, gone, new) = (object("old"), object("gone"), object("new"));
+        let cached = |o: &AzureRootKey| cache.get(&reflector::ObjectRef::from(o)).is_some();
+        keep(&Init);
+        keep(&InitApply(old.clone()));
+        keep(&InitApply(gone.clone()));
+        assert!(!cached(&old), "the first list is shown whole");
+        keep(&InitDone);
+        assert!(cached(&old) && cached(&gone));
+
+        keep(&Init);
+        keep(&InitApply(old.clone()));
+        keep(&InitApply(new.clone()));
+        assert!(cached(&new), "the relisted object is there for its reconcile");
+        keep(&InitDone);
+        assert!(cached(&old) && cached(&new));
+        assert!(!cached(&gone), "deleted during the outage: gone once the list is in");
+    }
 }
