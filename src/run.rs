@@ -338,16 +338,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// How the watch retries after an API-server error: 0.1 s doubling to 1 s, each delay stretched by
+/// How the watch retries after an API-server error: 0.1 s doubling to 0.5 s, each delay stretched by
 /// up to 100 % jitter so replicas and namespaces do not retry in step, back to the start after a
-/// minute without errors. A restarted API server is therefore seen again within 2 s. A retry is one
-/// list request that fails fast while the server is down, which costs it nothing worth saving;
-/// kube's default (0.8 s doubling to 30 s) left it unseen for up to a minute, and 5 s (with its
-/// jitter, up to 10 s) bounded the last round's recovery at 9.5-10.6 s.
+/// minute without errors. A restarted API server is therefore seen again within 1 s. A retry is one
+/// list request that fails fast while the server is down (or answers 503 while it installs its
+/// paths), which costs it nothing worth saving; kube's default (0.8 s doubling to 30 s) left it
+/// unseen for up to a minute, and 5 s (with its jitter, up to 10 s) bounded the last round's
+/// recovery at 9.5-10.6 s.
 fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     let retries = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_millis(500))
         .with_factor(2.0)
         .with_jitter()
         .without_max_times();

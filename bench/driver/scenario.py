@@ -26,7 +26,7 @@ from .processes import (
     start_sandbox,
     wait_until,
 )
-from .workload import API_KEY_SECRET, floor_seconds, manifest, namespaces, plan
+from .workload import API_KEY_SECRET, floor_seconds, manifest, namespaces, plan, probes
 from .world import API_KEY
 
 IDLE_SETTLE_S, CPU_SAMPLE_S = 3, 5  # wait before sampling memory, then measure CPU over this
@@ -57,7 +57,7 @@ class Run:
         self.kubeconfig: pathlib.Path | None = None
         self.controlplane: subprocess.Popen | None = None
         # Objects created after the first N, each to show the operator acting again.
-        self.probes = iter(plan(spec.n + PROBES)[spec.n :])
+        self.probes = iter(probes(spec.n, PROBES))
 
     def time_left(self, at_least, at_most):
         return max(at_least, min(at_most, self.deadline - time.monotonic()))

@@ -41,6 +41,22 @@ def plan(n) -> list[dict]:
     return out
 
 
+def probes(n, count) -> list[dict]:
+    """Objects beyond the first n, each on a key of its own that it creates (the world's existing
+    keys are all taken at N = 10,000)."""
+    return [
+        {
+            "name": f"ark-{n + i:05d}",
+            "ns": f"bench-{(n + i) % NAMESPACES}",
+            "hsm": f"bench-hsm-{i % HSMS}",
+            "key": f"probe-{i:05d}",
+            "create": "IfMissing",
+            "new": True,
+        }
+        for i in range(count)
+    ]
+
+
 def floor_seconds(objs, throttled, latency_ms) -> float | None:
     """Throttled: per HSM max(creates ÷ 1/s, role assignments ÷ 5/s), slowest HSM. One object: the
     critical path × latency. Unthrottled N>1: no floor is defined (None)."""
