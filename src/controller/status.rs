@@ -160,15 +160,19 @@ mod tests {
     use super::*;
     use crate::controller::{reasons::Reason, steps::Report, table::Kind};
 
-    #[test]
-    fn status_does_not_change_when_nothing_did() {
-        let ark: AzureRootKey = serde_json::from_value(json!({
+    fn object(generation: i64) -> AzureRootKey {
+        serde_json::from_value(json!({
             "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
-            "metadata": {"name": "a", "namespace": "n", "generation": 2},
+            "metadata": {"name": "a", "namespace": "n", "generation": generation},
             "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
                      "hsm": {"name": "contoso"}, "key": {"name": "k"}}
         }))
-        .expect("object");
+        .expect("object")
+    }
+
+    #[test]
+    fn status_does_not_change_when_nothing_did() {
+        let ark = object(2);
         let report = Report::refused(Outcome::failed(Reason::PolicyDenied, "no"));
         let ready = Outcome::ok(Reason::Ready, "ready");
         let found = Found::default();
@@ -184,13 +188,7 @@ mod tests {
     /// and one whose only change is a message writes it.
     #[test]
     fn the_cached_status_without_messages_still_tells_a_change() {
-        let ark: AzureRootKey = serde_json::from_value(json!({
-            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
-            "metadata": {"name": "a", "namespace": "n", "generation": 1},
-            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                     "hsm": {"name": "contoso"}, "key": {"name": "k"}}
-        }))
-        .expect("object");
+        let ark = object(1);
         let ready = Outcome::ok(Reason::Ready, "ready");
         let found = Found::default();
         let run = |why: &str| {
