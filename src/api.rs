@@ -582,6 +582,18 @@ pub enum PairingState {
     Misconfigured,
 }
 
+/// An object with a valid spec and no status, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample(namespace: &str, name: &str) -> AzureRootKey {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                 "hsm": {"name": "contoso"}, "key": {"name": "k"}}
+    }))
+    .expect("sample object")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

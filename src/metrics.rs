@@ -263,20 +263,18 @@ mod tests {
 
     fn object(namespace: &str, name: &str, ready: &str, expiry: Option<&str>) -> AzureRootKey {
         let healthy = ready == "True";
-        serde_json::from_value(json!({
-            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                     "hsm": {"name": "contoso"}, "key": {"name": name}},
-            "status": {
+        let mut ark = crate::api::sample(namespace, name);
+        ark.status = Some(
+            serde_json::from_value(json!({
                 "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": "2026-11-01T00:00:00Z",
                                 "reason": "R", "message": ""}],
                 "pairing": {"status": if healthy { "Healthy" } else { "Misconfigured" },
                             "lastHealthyTime": if healthy { Some("2026-11-18T08:26:40Z") } else { None }},
                 "keyExpiryTime": expiry,
-            }
-        }))
-        .expect("object")
+            }))
+            .expect("status"),
+        );
+        ark
     }
 
     /// The series are the caches' objects at the scrape: a deleted object's series go with it, a

@@ -456,13 +456,7 @@ mod tests {
     use super::*;
 
     fn object(name: &str) -> AzureRootKey {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
-            "metadata": {"name": name, "namespace": "team-a"},
-            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                     "hsm": {"name": "contoso"}, "key": {"name": name}}
-        }))
-        .expect("object")
+        crate::api::sample("team-a", name)
     }
 
     /// An object that first arrives in a relist (created while the API server was away) is in the

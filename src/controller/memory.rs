@@ -143,7 +143,6 @@ fn jittered_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
 
@@ -157,13 +156,9 @@ mod tests {
     }
 
     fn object(namespace: &str, name: &str, resource_version: &str) -> AzureRootKey {
-        serde_json::from_value(json!({
-            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
-            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                     "hsm": {"name": "contoso"}, "key": {"name": "k"}}
-        }))
-        .expect("object")
+        let mut ark = crate::api::sample(namespace, name);
+        ark.metadata.resource_version = Some(resource_version.to_owned());
+        ark
     }
 
     /// A watch gap hides deletions: what is kept per object must go once the cache lost it, but

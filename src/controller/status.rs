@@ -161,13 +161,9 @@ mod tests {
     use crate::controller::{reasons::Reason, steps::Report, table::Kind};
 
     fn object(generation: i64) -> AzureRootKey {
-        serde_json::from_value(json!({
-            "apiVersion": "antimatter.io/v1alpha1", "kind": "AzureRootKey",
-            "metadata": {"name": "a", "namespace": "n", "generation": generation},
-            "spec": {"domainId": "dm-AbCdEfGhJkL", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                     "hsm": {"name": "contoso"}, "key": {"name": "k"}}
-        }))
-        .expect("object")
+        let mut ark = crate::api::sample("n", "a");
+        ark.metadata.generation = Some(generation);
+        ark
     }
 
     #[test]
