@@ -327,7 +327,7 @@ async fn cleanup(api: &Api<AzureRootKey>, ark: &AzureRootKey, ctx: &Context) -> 
         Err(blocked) => blocked,
     };
     // The cache's copy has no condition messages, and the apply below writes every condition.
-    let prev = api.get_status(&ark.name_any()).await?.status.unwrap_or_default();
+    let prev = api.get(&ark.name_any()).await?.status.unwrap_or_default();
     let message =
         format!("{} Set spec.deletionPolicy: Retain to release the object without revoking.", blocked.message);
     let status = status::with_deleting(ark, &prev, &Outcome { message: message.clone(), ..blocked });
