@@ -235,7 +235,7 @@ lint: venv ## rustfmt, clippy, rustdoc (no warnings), and ruff (lint and format)
 	$(VENV)/bin/ruff format --check
 
 # The node side of `make e2e-cluster`: Debian's containerd (1.6) and runc, the CNI loopback plugin,
-# and gcc with a static libc for the pause binary (README, "End-to-end in a one-node cluster").
+# and gcc with a static libc for the pause binary (README, "End-to-end in a two-node cluster").
 NODE_DEPS := containerd runc containernetworking-plugins gcc libc6-dev
 
 .PHONY: node-deps
@@ -252,5 +252,5 @@ image: tools static venv ## The static binary as an OCI image (crane, no Docker)
 	ROOTKEY_IMAGE_DIR=$(IMAGE_DIR) $(VENV)/bin/python -m pytest -q tests/packaging/test_image.py
 
 .PHONY: e2e-cluster
-e2e-cluster: tools node-deps build static venv ## One-node cluster on loopback: image, OCI registry, helm install from oci://, the sample to Ready, upgrade, reinstall
+e2e-cluster: tools node-deps build static venv ## Two-node cluster on loopback: image, OCI registry, helm install from oci:// (two replicas), the sample to Ready, failover, upgrade, reinstall
 	STATIC_BIN=$(STATIC_BIN) BIN=$(BIN) VENV=$(VENV) bash hack/e2e-cluster.sh

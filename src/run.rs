@@ -2,7 +2,7 @@
 //! the controllers (one per watched namespace, or one for all).
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
     sync::atomic::{AtomicBool, Ordering},
@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// Address of the `/healthz` and `/readyz` probes.
     #[arg(long, env = "PROBE_ADDR", default_value = "0.0.0.0:8081")]
     pub probe_addr: SocketAddr,
+    /// Serve the metrics and the probes on this IP, keeping their ports: the pod's IP
+    /// (`status.podIP`), so replicas with host networking on one host each bind their own address.
+    #[arg(long, env = "LISTEN_IP")]
+    pub listen_ip: Option<IpAddr>,
     /// Elect a leader among replicas through a Lease.
     #[arg(long, env = "LEADER_ELECT")]
     pub leader_elect: bool,
@@ -122,6 +126,17 @@ fn guid(text: &str) -> Result<String, String> {
 }
 
 impl RunArgs {
+    /// The metrics and probe addresses, on `--listen-ip` when it is set.
+    fn listen_addrs(&self) -> (SocketAddr, SocketAddr) {
+        let on_ip = |mut addr: SocketAddr| {
+            if let Some(ip) = self.listen_ip {
+                addr.set_ip(ip);
+            }
+            addr
+        };
+        (on_ip(self.metrics_addr), on_ip(self.probe_addr))
+    }
+
     fn cloud(&self) -> anyhow::Result<Cloud> {
         let mut cloud = match Cloud::named(self.cloud) {
             Some(c) => c,
@@ -183,6 +198,12 @@ impl RunArgs {
     }
 }
 
+/// How long a stopping operator lets the reconciles in flight finish before it drops them and
+/// releases its Lease. A reconcile may wait far longer (key creations are paced at about one a
+/// second per HSM, so 20 new objects kept a stopping leader, and the standby, waiting 17 s in the
+/// two-node test); every step is idempotent, so the next leader redoes a dropped one safely.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
 /// The leader-election Lease, in the operator's namespace.
 pub const LEASE_NAME: &str = "rootkey-operator";
 
@@ -243,9 +264,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ready = Arc::new(AtomicBool::new(false));
-    let probes = tokio::spawn(serve(args.probe_addr, ready.clone(), args.metrics_addr == args.probe_addr));
-    let metrics_server = (args.metrics_addr != args.probe_addr)
-        .then(|| tokio::spawn(serve(args.metrics_addr, Arc::new(AtomicBool::new(true)), true)));
+    let (metrics_addr, probe_addr) = args.listen_addrs();
+    let probes = tokio::spawn(serve(probe_addr, ready.clone(), metrics_addr == probe_addr));
+    let metrics_server =
+        (metrics_addr != probe_addr).then(|| tokio::spawn(serve(metrics_addr, Arc::new(AtomicBool::new(true)), true)));
 
     let azure = args.azure()?;
     let policy = match &args.tenancy_policy {
@@ -318,10 +340,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ => std::future::pending().await,
         }
     };
-    // Losing ends the select, which drops the controllers (and every reconcile in flight) before
-    // anything below runs.
+    let mut stopping = stop_rx.clone();
+    let drained = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    // Losing the lead, or a stop whose reconciles outlast SHUTDOWN_DRAIN, ends the select, which
+    // drops the controllers (and every reconcile in flight) before anything below runs.
     let outcome = tokio::select! {
         _ = controllers => Ok(()),
+        _ = drained => {
+            tracing::info!(drain = ?SHUTDOWN_DRAIN, "stopping with reconciles in flight; the next leader runs them again");
+            Ok(())
+        }
         _ = lost => Err(anyhow::anyhow!("lost leadership; exiting so that only one replica reconciles")),
     };
     metrics::set_leader(false);
@@ -457,6 +488,26 @@ mod tests {
 
     fn object(name: &str) -> AzureRootKey {
         crate::api::sample("team-a", name)
+    }
+
+    /// `--listen-ip` moves both servers to the pod's IP and keeps their ports (IPv6 too).
+    #[test]
+    fn the_listen_ip_replaces_the_addresses_ip_only() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let args = |extra: &[&str]| {
+            let argv = [&["rootkey-operator", "--metrics-addr", "0.0.0.0:9100"][..], extra].concat();
+            <Cli as clap::Parser>::parse_from(argv).run.listen_addrs()
+        };
+        let (metrics, probes) = args(&[]);
+        assert_eq!((metrics.to_string(), probes.to_string()), ("0.0.0.0:9100".into(), "0.0.0.0:8081".into()));
+        let (metrics, probes) = args(&["--listen-ip", "127.0.0.2"]);
+        assert_eq!((metrics.to_string(), probes.to_string()), ("127.0.0.2:9100".into(), "127.0.0.2:8081".into()));
+        let (metrics, _) = args(&["--listen-ip", "fd00::2"]);
+        assert_eq!(metrics.to_string(), "[fd00::2]:9100");
     }
 
     /// An object that first arrives in a relist (created while the API server was away) is in the

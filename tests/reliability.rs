@@ -161,8 +161,11 @@ async fn leader_failover_within_lease_time_and_never_two_writers() {
     assert_eq!(inv.duplicates + inv.lost, 0, "{:#?}", inv.details);
 }
 
+/// SIGTERM with reconciles in flight: the operator gives them `run::SHUTDOWN_DRAIN` (1 s), drops the
+/// rest and exits; a new operator finishes every object with nothing duplicated or lost. (It used to
+/// wait for all of them: with 2 s per HSM call, well past 5 s.)
 #[tokio::test]
-async fn sigterm_shuts_down_within_the_grace_period() {
+async fn sigterm_stops_soon_with_reconciles_in_flight_and_the_next_operator_finishes_them() {
     let mut env = operator_env("rel-sigterm").await;
     let objs = checks::populate(&env, 6).await;
     // Slow remotes so that reconciles are in flight when SIGTERM arrives.
@@ -176,13 +179,19 @@ async fn sigterm_shuts_down_within_the_grace_period() {
             break s;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "still running 30 s (the chart's grace period) after SIGTERM"
+            start.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM (reconciles in flight get 1 s)"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eprintln!("exited {status:?} after {:?}", start.elapsed());
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+
+    env.sandbox.clear_faults();
+    env.spawn_operator_ext(&OperatorOptions::default(), &SpawnExtra::default());
+    checks::wait_all_ready(&env, &objs, Duration::from_secs(60)).await.expect("Ready under the next operator");
+    let inv = checks::invariants(&env, &objs);
+    assert_eq!(inv.duplicates + inv.lost, 0, "{:#?}", inv.details);
 }
 
 #[tokio::test]

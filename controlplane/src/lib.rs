@@ -42,11 +42,24 @@ pub struct ControlPlane {
     apiserver: Option<Child>,
     apiserver_port: u16,
     kubeconfig: PathBuf,
+    audit: Option<Audit>,
+}
+
+/// The API server's audit log: its policy file and where it writes the events (JSON lines).
+#[derive(Clone, Debug)]
+pub struct Audit {
+    pub policy: PathBuf,
+    pub log: PathBuf,
 }
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver from `bin_dir` and waits until the API server is ready.
     pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_audited(bin_dir, None).await
+    }
+
+    /// [`Self::start`], with the API server writing an audit log when `audit` is given.
+    pub async fn start_audited(bin_dir: &Path, audit: Option<Audit>) -> anyhow::Result<Self> {
         for tool in ["etcd", "kube-apiserver"] {
             if !bin_dir.join(tool).is_file() {
                 bail!("{tool} not found in {}; run `make tools` first", bin_dir.display());
@@ -64,6 +77,7 @@ impl ControlPlane {
             etcd_peer_port: free_port()?,
             apiserver: None,
             apiserver_port,
+            audit,
         };
         for attempt in 1.. {
             std::fs::write(&cp.kubeconfig, cp.kubeconfig_yaml())?;
@@ -174,8 +188,14 @@ impl ControlPlane {
     pub fn start_apiserver(&mut self) -> anyhow::Result<()> {
         let d = self.dir.path();
         let p = |f: &str| d.join(f).display().to_string();
-        let child = self
-            .command("kube-apiserver", "kube-apiserver.log")?
+        let mut command = self.command("kube-apiserver", "kube-apiserver.log")?;
+        if let Some(audit) = &self.audit {
+            command
+                .arg(format!("--audit-policy-file={}", audit.policy.display()))
+                .arg(format!("--audit-log-path={}", audit.log.display()))
+                .args(["--audit-log-format=json", "--audit-log-mode=blocking"]);
+        }
+        let child = command
             .arg(format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port))
             .arg(format!("--secure-port={}", self.apiserver_port))
             .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])

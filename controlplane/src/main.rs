@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use controlplane::{ControlPlane, KUBECONFIG_ENV, default_bin_dir};
+use controlplane::{Audit, ControlPlane, KUBECONFIG_ENV, default_bin_dir};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -33,6 +33,12 @@ enum Cmd {
     Up {
         #[arg(long)]
         kubeconfig_out: Option<PathBuf>,
+        /// Audit policy file: the API server then writes its audit events to `--audit-log`.
+        #[arg(long, requires = "audit_log")]
+        audit_policy: Option<PathBuf>,
+        /// Where the API server writes its audit events (JSON lines).
+        #[arg(long, requires = "audit_policy")]
+        audit_log: Option<PathBuf>,
     },
 }
 
@@ -41,7 +47,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bin_dir = cli.bin_dir.unwrap_or_else(default_bin_dir);
     let started = std::time::Instant::now();
-    let mut cp = ControlPlane::start(&bin_dir).await?;
+    let audit = match &cli.command {
+        Cmd::Up { audit_policy: Some(policy), audit_log: Some(log), .. } => {
+            Some(Audit { policy: policy.clone(), log: log.clone() })
+        }
+        _ => None,
+    };
+    let mut cp = ControlPlane::start_audited(&bin_dir, audit).await?;
     eprintln!(
         "control plane ready at {} in {:.1}s (kubeconfig {})",
         cp.url(),
@@ -63,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
                 _ = term.recv() => 143,
             }
         }
-        Cmd::Up { kubeconfig_out } => {
+        Cmd::Up { kubeconfig_out, .. } => {
             if let Some(out) = kubeconfig_out {
                 std::fs::copy(cp.kubeconfig_path(), &out)?;
                 eprintln!("kubeconfig copied to {}", out.display());

@@ -282,6 +282,16 @@ def test_host_network_and_aliases(render):
     assert "strategy" not in default["spec"]
 
 
+def test_listen_on_pod_ip(render):
+    (c,) = _deployment(render("--set", "hostNetwork=true", "--set", "listenOnPodIP=true"))["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (listen,) = [e for e in c["env"] if e["name"] == "LISTEN_IP"]
+    assert listen == {"name": "LISTEN_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    (default,) = _deployment(render())["spec"]["template"]["spec"]["containers"]
+    assert "LISTEN_IP" not in _env(default)
+
+
 def test_workload_identity_token_mounted_by_the_chart(render):
     spec = _deployment(render("--set", "azure.clientId=abc", "--set", "azure.workloadIdentityToken.mount=true"))[
         "spec"
