@@ -51,6 +51,9 @@ pub trait ManagedHsm: Send + Sync {
     async fn delete_assignment(&self, scope: &str, name: &str) -> Result<(), RemoteError>;
     /// The role assignments at exactly `scope`.
     async fn assignments_at(&self, scope: &str) -> Result<Vec<RoleAssignment>, RemoteError>;
+    /// Fetches the HSM token ahead of the first call: a new key client sends that call without a
+    /// token, learns the scope from the 401 challenge, and only then would ask for one.
+    async fn warm_up(&self);
 }
 
 /// One tenant's directory (Microsoft Graph), reached as one identity.
@@ -235,6 +238,11 @@ impl ManagedHsm for HsmSession<'_> {
     async fn assignments_at(&self, scope: &str) -> Result<Vec<RoleAssignment>, RemoteError> {
         let s = self.services;
         self.refused(s.rbac.list_at_scope(&s.azure, self.endpoint, self.identity, scope).await)
+    }
+
+    async fn warm_up(&self) {
+        // An error here is met again, and reported, by the call itself.
+        let _ = self.services.azure.token(self.identity, &self.endpoint.scope).await;
     }
 }
 

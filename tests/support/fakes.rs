@@ -274,6 +274,10 @@ impl ManagedHsm for Session<'_> {
         let covers = |s: &str| s == "/" || s == scope || scope.starts_with(&format!("{s}/"));
         Ok(world.assignments.iter().filter(|((s, _), _)| covers(s)).map(|(_, a)| a.clone()).collect())
     }
+
+    async fn warm_up(&self) {
+        self.0.world().calls.push("hsm.token");
+    }
 }
 
 #[async_trait]

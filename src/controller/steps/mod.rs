@@ -148,9 +148,9 @@ pub struct Found {
 }
 
 /// Runs every step for one object; nothing here writes to Kubernetes. Steps that do not need each
-/// other run at once: the key and its tag beside the read-only lookup of Antimatter's application
-/// (and the directory token); the service principal once the key is this object's to use; then the
-/// role assignment beside the registration.
+/// other run at once: the key and its tag (and the HSM token) beside the read-only lookup of
+/// Antimatter's application (and the directory token); the service principal once the key is this
+/// object's to use; then the role assignment beside the registration.
 pub async fn run(
     remotes: &dyn Remotes,
     cluster_id: &str,
@@ -175,7 +175,8 @@ pub async fn run(
     // recorded, and its Graph calls go on beside the tag write.
     let (principal_gate_tx, principal_gate_rx) = oneshot::channel();
     let key_chain = async {
-        let mut key_step = Step::settle(key::ensure(&*hsm, &inputs.hsm, ark, &claimant).await);
+        let key_read = tokio::join!(key::ensure(&*hsm, &inputs.hsm, ark, &claimant), hsm.warm_up()).0;
+        let mut key_step = Step::settle(key_read);
         // The key's own rotation policy, when the spec asks for one: a key that cannot get it is not
         // ready as specified.
         if let (Some(wanted), true, false) = (&spec.key.rotation_policy, key_step.outcome.is_true(), spec.suspend) {
