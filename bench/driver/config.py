@@ -15,7 +15,8 @@ PEER_SCRIPT = ROOT / "bench" / "peer.py"
 
 # Each entry is N:latency_ms:t|u[:steady][:peerN][:extras] (steady: poke, intervals or - for none;
 # extras, joined by +: restart = the API server restarted under load, handoff = leader handoff on
-# SIGTERM and SIGKILL, prop20 = 20 s of RBAC propagation in the sandbox).
+# SIGTERM and SIGKILL, prop20 = 20 s of RBAC propagation in the sandbox, alone = the run's API
+# writes made again by the driver with no operator running, for what they cost the API server).
 PROPAGATION_S = 20  # the prop20 extra: the sandbox's RBAC propagation delay
 QUICK_MATRIX = "1:20:t:poke,100:20:t:poke:10"
 # Throttled (sandbox limits on, operator pacing on): 1, 100, 1,000 at 0 and 20 ms.
@@ -23,7 +24,7 @@ QUICK_MATRIX = "1:20:t:poke,100:20:t:poke:10"
 # 10,000 is not run throttled: its floor alone is 1,000 s (5,000 creates over 5 HSMs at 1/s).
 FULL_MATRIX = (
     "1:0:t:poke,1:20:t:poke,1:20:t:-:0:prop20,100:0:t:intervals:100,100:20:t:poke:100,1000:0:t:poke,"
-    "1000:20:t:poke,100:20:u:poke:100,1000:20:u:poke:0:restart+handoff,10000:20:u:poke,10000:0:u:-"
+    "1000:20:t:poke,100:20:u:poke:100,1000:20:u:poke:0:alone+restart+handoff,10000:20:u:poke,10000:0:u:-"
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import subprocess
 
 import urllib3
@@ -74,6 +75,35 @@ class Kube:
             GROUP, VERSION, ns, PLURAL, manifest, dry_run="All" if dry_run else None
         )
 
+    def apply_root_key_status(self, namespace, name, status: dict, manager: str):
+        """One server-side apply of `.status`, as the operator writes it."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AzureRootKey",
+            "metadata": {"name": name},
+            "status": status,
+        }
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            field_manager=manager,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    def create_event(self, namespace, body: dict):
+        """One events.k8s.io Event, posted as JSON (the client's model cannot carry eventTime's microseconds)."""
+        path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+        headers = {"Content-Type": "application/json"}
+        request = self.api.param_serialize(
+            "POST", path, body=body, header_params=headers, auth_settings=["BearerToken"]
+        )
+        self.api.call_api(*request).read()
+
     def annotate_root_key(self, namespace, name, annotations: dict):
         body = {"metadata": {"annotations": annotations}}
         self.custom.patch_namespaced_custom_object(
@@ -94,6 +124,20 @@ class Kube:
             if line.startswith("process_cpu_seconds_total "):
                 return float(line.split()[1])
         raise RuntimeError("no process_cpu_seconds_total in the API server's /metrics")
+
+    def request_counts(self) -> dict:
+        """{"VERB resource[/subresource]": count} from the API server's `apiserver_request_total`."""
+        _, body = _raw(self.api, "/metrics", 10)
+        out = {}
+        for line in body.decode().splitlines():
+            if line.startswith("apiserver_request_total{"):
+                labels, value = line[len("apiserver_request_total{") :].rsplit("} ", 1)
+                lb = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+                k = f"{lb.get('verb')} {lb.get('resource')}" + (
+                    f"/{lb['subresource']}" if lb.get("subresource") else ""
+                )
+                out[k] = out.get(k, 0) + float(value)
+        return out
 
     def lease_holder(self, name="rootkey-operator", namespace="default") -> str | None:
         """The Lease's holderIdentity; None while it is absent, released or unreadable."""

@@ -144,6 +144,7 @@ class Run:
         # before the timed apply, which is to measure the API server and the operator.
         kube.create_root_key(manifest(self.objs[0], self.endpoints, check_interval), dry_run=True)
         apiserver_cpu0, sandbox_cpu0, operator_cpu0 = kube.cpu_seconds(), *self._cpu(op)
+        requests0 = kube.request_counts()
         t_apply = time.monotonic()
         with ThreadPoolExecutor(self.cfg.apply_threads) as pool:
             list(pool.map(create, self.objs))
@@ -175,6 +176,7 @@ class Run:
         # they stop arriving, so the per-object counts below are complete.
         ev = measure.settled_event_writes(kube, self.deadline)
         apiserver_cpu = kube.cpu_seconds() - apiserver_cpu0
+        requests = diff(requests0, kube.request_counts())
         sandbox_cpu, operator_cpu = (b - a for a, b in zip((sandbox_cpu0, operator_cpu0), self._cpu(op)))
         phase_s = time.monotonic() - t_apply
         op_calls = diff(calls0, measure.operator_calls(op.metrics_port))
@@ -195,6 +197,8 @@ class Run:
             "event_writes_per_object": events / n,
             # Includes serving the driver's own watch and the list that counts events.
             "apiserver_cpu_s_per_1000_objects": apiserver_cpu / n * 1000,
+            # Everyone's requests, the driver's included (its creates, watch and event lists).
+            "apiserver_requests_per_object": {k: v / n for k, v in sorted(requests.items())},
             # From the first apply until events stopped: who used the two cores.
             "cpu_s": {"apiserver": apiserver_cpu, "operator": operator_cpu, "sandbox": sandbox_cpu, "wall": phase_s},
             "tokens_note": "1 tenant x 2 scopes (Managed HSM audience, Graph): each needs >= 1 token, "
@@ -221,6 +225,69 @@ class Run:
         if "handoff" in self.spec.extras and res["complete"]:
             self.procs.stop(op.process)
             res["handoff"] = self._handoff()
+
+        if "alone" in self.spec.extras and res["complete"]:
+            self.procs.stop(op.process)
+            res["alone"] = self._apiserver_alone()
+
+    def _apiserver_alone(self) -> dict:
+        """What the API server spends on a run's writes without the operator: the driver makes them
+        itself, with its watch open and no operator running. N more objects in namespaces of their
+        own, created; each given one server-side apply of a Ready object's status and one Event, the
+        writes the operator makes for a new object. API-server CPU and requests per kind."""
+        kube, n = self.kube, self.spec.n
+        first = self.objs[0]
+        status = kube.get_root_key(first["ns"], first["name"])["status"]
+        objs = [{**o, "ns": f"alone-{o['ns']}"} for o in self.objs]
+        for ns in sorted({o["ns"] for o in objs}):
+            kube.create_namespace(ns)
+        _, rv = kube.list_root_keys()
+        w = Watcher(kube, rv)
+        w.start()
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+
+        def event(o):
+            return {
+                "apiVersion": "events.k8s.io/v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{o['name']}."},
+                "eventTime": now,
+                "reportingController": "antimatter.io/rootkey-operator",
+                "reportingInstance": "bench-alone",
+                "action": "Reconcile",
+                "reason": "Changed",
+                "type": "Normal",
+                "note": "bench: the API server alone",
+                "regarding": {
+                    "apiVersion": "antimatter.io/v1alpha1",
+                    "kind": "AzureRootKey",
+                    "namespace": o["ns"],
+                    "name": o["name"],
+                },
+            }
+
+        writes = (
+            ("create", lambda o: kube.create_root_key(manifest(o, self.endpoints, "1h"))),
+            ("status apply", lambda o: kube.apply_root_key_status(o["ns"], o["name"], status, "bench-alone")),
+            ("event", lambda o: kube.create_event(o["ns"], event(o))),
+        )
+        out = {}
+        for what, write in writes:
+            cpu0, requests0, t0 = kube.cpu_seconds(), kube.request_counts(), time.monotonic()
+            with ThreadPoolExecutor(self.cfg.apply_threads) as pool:
+                list(pool.map(write, objs))
+            took = time.monotonic() - t0
+            out[what] = {
+                "s": took,
+                "apiserver_cpu_s_per_1000_objects": (kube.cpu_seconds() - cpu0) / n * 1000,
+                "apiserver_requests_per_object": {
+                    k: v / n for k, v in sorted(diff(requests0, kube.request_counts()).items())
+                },
+            }
+            cpu = out[what]["apiserver_cpu_s_per_1000_objects"]
+            log(f"  API server alone, {n} x {what}: {took:.1f}s, {cpu:.1f} CPU s/1000")
+        w.stop()
+        return out
 
     def _cpu(self, op: Operator) -> tuple[float, float]:
         """CPU seconds so far of (the sandbox, the operator)."""
