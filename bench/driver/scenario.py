@@ -232,7 +232,8 @@ class Run:
 
     def _apiserver_alone(self) -> dict:
         """What the API server spends on a run's writes without the operator: the driver makes them
-        itself, with its watch open and no operator running. N more objects in namespaces of their
+        itself, with no operator running; beside the run's own watch a second one stands in for
+        the operator's, which the run with it also served. N more objects in namespaces of their
         own, created; each given one server-side apply of a Ready object's status and one Event, the
         writes the operator makes for a new object. API-server CPU and requests per kind."""
         kube, n = self.kube, self.spec.n
