@@ -185,8 +185,9 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available:
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 EOF
+  # -v=1 logs each failed probe with its output (the default logs none).
   start "kubelet-$i" "$BIN/kubelet" --config "$n/kubelet.yaml" --kubeconfig "$kubeconfig" \
-    --root-dir "$n/kubelet" --cert-dir "$n/kubelet/pki" --hostname-override "$node"
+    --root-dir "$n/kubelet" --cert-dir "$n/kubelet/pki" --hostname-override "$node" -v=1
 }
 
 # The pod sandbox image: registries are unreachable here, so Kubernetes' own pause.c (from the

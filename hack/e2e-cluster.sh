@@ -26,6 +26,8 @@ fail() {
   "$BIN/kubectl" get azurerootkeys -A >&2 || true
   "$BIN/kubectl" get pods -A -o wide >&2 || true
   "$BIN/kubectl" -n "$NS" describe pods >&2 || true
+  "$BIN/kubectl" get events -A --sort-by=.lastTimestamp >&2 || true
+  ss -ltnp >&2 || true
   tail -n 30 "$E2E_DIR"/cluster/node-*/pod-logs/*/*/*.log "$E2E_DIR"/cluster/logs/kubelet-*.log >&2 || true
   exit 1
 }

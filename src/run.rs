@@ -220,8 +220,28 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Binds the probe and the metrics addresses (one server when they are the same) and serves them in
+/// the background. Binding comes first and fails start-up: a bind error inside a spawned server was
+/// lost with its task, and the process ran on unprobed, never Ready, with nothing in its log.
+async fn start_servers(
+    metrics_addr: SocketAddr,
+    probe_addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let bind = async |addr| TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"));
+    let probes = bind(probe_addr).await?;
+    if metrics_addr == probe_addr {
+        return Ok(vec![tokio::spawn(serve(probes, ready, true))]);
+    }
+    let metrics = bind(metrics_addr).await?;
+    Ok(vec![
+        tokio::spawn(serve(probes, ready, false)),
+        tokio::spawn(serve(metrics, Arc::new(AtomicBool::new(true)), true)),
+    ])
+}
+
 /// Serves `/healthz`, `/readyz` (ready once started) and `/metrics`.
-async fn serve(addr: SocketAddr, ready: Arc<AtomicBool>, with_metrics: bool) -> anyhow::Result<()> {
+async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, with_metrics: bool) -> anyhow::Result<()> {
     use axum::{Router, http::StatusCode, routing::get};
     let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route(
         "/readyz",
@@ -239,7 +259,6 @@ async fn serve(addr: SocketAddr, ready: Arc<AtomicBool>, with_metrics: bool) -> 
     if with_metrics {
         app = app.route("/metrics", get(|| async { metrics::render() }));
     }
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -265,9 +284,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ready = Arc::new(AtomicBool::new(false));
     let (metrics_addr, probe_addr) = args.listen_addrs();
-    let probes = tokio::spawn(serve(probe_addr, ready.clone(), metrics_addr == probe_addr));
-    let metrics_server =
-        (metrics_addr != probe_addr).then(|| tokio::spawn(serve(metrics_addr, Arc::new(AtomicBool::new(true)), true)));
+    let servers = start_servers(metrics_addr, probe_addr, ready.clone()).await?;
 
     let azure = args.azure()?;
     let policy = match &args.tenancy_policy {
@@ -362,10 +379,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Ok(()), None) => {}
     }
     signal.abort();
-    probes.abort();
-    if let Some(m) = metrics_server {
-        m.abort();
-    }
+    servers.iter().for_each(|server| server.abort());
     outcome
 }
 
@@ -491,24 +505,37 @@ mod tests {
         crate::api::sample("team-a", name)
     }
 
-    /// `--listen-ip` moves both servers to the pod's IP and keeps their ports (IPv6 too).
-    #[test]
-    fn the_listen_ip_replaces_the_addresses_ip_only() {
+    fn run_args(flags: &[&str]) -> RunArgs {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             run: RunArgs,
         }
-        let args = |extra: &[&str]| {
-            let argv = [&["rootkey-operator", "--metrics-addr", "0.0.0.0:9100"][..], extra].concat();
-            <Cli as clap::Parser>::parse_from(argv).run.listen_addrs()
-        };
+        <Cli as clap::Parser>::parse_from([&["rootkey-operator"][..], flags].concat()).run
+    }
+
+    /// `--listen-ip` moves both servers to the pod's IP and keeps their ports (IPv6 too).
+    #[test]
+    fn the_listen_ip_replaces_the_addresses_ip_only() {
+        let args = |extra: &[&str]| run_args(&[&["--metrics-addr", "0.0.0.0:9100"][..], extra].concat()).listen_addrs();
         let (metrics, probes) = args(&[]);
         assert_eq!((metrics.to_string(), probes.to_string()), ("0.0.0.0:9100".into(), "0.0.0.0:8081".into()));
         let (metrics, probes) = args(&["--listen-ip", "127.0.0.2"]);
         assert_eq!((metrics.to_string(), probes.to_string()), ("127.0.0.2:9100".into(), "127.0.0.2:8081".into()));
         let (metrics, _) = args(&["--listen-ip", "fd00::2"]);
         assert_eq!(metrics.to_string(), "[fd00::2]:9100");
+    }
+
+    /// A probe address another process holds stops start-up with that address in the error, before
+    /// the Kubernetes API is asked anything: the process must not run on without its probes.
+    #[tokio::test]
+    async fn a_taken_probe_address_fails_start_up() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = taken.local_addr().expect("bound").to_string();
+        let args = run_args(&["--probe-addr", &addr, "--metrics-addr", "127.0.0.1:0", "--listen-ip", "127.0.0.1"]);
+        let started = tokio::time::timeout(Duration::from_secs(10), run(args)).await;
+        let error = started.expect("start-up ends at once").expect_err("start-up fails");
+        assert!(format!("{error:#}").starts_with(&format!("binding {addr}")), "{error:#}");
     }
 
     /// An object that first arrives in a relist (created while the API server was away) is in the
