@@ -161,6 +161,40 @@ class Watcher(threading.Thread):
             return dict(self.ready_at), dict(self.reasons)
 
 
+class ChecksSince(threading.Thread):
+    """When each of `keys` first shows a check at or after `since` (status.pairing.lastCheckTime):
+    one list, then a watch from it, listed again when the watch ends or fails. Polling with a list
+    would cost the API server, which the operator is waiting on, N objects each time."""
+
+    def __init__(self, kube, keys, since):
+        super().__init__(daemon=True)
+        self.kube, self.pending, self.since = kube, set(keys), since
+        self.done_at, self.lists = None, 0
+        self.stopped = threading.Event()
+
+    def run(self):
+        while self.pending and not self.stopped.is_set():
+            try:
+                items, resource_version = self.kube.list_root_keys()
+                self.lists += 1
+                for obj in items:
+                    self._seen(obj)
+                _watch, events = self.kube.watch_root_keys(resource_version)
+                for ev in events:
+                    if ev["type"] == "ERROR" or not self.pending or self.stopped.is_set():
+                        break  # ERROR: the resourceVersion is gone (410); list again
+                    self._seen(ev["object"])
+            except Exception:  # the API server still restarting
+                time.sleep(0.2)
+
+    def _seen(self, obj):
+        md = obj["metadata"]
+        if last_check_unix(obj) >= self.since:
+            self.pending.discard(f"{md.get('namespace')}/{md['name']}")
+            if not self.pending and self.done_at is None:
+                self.done_at = time.monotonic()
+
+
 def event_writes(kube) -> dict:
     """Event writes per AzureRootKey (an event with a series counts series.count writes)."""
     per = {}

@@ -424,11 +424,20 @@ def peer_line(r, p):
 
 
 def restart_line(r, rs):
-    return (
+    line = (
         f": API server down {fmt(rs['down_s'], 1)} s (etcd kept) right after all {r['n']} objects were poked; "
         f"after /readyz was back: a new object Ready in {fmt(rs['new_object_ready_after_back_s'])} s, "
         f"every poked object's check written in {fmt(rs['all_rechecked_after_back_s'])} s"
     )
+    cpu = rs.get("cpu_s")
+    if cpu:
+        used = cpu["apiserver"] + cpu["operator"] + cpu["sandbox"]
+        line += (
+            f"; CPU meanwhile: API server {fmt(cpu['apiserver'], 1)} s, operator {fmt(cpu['operator'], 1)} s, "
+            f"sandbox {fmt(cpu['sandbox'], 1)} s = {fmt(used / cpu['wall'], 2)} of the 2 cores over "
+            f"{fmt(cpu['wall'], 1)} s"
+        )
+    return line
 
 
 def alone_cpu(a) -> float:
