@@ -195,7 +195,12 @@ def judge(results, binary):
     if settled:
         m, where = max((r["settled_rss_mib"], r["id"]) for r in settled)
         goal = TARGETS["settled_mib_10000"]
-        add("memory settled N=10000", f"{fmt(m, 1)} MiB ({where})", f"<= {t['settled_mib_10000']} MiB", m <= goal)
+        add(
+            "memory settled N=10000",
+            f"{fmt(m, 1)} MiB ({where}{per_object_growth(results, where, m)})",
+            f"<= {t['settled_mib_10000']} MiB",
+            m <= goal,
+        )
     for r in results:
         rl = r.get("relist")
         if rl and r.get("settled_rss_mib"):
@@ -438,6 +443,15 @@ def restart_line(r, rs):
             f"{fmt(cpu['wall'], 1)} s"
         )
     return line
+
+
+def per_object_growth(results, run_id, settled_mib) -> str:
+    """Settled memory per object beyond the same run at N=1,000 (what each cached object costs)."""
+    small = next((r for r in results if r["id"] == run_id.replace("n10000-", "n1000-", 1)), None)
+    if not small or not small.get("settled_rss_mib"):
+        return ""
+    kib = (settled_mib - small["settled_rss_mib"]) * 1024 / 9000
+    return f"; {fmt(kib, 1)} KiB per object beyond {small['id']}'s {fmt(small['settled_rss_mib'], 1)} MiB"
 
 
 def alone_cpu(a) -> float:
