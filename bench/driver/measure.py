@@ -105,6 +105,11 @@ def ready_status(obj) -> tuple[str | None, str | None]:
     return None, None
 
 
+def object_key(ref) -> str:
+    """namespace/name of an object's metadata, or of an Event's `regarding`."""
+    return f"{ref.get('namespace')}/{ref.get('name')}"
+
+
 class Watcher(threading.Thread):
     """Watches every AzureRootKey: the first Ready=True per object, and how many MODIFIED events in all."""
 
@@ -132,7 +137,7 @@ class Watcher(threading.Thread):
     def _record(self, ev, seen_at):
         obj = ev["object"]
         md = obj["metadata"]
-        key = f"{md.get('namespace')}/{md['name']}"
+        key = object_key(md)
         self.resource_version = md["resourceVersion"]
         status, reason = ready_status(obj)
         with self.lock:
@@ -169,14 +174,13 @@ class ChecksSince(threading.Thread):
     def __init__(self, kube, keys, since):
         super().__init__(daemon=True)
         self.kube, self.pending, self.since = kube, set(keys), since
-        self.done_at, self.lists = None, 0
+        self.done_at = None
         self.stopped = threading.Event()
 
     def run(self):
         while self.pending and not self.stopped.is_set():
             try:
                 items, resource_version = self.kube.list_root_keys()
-                self.lists += 1
                 for obj in items:
                     self._seen(obj)
                 _watch, events = self.kube.watch_root_keys(resource_version)
@@ -190,7 +194,7 @@ class ChecksSince(threading.Thread):
     def _seen(self, obj):
         md = obj["metadata"]
         if last_check_unix(obj) >= self.since:
-            self.pending.discard(f"{md.get('namespace')}/{md['name']}")
+            self.pending.discard(object_key(md))
             if not self.pending and self.done_at is None:
                 self.done_at = time.monotonic()
 
@@ -202,7 +206,7 @@ def event_writes(kube) -> dict:
         reg = e.get("regarding") or {}
         if reg.get("kind") != "AzureRootKey":
             continue
-        k = f"{reg.get('namespace')}/{reg.get('name')}"
+        k = object_key(reg)
         per[k] = per.get(k, 0) + max(1, (e.get("series") or {}).get("count", 1))
     return per
 
